@@ -1,0 +1,564 @@
+//! The SQLite catalog: the only module that speaks SQL. The schema and its version live
+//! here and nowhere else.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::entry::{Entry, Kind, Ordinal};
+use crate::error::{Error, Result};
+use crate::header::{header_path, split_path};
+use crate::layout::{FOOTER_LEN, OffsetTable, footprint};
+
+/// Version of the schema below. A catalog of any other version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Marks the file as a tartape catalog (`PRAGMA application_id`, "TTAP").
+const APPLICATION_ID: i32 = 0x5454_4150;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE entries (
+    ordinal      INTEGER PRIMARY KEY,
+    arc_path     BLOB NOT NULL,
+    rel_path     BLOB NOT NULL,
+    kind         INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    mode         INTEGER NOT NULL,
+    disk_mode    INTEGER NOT NULL,
+    uid          INTEGER NOT NULL,
+    gid          INTEGER NOT NULL,
+    uname        BLOB NOT NULL,
+    gname        BLOB NOT NULL,
+    mtime        INTEGER NOT NULL,
+    mtime_sec    INTEGER NOT NULL,
+    mtime_nsec   INTEGER NOT NULL,
+    link_target  BLOB NOT NULL,
+    start_offset INTEGER NOT NULL,
+    digest       TEXT
+);
+";
+
+const ENTRY_COLUMNS: &str = "ordinal, arc_path, rel_path, kind, size, mode, disk_mode, uid, gid, \
+     uname, gname, mtime, mtime_sec, mtime_nsec, link_target, start_offset, digest";
+
+/// Content digest algorithms `--hash` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgo {
+    Md5,
+    Sha256,
+}
+
+impl HashAlgo {
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgo::Md5 => "md5",
+            HashAlgo::Sha256 => "sha256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HashAlgo> {
+        match s {
+            "md5" => Some(HashAlgo::Md5),
+            "sha256" => Some(HashAlgo::Sha256),
+            _ => None,
+        }
+    }
+}
+
+/// Tape-wide facts stored with the entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapeMeta {
+    pub fingerprint: String,
+    pub total_size: u64,
+    pub entry_count: u64,
+    pub data_size: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Canonical source path at recording time.
+    pub source_root: PathBuf,
+    pub arc_root: Vec<u8>,
+    pub anonymize: bool,
+    pub excludes: Vec<String>,
+    pub hash: Option<HashAlgo>,
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::corrupt(path, e.to_string())
+}
+
+/// Writes a new catalog file (the caller renames it into place).
+pub struct CatalogWriter {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl CatalogWriter {
+    /// Creates the schema in a fresh file at `path` (which must not exist).
+    pub fn create(path: &Path) -> Result<CatalogWriter> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+        let wrap = |e: rusqlite::Error| Error::io(path, std::io::Error::other(e.to_string()));
+        // The file is private until renamed into place and fsync'd by the caller, so a
+        // journal buys nothing.
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA page_size = 16384;
+             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};
+             {SCHEMA}
+             BEGIN;"
+        ))
+        .map_err(wrap)?;
+        Ok(CatalogWriter {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn wrap(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        |e| Error::io(&self.path, std::io::Error::other(e.to_string()))
+    }
+
+    /// Appends entries; they must come in tape order with their final offsets.
+    pub fn insert<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            ))
+            .map_err(self.wrap())?;
+        for e in entries {
+            stmt.execute(params![
+                e.ordinal.0 as i64,
+                e.arc_path,
+                e.rel_path,
+                e.kind.code(),
+                e.size as i64,
+                e.mode,
+                e.disk_mode,
+                e.uid as i64,
+                e.gid as i64,
+                e.uname,
+                e.gname,
+                e.mtime,
+                e.mtime_sec,
+                e.mtime_nsec,
+                e.link_target,
+                e.start_offset as i64,
+                e.digest,
+            ])
+            .map_err(|e| Error::io(&self.path, std::io::Error::other(e.to_string())))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the tape-wide facts, commits and closes the file.
+    pub fn finish(self, meta: &TapeMeta) -> Result<()> {
+        let pairs: Vec<(&str, String)> = vec![
+            ("format_version", FORMAT_VERSION.to_string()),
+            ("fingerprint", meta.fingerprint.clone()),
+            ("total_size", meta.total_size.to_string()),
+            ("entry_count", meta.entry_count.to_string()),
+            ("data_size", meta.data_size.to_string()),
+            ("created_at", meta.created_at.to_string()),
+            (
+                "source_root",
+                meta.source_root.to_string_lossy().into_owned(),
+            ),
+            ("arc_root", hex(&meta.arc_root)),
+            ("anonymize", meta.anonymize.to_string()),
+            ("excludes", meta.excludes.join("\n")),
+            ("hash", meta.hash.map_or("none", HashAlgo::name).to_string()),
+        ];
+        {
+            let mut stmt = self
+                .conn
+                .prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")
+                .map_err(self.wrap())?;
+            for (k, v) in &pairs {
+                stmt.execute(params![k, v]).map_err(self.wrap())?;
+            }
+        }
+        self.conn.execute_batch("COMMIT;").map_err(self.wrap())?;
+        let path = self.path.clone();
+        self.conn
+            .close()
+            .map_err(|(_, e)| Error::io(&path, std::io::Error::other(e.to_string())))
+    }
+}
+
+/// An opened, validated catalog. Entry rows are fetched on demand; only the offset table
+/// is held in memory. Safe to share between threads: each caller borrows a connection
+/// from a small pool.
+pub struct Catalog {
+    path: PathBuf,
+    meta: TapeMeta,
+    offsets: OffsetTable,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("path", &self.path).finish()
+    }
+}
+
+impl Catalog {
+    /// Opens and validates the catalog at `path`: known version, complete metadata,
+    /// contiguous ordinals, offsets that are exactly the prefix sums of footprints, paths
+    /// in strict tape order that stay inside the root and fit a ustar header.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        if !path.exists() {
+            return Err(Error::CatalogMissing(path.to_path_buf()));
+        }
+        let conn = open_read_only(path)?;
+        let meta = read_meta(&conn, path)?;
+        let offsets = validate_entries(&conn, path, &meta)?;
+        Ok(Catalog {
+            path: path.to_path_buf(),
+            meta,
+            offsets,
+            pool: Mutex::new(vec![conn]),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn meta(&self) -> &TapeMeta {
+        &self.meta
+    }
+
+    pub fn offsets(&self) -> &OffsetTable {
+        &self.offsets
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_read_only(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 16 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Fetches one entry row.
+    pub fn entry(&self, ordinal: Ordinal) -> Result<Entry> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE ordinal = ?1"
+                ))
+                .map_err(sql_err(&self.path))?;
+            stmt.query_row([ordinal.0 as i64], row_to_entry)
+                .optional()
+                .map_err(sql_err(&self.path))?
+                .ok_or_else(|| Error::corrupt(&self.path, format!("entry {} missing", ordinal.0)))
+        })
+    }
+
+    /// Calls `f` for each entry from `first` on, in tape order, until it returns `false`.
+    pub fn for_each_from(
+        &self,
+        first: Ordinal,
+        mut f: impl FnMut(Entry) -> Result<bool>,
+    ) -> Result<()> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE ordinal >= ?1 ORDER BY ordinal"
+                ))
+                .map_err(sql_err(&self.path))?;
+            let mut rows = stmt.query([first.0 as i64]).map_err(sql_err(&self.path))?;
+            while let Some(row) = rows.next().map_err(sql_err(&self.path))? {
+                let entry = row_to_entry(row).map_err(sql_err(&self.path))?;
+                if !f(entry)? {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Finds an entry by arc path. Tape order is memcmp order of arc paths, so this is a
+    /// binary search over ordinals; no index is needed.
+    pub fn find(&self, arc_path: &[u8]) -> Result<Option<Entry>> {
+        let (mut lo, mut hi) = (0u64, self.offsets.len() as u64);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let e = self.entry(Ordinal(mid))?;
+            match e.arc_path.as_slice().cmp(arc_path) {
+                std::cmp::Ordering::Equal => return Ok(Some(e)),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn open_read_only(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql_err(path))
+}
+
+fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let kind_code: i64 = row.get(3)?;
+    let kind = Kind::from_code(kind_code).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Integer,
+            format!("unknown entry kind {kind_code}").into(),
+        )
+    })?;
+    Ok(Entry {
+        ordinal: Ordinal(row.get::<_, i64>(0)? as u64),
+        arc_path: row.get(1)?,
+        rel_path: row.get(2)?,
+        kind,
+        size: row.get::<_, i64>(4)? as u64,
+        mode: row.get(5)?,
+        disk_mode: row.get(6)?,
+        uid: row.get::<_, i64>(7)? as u64,
+        gid: row.get::<_, i64>(8)? as u64,
+        uname: row.get(9)?,
+        gname: row.get(10)?,
+        mtime: row.get(11)?,
+        mtime_sec: row.get(12)?,
+        mtime_nsec: row.get(13)?,
+        link_target: row.get(14)?,
+        start_offset: row.get::<_, i64>(15)? as u64,
+        digest: row.get(16)?,
+    })
+}
+
+fn read_meta(conn: &Connection, path: &Path) -> Result<TapeMeta> {
+    let app_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(sql_err(path))?;
+    if app_id != APPLICATION_ID {
+        return Err(Error::corrupt(path, "not a tartape catalog"));
+    }
+    let mut map = std::collections::HashMap::new();
+    {
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM meta")
+            .map_err(sql_err(path))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql_err(path))?;
+        for row in rows {
+            let (k, v) = row.map_err(sql_err(path))?;
+            map.insert(k, v);
+        }
+    }
+    let get = |key: &str| -> Result<&String> {
+        map.get(key)
+            .ok_or_else(|| Error::corrupt(path, format!("metadata `{key}` missing")))
+    };
+    let num = |key: &str| -> Result<i64> {
+        get(key)?
+            .parse::<i64>()
+            .map_err(|_| Error::corrupt(path, format!("metadata `{key}` is not a number")))
+    };
+    let version = num("format_version")?;
+    if version != FORMAT_VERSION as i64 {
+        return Err(Error::corrupt(
+            path,
+            format!("unknown format version {version} (this tartape reads {FORMAT_VERSION})"),
+        ));
+    }
+    let fingerprint = get("fingerprint")?.clone();
+    if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::corrupt(path, "malformed fingerprint"));
+    }
+    let hash = match get("hash")?.as_str() {
+        "none" => None,
+        other => Some(
+            HashAlgo::parse(other)
+                .ok_or_else(|| Error::corrupt(path, format!("unknown hash `{other}`")))?,
+        ),
+    };
+    let excludes = get("excludes")?;
+    Ok(TapeMeta {
+        fingerprint,
+        total_size: num("total_size")? as u64,
+        entry_count: num("entry_count")? as u64,
+        data_size: num("data_size")? as u64,
+        created_at: num("created_at")?,
+        source_root: PathBuf::from(get("source_root")?),
+        arc_root: unhex(get("arc_root")?)
+            .ok_or_else(|| Error::corrupt(path, "malformed arc_root"))?,
+        anonymize: get("anonymize")? == "true",
+        excludes: if excludes.is_empty() {
+            Vec::new()
+        } else {
+            excludes.lines().map(str::to_owned).collect()
+        },
+        hash,
+    })
+}
+
+/// Scans every row once: this is what makes a tampered or truncated catalog fail on
+/// open instead of while serving.
+fn validate_entries(conn: &Connection, path: &Path, meta: &TapeMeta) -> Result<OffsetTable> {
+    let mut stmt = conn
+        .prepare("SELECT ordinal, size, start_offset, kind, rel_path, arc_path FROM entries ORDER BY ordinal")
+        .map_err(sql_err(path))?;
+    let mut rows = stmt.query([]).map_err(sql_err(path))?;
+    let mut sizes = Vec::with_capacity(meta.entry_count as usize);
+    let mut expected_start = 0u64;
+    let mut prev_arc: Vec<u8> = Vec::new();
+    let root_prefix_len = meta.arc_root.len();
+    while let Some(row) = rows.next().map_err(sql_err(path))? {
+        let i = sizes.len() as i64;
+        let ordinal: i64 = row.get(0).map_err(sql_err(path))?;
+        let size: i64 = row.get(1).map_err(sql_err(path))?;
+        let start: i64 = row.get(2).map_err(sql_err(path))?;
+        let kind_code: i64 = row.get(3).map_err(sql_err(path))?;
+        let rel = blob_at(row, 4).map_err(sql_err(path))?;
+        let arc = blob_at(row, 5).map_err(sql_err(path))?;
+        let bad = |what: String| Error::corrupt(path, format!("entry {ordinal}: {what}"));
+        if ordinal != i {
+            return Err(bad(format!("ordinal out of sequence (expected {i})")));
+        }
+        let kind =
+            Kind::from_code(kind_code).ok_or_else(|| bad(format!("unknown kind {kind_code}")))?;
+        if size < 0 || (kind != Kind::File && size != 0) {
+            return Err(bad(format!("impossible size {size}")));
+        }
+        if start < 0 || start as u64 != expected_start {
+            return Err(bad(format!(
+                "start offset {start} is not the prefix sum of footprints ({expected_start})"
+            )));
+        }
+        check_rel_path(rel).map_err(|p| bad(p.to_string()))?;
+        let expected_arc_ok = if rel.is_empty() {
+            arc == meta.arc_root.as_slice()
+        } else {
+            arc.len() == root_prefix_len + 1 + rel.len()
+                && arc.starts_with(&meta.arc_root)
+                && arc[root_prefix_len] == b'/'
+                && arc.ends_with(rel)
+        };
+        if !expected_arc_ok {
+            return Err(bad("arc path does not match its relative path".into()));
+        }
+        if i > 0 && arc <= prev_arc.as_slice() {
+            return Err(bad("entries are not in tape order".into()));
+        }
+        if split_path(&header_path(arc, kind)).is_err() {
+            return Err(bad("path does not fit a ustar header".into()));
+        }
+        prev_arc.clear();
+        prev_arc.extend_from_slice(arc);
+        expected_start += footprint(size as u64);
+        sizes.push(size as u64);
+    }
+    if sizes.len() as u64 != meta.entry_count {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "{} entries, metadata says {}",
+                sizes.len(),
+                meta.entry_count
+            ),
+        ));
+    }
+    if expected_start + FOOTER_LEN != meta.total_size {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "total size {} does not match the entries ({})",
+                meta.total_size,
+                expected_start + FOOTER_LEN
+            ),
+        ));
+    }
+    Ok(OffsetTable::from_sizes(sizes))
+}
+
+fn blob_at<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r [u8]> {
+    row.get_ref(i)?.as_blob().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, e.into())
+    })
+}
+
+/// A stored relative path must stay inside the root: not absolute, no `.`/`..`
+/// components, no empty components, no NUL.
+fn check_rel_path(rel: &[u8]) -> std::result::Result<(), &'static str> {
+    if rel.is_empty() {
+        return Ok(());
+    }
+    if rel.contains(&0) {
+        return Err("relative path contains NUL");
+    }
+    if rel[0] == b'/' {
+        return Err("relative path is absolute");
+    }
+    for comp in rel.split(|&b| b == b'/') {
+        match comp {
+            b"" => return Err("relative path has an empty component"),
+            b"." | b".." => return Err("relative path escapes the root (`.` or `..`)"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_path_checks() {
+        assert!(check_rel_path(b"a/b").is_ok());
+        assert!(check_rel_path(b"").is_ok());
+        assert!(check_rel_path(b"/etc/passwd").is_err());
+        assert!(check_rel_path(b"a/../../x").is_err());
+        assert!(check_rel_path(b"..").is_err());
+        assert!(check_rel_path(b"a//b").is_err());
+        assert!(check_rel_path(b"./a").is_err());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(hex(b"\x00\xffab"), "00ff6162");
+        assert_eq!(unhex("00ff6162").unwrap(), b"\x00\xffab");
+        assert!(unhex("abc").is_none());
+    }
+}

@@ -1,0 +1,134 @@
+//! What the catalog knows about one recorded object.
+
+use std::fmt;
+
+/// Position of an entry in tape order (0 = the root). Not an inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ordinal(pub u64);
+
+/// The kinds of objects a tape records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl Kind {
+    /// The stable code stored in the catalog.
+    pub fn code(self) -> i64 {
+        match self {
+            Kind::File => 0,
+            Kind::Dir => 5,
+            Kind::Symlink => 2,
+        }
+    }
+
+    /// Inverse of [`Kind::code`].
+    pub fn from_code(code: i64) -> Option<Kind> {
+        match code {
+            0 => Some(Kind::File),
+            5 => Some(Kind::Dir),
+            2 => Some(Kind::Symlink),
+            _ => None,
+        }
+    }
+
+    /// The ustar typeflag byte.
+    pub fn typeflag(self) -> u8 {
+        match self {
+            Kind::File => b'0',
+            Kind::Dir => b'5',
+            Kind::Symlink => b'2',
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One recorded object: everything needed to synthesise its header and to check that the
+/// source still matches the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub ordinal: Ordinal,
+    /// `<root name>/<relative path>`, raw bytes.
+    pub arc_path: Vec<u8>,
+    /// Path relative to the source root (empty for the root itself), raw bytes.
+    pub rel_path: Vec<u8>,
+    pub kind: Kind,
+    /// Content size in bytes (0 for directories and symlinks).
+    pub size: u64,
+    /// Mode written in the header (normalised when anonymised).
+    pub mode: u32,
+    /// Raw permission bits found on disk (`st_mode & 0o7777`), for integrity checks.
+    pub disk_mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub uname: Vec<u8>,
+    pub gname: Vec<u8>,
+    /// Whole seconds written in the header (Python's `int(st_mtime)`).
+    pub mtime: i64,
+    /// Exact modification time for integrity: seconds and nanoseconds from lstat.
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+    /// Symlink target, raw bytes (empty for other kinds).
+    pub link_target: Vec<u8>,
+    /// Offset of the entry's header in the tape.
+    pub start_offset: u64,
+    /// Optional content digest (lower-case hex).
+    pub digest: Option<String>,
+}
+
+impl Entry {
+    /// The arc path for humans (non-UTF-8 bytes replaced).
+    pub fn display_path(&self) -> String {
+        String::from_utf8_lossy(&self.arc_path).into_owned()
+    }
+
+    /// Offset one past the entry's last byte (header + content + padding).
+    pub fn end_offset(&self) -> u64 {
+        self.start_offset + crate::layout::footprint(self.size)
+    }
+}
+
+/// Python tartape's whole-second mtime: `int(st.st_mtime)`, where CPython builds the float
+/// as `sec + nsec * 1e-9`. Rounding of that double can carry into the next second, and
+/// `int()` truncates toward zero; both are kept for byte compatibility.
+pub fn python_mtime(sec: i64, nsec: i64) -> i64 {
+    let f = sec as f64 + nsec as f64 * 1e-9;
+    f.trunc() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_mtime_matches_cpython_rounding() {
+        assert_eq!(python_mtime(1_700_000_000, 0), 1_700_000_000);
+        assert_eq!(python_mtime(1_700_000_000, 500_000_000), 1_700_000_000);
+        // The double nearest 1700000000.999999999 is 1700000001.0.
+        assert_eq!(python_mtime(1_700_000_000, 999_999_999), 1_700_000_001);
+        assert_eq!(python_mtime(-2, 500_000_000), -1);
+    }
+
+    #[test]
+    fn kind_codes_round_trip() {
+        for k in [Kind::File, Kind::Dir, Kind::Symlink] {
+            assert_eq!(Kind::from_code(k.code()), Some(k));
+        }
+        assert_eq!(Kind::from_code(7), None);
+    }
+}

@@ -1,0 +1,26 @@
+//! tartape: record a directory into a catalog that fixes the exact bytes of a
+//! deterministic TAR archive, then serve any byte range of it on demand.
+//!
+//! ```no_run
+//! use tartape::{Tape, TapeRecorder};
+//! let summary = TapeRecorder::new("photos").commit()?;
+//! let tape = Tape::discover("photos".as_ref())?;
+//! assert_eq!(tape.fingerprint(), summary.fingerprint);
+//! let mut first_block = [0u8; 512];
+//! tape.read_at(0, &mut first_block)?;
+//! # Ok::<(), tartape::Error>(())
+//! ```
+
+pub mod catalog;
+pub mod entry;
+pub mod error;
+pub mod header;
+pub mod layout;
+pub mod record;
+pub mod tape;
+
+pub use catalog::HashAlgo;
+pub use entry::{Entry, Kind, Ordinal};
+pub use error::{Error, Result};
+pub use record::{RecordSummary, TapeRecorder};
+pub use tape::{Discrepancy, Event, Located, Tape, TapePlayer, VerifyLevel};

@@ -1,0 +1,530 @@
+//! The `tartape` command line: a thin shell over the library. clap types stay here; the
+//! one place that prints an error is `main`.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use tartape::tape::EntryLayout;
+use tartape::{Error, Event, HashAlgo, Kind, Located, Result, Tape, TapeRecorder, VerifyLevel};
+
+#[derive(Parser)]
+#[command(
+    name = "tartape",
+    version,
+    about = "Record a directory once, then serve its deterministic TAR archive byte by byte",
+    long_about = "tartape records a directory into a small SQLite catalog that fixes the exact \
+byte layout of a deterministic TAR archive (ustar), then serves any byte range of that archive \
+on demand: as a stream that resumes from any byte, or as a read-only FUSE mount holding one \
+virtual archive.tar. The source must not change after recording; every byte served is checked \
+against the recorded snapshot."
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct CatalogArg {
+    /// Catalog file to use instead of DIR/.tartape/index.db.
+    #[arg(long, value_name = "PATH")]
+    catalog: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HashArg {
+    Md5,
+    Sha256,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record DIR into a catalog (default DIR/.tartape/index.db).
+    Record {
+        /// Directory to record.
+        dir: PathBuf,
+        #[command(flatten)]
+        catalog: CatalogArg,
+        /// Leave out paths matching GLOB (matched against the relative path and the file
+        /// name; an excluded directory drops its whole subtree). Repeatable.
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Read every file and store its digest (for `verify --deep`).
+        #[arg(long, value_enum)]
+        hash: Option<HashArg>,
+        /// Keep real uid/gid, user and group names and permission bits.
+        #[arg(long)]
+        no_anonymize: bool,
+        /// Name of the top directory inside the archive (default: DIR's name).
+        #[arg(long, value_name = "NAME")]
+        arc_root: Option<OsString>,
+        /// Replace an existing catalog.
+        #[arg(long)]
+        force: bool,
+        /// Skip unreadable files and directories (listed in the summary) instead of failing.
+        #[arg(long)]
+        skip_unreadable: bool,
+    },
+    /// Write the archive, or a byte range of it, to a file or pipe.
+    Stream {
+        dir: PathBuf,
+        #[command(flatten)]
+        catalog: CatalogArg,
+        /// Output file (default: standard output, which must not be a terminal).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// First byte to write.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: u64,
+        /// Number of bytes to write (default: to the end).
+        #[arg(long, value_name = "N")]
+        length: Option<u64>,
+        /// Write JSON events (file_start, file_end with MD5, tape_completed), one per line,
+        /// to FILE, or to standard error with `-`.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+    },
+    /// Check that the source still matches the recording; lists every discrepancy.
+    Verify {
+        dir: PathBuf,
+        #[command(flatten)]
+        catalog: CatalogArg,
+        /// Also re-read every file and compare it with the recorded digest.
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Show the tape's fingerprint, sizes, counts and recording options.
+    Info {
+        dir: PathBuf,
+        #[command(flatten)]
+        catalog: CatalogArg,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List entries: start offset, end offset, kind, mode, size, archive path.
+    Ls {
+        dir: PathBuf,
+        #[command(flatten)]
+        catalog: CatalogArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show where an entry lies in the tape, or what covers byte N.
+    Locate {
+        dir: PathBuf,
+        /// Archive path of the entry (e.g. `photos/2024/a.jpg`).
+        #[arg(required_unless_present = "offset", conflicts_with = "offset")]
+        path: Option<OsString>,
+        /// A byte offset in the tape.
+        #[arg(long, value_name = "N")]
+        offset: Option<u64>,
+        #[command(flatten)]
+        catalog: CatalogArg,
+    },
+}
+
+fn main() -> ExitCode {
+    // Like cat and tar: a closed pipe ends the process quietly.
+    // SAFETY: setting a signal disposition to its default is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Record {
+            dir,
+            catalog,
+            exclude,
+            hash,
+            no_anonymize,
+            arc_root,
+            force,
+            skip_unreadable,
+        } => {
+            let mut recorder = TapeRecorder::new(&dir)
+                .catalog(catalog.catalog)
+                .hash(hash.map(|h| match h {
+                    HashArg::Md5 => HashAlgo::Md5,
+                    HashArg::Sha256 => HashAlgo::Sha256,
+                }))
+                .anonymize(!no_anonymize)
+                .arc_root(arc_root.map(|n| n.as_bytes().to_vec()))
+                .force(force)
+                .skip_unreadable(skip_unreadable);
+            for g in exclude {
+                recorder = recorder.exclude(g);
+            }
+            let bar = spinner("recording");
+            if let Some(bar) = bar.clone() {
+                recorder = recorder.on_progress(move |n| bar.set_message(format!("{n} entries")));
+            }
+            let summary = recorder.commit();
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            println!("{}", summary?);
+        }
+        Command::Stream {
+            dir,
+            catalog,
+            output,
+            offset,
+            length,
+            events,
+        } => stream(
+            &dir,
+            catalog.catalog.as_deref(),
+            output,
+            offset,
+            length,
+            events,
+        )?,
+        Command::Verify { dir, catalog, deep } => {
+            let tape = Tape::open_with(&dir, catalog.catalog.as_deref())?;
+            let level = if deep {
+                VerifyLevel::Deep
+            } else {
+                VerifyLevel::Full
+            };
+            let found = tape.verify(level)?;
+            for d in &found {
+                println!("{d}");
+            }
+            if !found.is_empty() {
+                return Err(Error::Integrity {
+                    path: tape.root().display().to_string(),
+                    change: format!("{} discrepancies, the tape is not intact", found.len()),
+                });
+            }
+            println!(
+                "ok: {} entries match the recording ({})",
+                tape.entry_count(),
+                tape.fingerprint()
+            );
+        }
+        Command::Info { dir, catalog, json } => info(&dir, catalog.catalog.as_deref(), json)?,
+        Command::Ls { dir, catalog, json } => ls(&dir, catalog.catalog.as_deref(), json)?,
+        Command::Locate {
+            dir,
+            path,
+            offset,
+            catalog,
+        } => locate(&dir, catalog.catalog.as_deref(), path, offset)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spinner(what: &'static str) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner().with_prefix(what);
+    bar.set_style(ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})").ok()?);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}
+
+fn stream(
+    dir: &Path,
+    catalog: Option<&Path>,
+    output: Option<PathBuf>,
+    offset: u64,
+    length: Option<u64>,
+    events: Option<PathBuf>,
+) -> Result<()> {
+    let tape = Tape::open_with(dir, catalog)?;
+    let total = tape.total_size();
+    if offset > total {
+        return Err(Error::Usage(format!(
+            "--offset {offset} is past the end of the tape ({total} bytes)"
+        )));
+    }
+    let out: Box<dyn Write> = match &output {
+        Some(p) => Box::new(File::create(p).map_err(|e| Error::io(p, e))?),
+        None if io::stdout().is_terminal() => {
+            return Err(Error::Usage(
+                "refusing to write a binary tape to a terminal; use -o FILE or a pipe".into(),
+            ));
+        }
+        None => Box::new(io::stdout().lock()),
+    };
+    let out_name = output.unwrap_or_else(|| PathBuf::from("<stdout>"));
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let events_to_stderr = events.as_deref() == Some(Path::new("-"));
+    let mut events_out: Option<(PathBuf, Box<dyn Write>)> = match events {
+        None => None,
+        Some(p) if events_to_stderr => Some((p, Box::new(io::stderr()))),
+        Some(p) => {
+            let f = File::create(&p).map_err(|e| Error::io(&p, e))?;
+            Some((p, Box::new(BufWriter::new(f))))
+        }
+    };
+    let end = length.map_or(total, |l| offset.saturating_add(l).min(total));
+    let bar = (!events_to_stderr && io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(end - offset);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let write_err = |e: io::Error| Error::io(&out_name, e);
+    let result = tape
+        .player()
+        .md5(events_out.is_some())
+        .play(offset, length, |event| {
+            match &event {
+                Event::Data(bytes) => {
+                    out.write_all(bytes).map_err(write_err)?;
+                    if let Some(b) = &bar {
+                        b.inc(bytes.len() as u64);
+                    }
+                    return Ok(());
+                }
+                Event::FileStart { entry, .. } => {
+                    if let Some(b) = &bar {
+                        b.set_message(entry.display_path());
+                    }
+                }
+                _ => {}
+            }
+            if let Some((p, w)) = events_out.as_mut() {
+                writeln!(w, "{}", event_json(&event)).map_err(|e| Error::io(&*p, e))?;
+            }
+            Ok(())
+        });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    // Whatever was emitted before an error is a correct prefix: deliver it.
+    let flushed = out.flush().map_err(write_err);
+    if let Some((p, mut w)) = events_out {
+        w.flush().map_err(|e| Error::io(&p, e))?;
+    }
+    result.and(flushed)
+}
+
+fn event_json(event: &Event<'_>) -> String {
+    match event {
+        Event::FileStart {
+            entry,
+            start_offset,
+            resumed,
+        } => format!(
+            r#"{{"type":"file_start","path":{},"start_offset":{start_offset},"resumed":{resumed}}}"#,
+            json_str(&entry.display_path())
+        ),
+        Event::FileEnd {
+            entry,
+            end_offset,
+            md5,
+        } => format!(
+            r#"{{"type":"file_end","path":{},"end_offset":{end_offset},"md5":{}}}"#,
+            json_str(&entry.display_path()),
+            md5.as_deref().map_or("null".to_string(), json_str)
+        ),
+        Event::TapeCompleted { total_size } => {
+            format!(r#"{{"type":"tape_completed","total_size":{total_size}}}"#)
+        }
+        Event::Data(_) => String::new(),
+    }
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
+    let tape = Tape::open_with(dir, catalog)?;
+    let meta = tape.meta();
+    let (mut files, mut dirs, mut symlinks) = (0u64, 0u64, 0u64);
+    tape.catalog().for_each_from(tartape::Ordinal(0), |e| {
+        match e.kind {
+            Kind::File => files += 1,
+            Kind::Dir => dirs += 1,
+            Kind::Symlink => symlinks += 1,
+        }
+        Ok(true)
+    })?;
+    let overhead = meta.total_size - meta.data_size;
+    let hash = meta.hash.map_or("none", HashAlgo::name);
+    let catalog_path = tape.catalog().path().display().to_string();
+    let source = tape.root().display().to_string();
+    if json {
+        println!(
+            "{{\"fingerprint\":{},\"total_size\":{},\"entry_count\":{},\"files\":{files},\
+             \"dirs\":{dirs},\"symlinks\":{symlinks},\"data_size\":{},\"overhead\":{overhead},\
+             \"created_at\":{},\"catalog\":{},\"source\":{},\"arc_root\":{},\"anonymize\":{},\
+             \"hash\":{},\"excludes\":[{}]}}",
+            json_str(&meta.fingerprint),
+            meta.total_size,
+            meta.entry_count,
+            meta.data_size,
+            meta.created_at,
+            json_str(&catalog_path),
+            json_str(&source),
+            json_str(&String::from_utf8_lossy(&meta.arc_root)),
+            meta.anonymize,
+            json_str(hash),
+            meta.excludes
+                .iter()
+                .map(|e| json_str(e))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    } else {
+        println!("fingerprint: {}", meta.fingerprint);
+        println!(
+            "entries: {} ({files} files, {dirs} directories, {symlinks} symlinks)",
+            meta.entry_count
+        );
+        println!("data bytes: {}", meta.data_size);
+        println!("tape size: {}", meta.total_size);
+        println!(
+            "overhead: {overhead} bytes ({:.2}%)",
+            overhead as f64 * 100.0 / meta.total_size as f64
+        );
+        println!("created at: {} (unix seconds)", meta.created_at);
+        println!("catalog: {catalog_path}");
+        println!("source: {source}");
+        println!(
+            "options: anonymize={} hash={hash} excludes=[{}]",
+            meta.anonymize,
+            meta.excludes.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn ls(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
+    let tape = Tape::open_with(dir, catalog)?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let write_err = |e: io::Error| Error::io("<stdout>", e);
+    tape.catalog().for_each_from(tartape::Ordinal(0), |e| {
+        let path = e.display_path();
+        if json {
+            writeln!(
+                out,
+                r#"{{"start_offset":{},"end_offset":{},"kind":"{}","mode":"{:04o}","size":{},"path":{}}}"#,
+                e.start_offset,
+                e.end_offset(),
+                e.kind,
+                e.mode,
+                e.size,
+                json_str(&path)
+            )
+        } else {
+            writeln!(
+                out,
+                "{:>12} {:>12} {:<7} {:04o} {:>12} {path}",
+                e.start_offset,
+                e.end_offset(),
+                e.kind,
+                e.mode,
+                e.size
+            )
+        }
+        .map_err(write_err)?;
+        Ok(true)
+    })?;
+    out.flush().map_err(write_err)
+}
+
+fn print_layout(l: &EntryLayout) {
+    let e = &l.entry;
+    println!(
+        "entry: {} ({}, {} bytes, ordinal {})",
+        e.display_path(),
+        e.kind,
+        e.size,
+        e.ordinal.0
+    );
+    println!("header:  [{}, {})", l.header.0, l.header.1);
+    println!("content: [{}, {})", l.content.0, l.content.1);
+    println!("padding: [{}, {})", l.padding.0, l.padding.1);
+}
+
+fn locate(
+    dir: &Path,
+    catalog: Option<&Path>,
+    path: Option<OsString>,
+    offset: Option<u64>,
+) -> Result<()> {
+    let tape = Tape::open_with(dir, catalog)?;
+    if let Some(offset) = offset {
+        match tape.locate(offset)? {
+            Located::Footer { offset_in_footer } => {
+                println!("offset {offset}: footer, byte {offset_in_footer} of 1024");
+            }
+            Located::Entry {
+                layout,
+                part,
+                offset_in_part,
+            } => {
+                println!(
+                    "offset {offset}: {} of {}, byte {offset_in_part}",
+                    part.name(),
+                    layout.entry.display_path()
+                );
+                print_layout(&layout);
+            }
+        }
+        return Ok(());
+    }
+    let path = path.unwrap_or_default();
+    match tape.locate_path(path.as_bytes())? {
+        Some(layout) => print_layout(&layout),
+        None => {
+            return Err(Error::Usage(format!(
+                "{}: no such entry in the tape (paths start with the root name, see `tartape ls`)",
+                path.to_string_lossy()
+            )));
+        }
+    }
+    Ok(())
+}

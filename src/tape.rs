@@ -1,0 +1,756 @@
+//! An opened tape: integrity checks against the snapshot, the thread-safe random-access
+//! reader, and the player that turns a byte range into events (SPEC §3, §4).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use md5::{Digest, Md5};
+
+use crate::catalog::{Catalog, TapeMeta, hex};
+use crate::entry::{Entry, Kind, Ordinal};
+use crate::error::{Error, Result};
+use crate::header::{BLOCK, Header};
+use crate::layout::{Part, Position, padding};
+use crate::record::{ContentHasher, canonical_source, default_catalog, normalised_mode};
+
+/// Direct-mapped cache sizes: bounded memory however many reads a mount serves.
+const ENTRY_CACHE_SLOTS: usize = 4096;
+const FD_CACHE_SLOTS: usize = 64;
+
+/// How much of the tape `verify` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyLevel {
+    /// Every directory and a sample of the other entries.
+    Quick,
+    /// Every entry's metadata.
+    Full,
+    /// Every entry's metadata and every file's content against the recorded digests.
+    Deep,
+}
+
+/// One way in which the source no longer matches the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discrepancy {
+    pub arc_path: String,
+    pub change: String,
+}
+
+impl std::fmt::Display for Discrepancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.arc_path, self.change)
+    }
+}
+
+impl From<Discrepancy> for Error {
+    fn from(d: Discrepancy) -> Error {
+        Error::Integrity {
+            path: d.arc_path,
+            change: d.change,
+        }
+    }
+}
+
+/// Where an entry lies in the tape.
+#[derive(Debug, Clone)]
+pub struct EntryLayout {
+    pub entry: Entry,
+    pub header: (u64, u64),
+    pub content: (u64, u64),
+    pub padding: (u64, u64),
+}
+
+impl EntryLayout {
+    fn of(entry: Entry) -> EntryLayout {
+        let h = entry.start_offset;
+        let c = h + BLOCK;
+        let p = c + entry.size;
+        let end = p + padding(entry.size);
+        EntryLayout {
+            entry,
+            header: (h, c),
+            content: (c, p),
+            padding: (p, end),
+        }
+    }
+}
+
+/// What covers one byte of the tape, with the entry row.
+#[derive(Debug, Clone)]
+pub enum Located {
+    Entry {
+        layout: EntryLayout,
+        part: Part,
+        offset_in_part: u64,
+    },
+    Footer {
+        offset_in_footer: u64,
+    },
+}
+
+struct CachedEntry {
+    entry: Entry,
+    header: Header,
+}
+
+/// A recorded tape bound to its source directory.
+///
+/// `read_at` may be called from many threads at once.
+pub struct Tape {
+    root: PathBuf,
+    root_fd: OwnedFd,
+    catalog: Catalog,
+    entries: Vec<Mutex<Option<Arc<CachedEntry>>>>,
+    fds: Vec<Mutex<Option<(Ordinal, Arc<File>)>>>,
+}
+
+impl std::fmt::Debug for Tape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tape")
+            .field("root", &self.root)
+            .field("catalog", &self.catalog.path())
+            .finish()
+    }
+}
+
+impl Tape {
+    /// Opens the tape of `dir` from its default catalog (`DIR/.tartape/index.db`).
+    pub fn discover(dir: &Path) -> Result<Tape> {
+        Tape::open_with(dir, None)
+    }
+
+    /// Opens the tape of `dir` from the catalog at `catalog`.
+    pub fn open(dir: &Path, catalog: &Path) -> Result<Tape> {
+        Tape::open_with(dir, Some(catalog))
+    }
+
+    /// Opens from `catalog`, or from the default location when `None`.
+    pub fn open_with(dir: &Path, catalog: Option<&Path>) -> Result<Tape> {
+        let root = canonical_source(dir)?;
+        let catalog_path = catalog.map_or_else(|| default_catalog(&root), Path::to_path_buf);
+        let catalog = Catalog::open(&catalog_path)?;
+        let c_root = CString::new(root.as_os_str().as_bytes()).map_err(|_| {
+            Error::io(
+                &root,
+                io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"),
+            )
+        })?;
+        // SAFETY: plain syscall on a valid C string; the fd is owned below.
+        let fd = unsafe {
+            libc::open(
+                c_root.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::io(&root, io::Error::last_os_error()));
+        }
+        // SAFETY: fd was just returned by open and is owned by nobody else.
+        let root_fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Tape {
+            root,
+            root_fd,
+            catalog,
+            entries: (0..ENTRY_CACHE_SLOTS).map(|_| Mutex::new(None)).collect(),
+            fds: (0..FD_CACHE_SLOTS).map(|_| Mutex::new(None)).collect(),
+        })
+    }
+
+    /// Whether a catalog exists for `dir` at `catalog` (or the default location).
+    pub fn catalog_exists(dir: &Path, catalog: Option<&Path>) -> bool {
+        match catalog {
+            Some(c) => c.exists(),
+            None => default_catalog(dir).exists(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn meta(&self) -> &TapeMeta {
+        self.catalog.meta()
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.meta().fingerprint
+    }
+
+    pub fn total_size(&self) -> u64 {
+        self.catalog.offsets().total_size()
+    }
+
+    pub fn created_at(&self) -> i64 {
+        self.meta().created_at
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.catalog.offsets().len() as u64
+    }
+
+    /// Which entry (and which part of it) covers byte `offset`.
+    pub fn locate(&self, offset: u64) -> Result<Located> {
+        let offsets = self.catalog.offsets();
+        let total = self.total_size();
+        // Sizes are not in memory; derive from the next start (content + padding).
+        let pos = offsets.position(offset, |_| 0).ok_or_else(|| {
+            Error::Usage(format!(
+                "offset {offset} is past the end of the tape ({total} bytes)"
+            ))
+        })?;
+        Ok(match pos {
+            Position::Footer { offset_in_footer } => Located::Footer { offset_in_footer },
+            Position::Entry { ordinal, .. } => {
+                let layout = EntryLayout::of(self.catalog.entry(ordinal)?);
+                let (part, start) = if offset < layout.header.1 {
+                    (Part::Header, layout.header.0)
+                } else if offset < layout.content.1 {
+                    (Part::Content, layout.content.0)
+                } else {
+                    (Part::Padding, layout.padding.0)
+                };
+                Located::Entry {
+                    layout,
+                    part,
+                    offset_in_part: offset - start,
+                }
+            }
+        })
+    }
+
+    /// Where the entry with this arc path lies.
+    pub fn locate_path(&self, arc_path: &[u8]) -> Result<Option<EntryLayout>> {
+        let trimmed = arc_path.strip_suffix(b"/").unwrap_or(arc_path);
+        Ok(self.catalog.find(trimmed)?.map(EntryLayout::of))
+    }
+
+    fn cached_entry(&self, ordinal: Ordinal) -> Result<Arc<CachedEntry>> {
+        let slot = &self.entries[ordinal.0 as usize % ENTRY_CACHE_SLOTS];
+        if let Some(c) = lock(slot).as_ref().filter(|c| c.entry.ordinal == ordinal) {
+            return Ok(Arc::clone(c));
+        }
+        let entry = self.catalog.entry(ordinal)?;
+        let header = Header::for_entry(&entry).map_err(|p| {
+            Error::corrupt(
+                self.catalog.path(),
+                format!("{}: {p}", entry.display_path()),
+            )
+        })?;
+        let cached = Arc::new(CachedEntry { entry, header });
+        *lock(slot) = Some(Arc::clone(&cached));
+        Ok(cached)
+    }
+
+    /// Reads tape bytes `[offset, offset + buf.len())` into `buf`; returns how many were
+    /// read (fewer only at the end of the tape). Every entry the range touches is checked
+    /// against the snapshot first; a mismatch is an [`Error::Integrity`].
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let total = self.total_size();
+        let offsets = self.catalog.offsets();
+        let mut pos = offset;
+        let mut filled = 0usize;
+        while filled < buf.len() && pos < total {
+            let want = buf.len() - filled;
+            let Some(ordinal) = offsets.entry_at(pos) else {
+                let n = want.min((total - pos) as usize);
+                buf[filled..filled + n].fill(0);
+                filled += n;
+                pos += n as u64;
+                continue;
+            };
+            let cached = self.cached_entry(ordinal)?;
+            let entry = &cached.entry;
+            let file = self.checked_source(entry)?;
+            let end = offsets.end(ordinal);
+            let mut within = pos - entry.start_offset;
+            let stop = filled + want.min((end - pos) as usize);
+            while filled < stop {
+                let out = &mut buf[filled..stop];
+                let n = if within < BLOCK {
+                    let h = &cached.header.as_bytes()[within as usize..];
+                    let n = h.len().min(out.len());
+                    out[..n].copy_from_slice(&h[..n]);
+                    n
+                } else if within < BLOCK + entry.size {
+                    let at = within - BLOCK;
+                    let n = out.len().min((entry.size - at) as usize);
+                    let f = file.as_ref().expect("regular files are opened");
+                    read_content(f, entry, at, &mut out[..n])?;
+                    n
+                } else {
+                    out.fill(0);
+                    out.len()
+                };
+                filled += n;
+                within += n as u64;
+            }
+            pos = entry.start_offset + within;
+        }
+        Ok(filled)
+    }
+
+    /// Checks `entry` against the source; for a regular file returns the open descriptor
+    /// (from the cache when possible, re-checked with `fstat`).
+    fn checked_source(&self, entry: &Entry) -> Result<Option<Arc<File>>> {
+        if entry.kind != Kind::File {
+            self.check_entry(entry).map_err(Error::from)?;
+            return Ok(None);
+        }
+        let slot = &self.fds[entry.ordinal.0 as usize % FD_CACHE_SLOTS];
+        let hit = lock(slot)
+            .as_ref()
+            .filter(|(o, _)| *o == entry.ordinal)
+            .map(|(_, f)| Arc::clone(f));
+        if let Some(f) = hit {
+            check_open_file(entry, &f, self.meta().anonymize)?;
+            return Ok(Some(f));
+        }
+        let f = Arc::new(self.open_file(entry)?);
+        *lock(slot) = Some((entry.ordinal, Arc::clone(&f)));
+        Ok(Some(f))
+    }
+
+    /// Opens a regular file of the tape without following symlinks, beneath the root,
+    /// and checks the open descriptor against the snapshot.
+    pub fn open_file(&self, entry: &Entry) -> Result<File> {
+        let f = open_beneath(self.root_fd.as_raw_fd(), &entry.rel_path, libc::O_RDONLY)
+            .map_err(|e| open_error(entry, e))?;
+        check_open_file(entry, &f, self.meta().anonymize)?;
+        Ok(f)
+    }
+
+    /// Compares one entry's metadata with the source (no content read).
+    pub fn check_entry(&self, entry: &Entry) -> std::result::Result<(), Discrepancy> {
+        let discrepancy = |change: String| Discrepancy {
+            arc_path: entry.display_path(),
+            change,
+        };
+        let path_fd = open_beneath(
+            self.root_fd.as_raw_fd(),
+            &entry.rel_path,
+            libc::O_PATH | libc::O_NOFOLLOW,
+        )
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => discrepancy("missing".into()),
+            Some(libc::ELOOP) | Some(libc::EXDEV) => {
+                discrepancy("a parent directory was replaced by a symlink".into())
+            }
+            _ => discrepancy(format!("cannot be opened: {e}")),
+        })?;
+        let st = fstat(path_fd.as_raw_fd()).map_err(|e| discrepancy(e.to_string()))?;
+        if let Some(change) = compare(entry, &st, self.meta().anonymize) {
+            return Err(discrepancy(change));
+        }
+        if entry.kind == Kind::Symlink {
+            let target =
+                readlink_fd(path_fd.as_raw_fd()).map_err(|e| discrepancy(e.to_string()))?;
+            if target != entry.link_target {
+                return Err(discrepancy(format!(
+                    "symlink target {} → {}",
+                    String::from_utf8_lossy(&entry.link_target),
+                    String::from_utf8_lossy(&target)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the tape against its source and returns every discrepancy found.
+    pub fn verify(&self, level: VerifyLevel) -> Result<Vec<Discrepancy>> {
+        let mut found = Vec::new();
+        let count = self.entry_count().max(1);
+        // Quick: all directories plus about 1000 evenly spread other entries.
+        let stride = (count / 1000).max(1);
+        let deep = level == VerifyLevel::Deep;
+        if deep && self.meta().hash.is_none() {
+            return Err(Error::Usage(
+                "verify --deep needs content digests: record with --hash md5|sha256".into(),
+            ));
+        }
+        self.catalog.for_each_from(Ordinal(0), |entry| {
+            let sampled = level != VerifyLevel::Quick
+                || entry.kind == Kind::Dir
+                || entry.ordinal.0 % stride == 0
+                || entry.ordinal.0 + 1 == count;
+            if !sampled {
+                return Ok(true);
+            }
+            match self.check_entry(&entry) {
+                Err(d) => found.push(d),
+                Ok(()) if deep && entry.kind == Kind::File => {
+                    if let Err(e) = self.check_digest(&entry) {
+                        found.push(match e {
+                            Error::Integrity { path, change } => Discrepancy {
+                                arc_path: path,
+                                change,
+                            },
+                            other => Discrepancy {
+                                arc_path: entry.display_path(),
+                                change: other.to_string(),
+                            },
+                        });
+                    }
+                }
+                Ok(()) => {}
+            }
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
+    fn check_digest(&self, entry: &Entry) -> Result<()> {
+        let (Some(algo), Some(expected)) = (self.meta().hash, entry.digest.as_ref()) else {
+            return Ok(());
+        };
+        let f = self.open_file(entry)?;
+        let mut hasher = ContentHasher::new(algo);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < entry.size {
+            let n = buf.len().min((entry.size - at) as usize);
+            read_content(&f, entry, at, &mut buf[..n])?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        check_not_grown(entry, &f, self.meta().anonymize)?;
+        let got = hasher.finish();
+        if &got != expected {
+            return Err(Discrepancy {
+                arc_path: entry.display_path(),
+                change: format!("content {} {expected} → {got}", algo.name()),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// A player over this tape.
+    pub fn player(&self) -> TapePlayer<'_> {
+        TapePlayer {
+            tape: self,
+            md5: true,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads exactly `buf.len()` content bytes at `at`; fewer means the file shrank.
+fn read_content(f: &File, entry: &Entry, at: u64, buf: &mut [u8]) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], at + done as u64) {
+            Ok(0) => {
+                return Err(Discrepancy {
+                    arc_path: entry.display_path(),
+                    change: format!(
+                        "file shrank: read ended at {} of {} bytes",
+                        at + done as u64,
+                        entry.size
+                    ),
+                }
+                .into());
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::Integrity {
+                    path: entry.display_path(),
+                    change: format!("read failed: {e}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a whole file was read: nothing past its recorded size, metadata unchanged.
+fn check_not_grown(entry: &Entry, f: &File, anonymize: bool) -> Result<()> {
+    let mut one = [0u8; 1];
+    if matches!(f.read_at(&mut one, entry.size), Ok(n) if n > 0) {
+        return Err(Discrepancy {
+            arc_path: entry.display_path(),
+            change: format!("file grew past {} bytes while being read", entry.size),
+        }
+        .into());
+    }
+    check_open_file(entry, f, anonymize)
+}
+
+fn check_open_file(entry: &Entry, f: &File, anonymize: bool) -> Result<()> {
+    let st = fstat(f.as_raw_fd()).map_err(|e| Error::Integrity {
+        path: entry.display_path(),
+        change: e.to_string(),
+    })?;
+    match compare(entry, &st, anonymize) {
+        Some(change) => Err(Error::Integrity {
+            path: entry.display_path(),
+            change,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn open_error(entry: &Entry, e: io::Error) -> Error {
+    let change = match e.raw_os_error() {
+        Some(libc::ENOENT) => "missing".to_string(),
+        Some(libc::ELOOP) => "replaced by a symlink".to_string(),
+        Some(libc::EXDEV) => "path leaves the source root".to_string(),
+        _ => format!("cannot be opened: {e}"),
+    };
+    Error::Integrity {
+        path: entry.display_path(),
+        change,
+    }
+}
+
+fn kind_of(st: &libc::stat) -> &'static str {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => "file",
+        libc::S_IFDIR => "dir",
+        libc::S_IFLNK => "symlink",
+        libc::S_IFIFO => "fifo",
+        libc::S_IFSOCK => "socket",
+        _ => "device",
+    }
+}
+
+/// Describes how `st` differs from the snapshot of `entry`, if it does.
+fn compare(entry: &Entry, st: &libc::stat, anonymize: bool) -> Option<String> {
+    let kind = kind_of(st);
+    if kind != entry.kind.name() {
+        return Some(format!("type {} → {kind}", entry.kind.name()));
+    }
+    let mut changes = Vec::new();
+    if entry.kind == Kind::File && st.st_size as u64 != entry.size {
+        changes.push(format!("size {} → {}", entry.size, st.st_size));
+    }
+    if (st.st_mtime, st.st_mtime_nsec) != (entry.mtime_sec, entry.mtime_nsec) {
+        changes.push(format!(
+            "mtime {}.{:09} → {}.{:09}",
+            entry.mtime_sec, entry.mtime_nsec, st.st_mtime, st.st_mtime_nsec
+        ));
+    }
+    let mode = normalised_mode(entry.kind, st.st_mode & 0o7777, anonymize);
+    if mode != entry.mode {
+        changes.push(format!("mode {:04o} → {mode:04o}", entry.mode));
+    }
+    if !anonymize && (st.st_uid as u64, st.st_gid as u64) != (entry.uid, entry.gid) {
+        changes.push(format!(
+            "owner {}:{} → {}:{}",
+            entry.uid, entry.gid, st.st_uid, st.st_gid
+        ));
+    }
+    (!changes.is_empty()).then(|| changes.join(", "))
+}
+
+fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter; fd is a live descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: an empty path with an O_PATH descriptor reads the link itself.
+    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Opens `rel` beneath the directory `root` without following any symlink on the way
+/// (openat2 with RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH). On kernels without openat2,
+/// falls back to openat with O_NOFOLLOW on the last component.
+fn open_beneath(root: RawFd, rel: &[u8], flags: i32) -> io::Result<File> {
+    let rel = if rel.is_empty() { &b"."[..] } else { rel };
+    let c = CString::new(rel)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: open_how is plain data; all-zero is its neutral value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_BENEATH;
+    // SAFETY: valid C string and open_how; the returned fd is owned by the File.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    } as i32;
+    let fd = if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        unsafe { libc::openat(root, c.as_ptr(), flags) }
+    } else {
+        fd
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// One thing the player emits.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Before any byte of an entry.
+    FileStart {
+        entry: &'a Entry,
+        start_offset: u64,
+        /// The range starts inside this entry.
+        resumed: bool,
+    },
+    /// Bytes of the tape, in order (header, content, padding of the current entry, or
+    /// the footer).
+    Data(&'a [u8]),
+    /// After an entry's last byte.
+    FileEnd {
+        entry: &'a Entry,
+        end_offset: u64,
+        /// MD5 of the content when the whole file was streamed in this run.
+        md5: Option<String>,
+    },
+    /// After the footer's last byte.
+    TapeCompleted { total_size: u64 },
+}
+
+/// Streams a byte range of a tape as events. Resuming costs one binary search.
+pub struct TapePlayer<'t> {
+    tape: &'t Tape,
+    md5: bool,
+}
+
+impl TapePlayer<'_> {
+    /// Whether to compute MD5s for `FileEnd` (costly on large files; on by default).
+    pub fn md5(mut self, yes: bool) -> Self {
+        self.md5 = yes;
+        self
+    }
+
+    /// Plays bytes `[start, start + len)` (to the end when `len` is `None`), calling
+    /// `sink` for every event. Stops at the first error, from the tape or the sink;
+    /// everything emitted before it is a correct prefix.
+    pub fn play(
+        &self,
+        start: u64,
+        len: Option<u64>,
+        mut sink: impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let tape = self.tape;
+        let total = tape.total_size();
+        if start > total {
+            return Err(Error::Usage(format!(
+                "offset {start} is past the end of the tape ({total} bytes)"
+            )));
+        }
+        let end = len.map_or(total, |l| start.saturating_add(l).min(total));
+        let offsets = tape.catalog.offsets();
+        let mut pos = start;
+        let mut buf = vec![0u8; 1 << 20];
+        if let Some(first) = offsets.entry_at(pos).filter(|_| pos < end) {
+            tape.catalog.for_each_from(first, |entry| {
+                pos = self.play_entry(&entry, pos, end, &mut buf, &mut sink)?;
+                Ok(pos < end && pos < offsets.footer_start())
+            })?;
+        }
+        if pos < end {
+            let zeros = [0u8; 1024];
+            let from = (pos - offsets.footer_start()) as usize;
+            let to = (end - offsets.footer_start()) as usize;
+            sink(Event::Data(&zeros[from..to]))?;
+            pos = end;
+        }
+        if pos == total && end == total {
+            sink(Event::TapeCompleted { total_size: total })?;
+        }
+        Ok(())
+    }
+
+    /// Emits the part of `entry` in `[pos, end)`; returns the new position.
+    fn play_entry(
+        &self,
+        entry: &Entry,
+        pos: u64,
+        end: u64,
+        buf: &mut [u8],
+        sink: &mut impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<u64> {
+        let tape = self.tape;
+        let entry_end = entry.end_offset();
+        let stop = end.min(entry_end);
+        let resumed = pos > entry.start_offset;
+        let file = if entry.kind == Kind::File {
+            Some(tape.open_file(entry)?)
+        } else {
+            tape.check_entry(entry).map_err(Error::from)?;
+            None
+        };
+        sink(Event::FileStart {
+            entry,
+            start_offset: entry.start_offset,
+            resumed,
+        })?;
+        let header = Header::for_entry(entry).map_err(|p| {
+            Error::corrupt(
+                tape.catalog.path(),
+                format!("{}: {p}", entry.display_path()),
+            )
+        })?;
+        let content_start = entry.start_offset + BLOCK;
+        let content_end = content_start + entry.size;
+        let mut at = pos;
+        if at < content_start.min(stop) {
+            let h = &header.as_bytes()[(at - entry.start_offset) as usize..];
+            let n = h.len().min((stop - at) as usize);
+            sink(Event::Data(&h[..n]))?;
+            at += n as u64;
+        }
+        let mut hasher = (self.md5 && !resumed && entry.kind == Kind::File).then(Md5::new);
+        if let Some(f) = &file {
+            while at < content_end.min(stop) {
+                let n = buf.len().min((content_end.min(stop) - at) as usize);
+                read_content(f, entry, at - content_start, &mut buf[..n])?;
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                sink(Event::Data(&buf[..n]))?;
+                at += n as u64;
+            }
+            if at == content_end {
+                check_not_grown(entry, f, tape.meta().anonymize)?;
+            }
+        }
+        if at < stop {
+            let zeros = [0u8; 512];
+            sink(Event::Data(&zeros[..(stop - at) as usize]))?;
+            at = stop;
+        }
+        if at == entry_end {
+            sink(Event::FileEnd {
+                entry,
+                end_offset: entry_end,
+                md5: hasher.map(|h| hex(&h.finalize())),
+            })?;
+        }
+        Ok(at)
+    }
+}
