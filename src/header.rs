@@ -222,7 +222,8 @@ mod tests {
         let big = OCTAL11_MAX + 1;
         let h = Header::for_entry(&entry(b"r/a", Kind::File, big)).unwrap();
         assert_eq!(h.0[124], 0x80);
-        assert_eq!(&h.0[125..136], &big.to_be_bytes()[..].rsplit_at(11).1[..]);
+        assert_eq!(&h.0[125..128], &[0, 0, 0]);
+        assert_eq!(&h.0[128..136], &big.to_be_bytes());
         assert_eq!(h.size(), big);
     }
 

@@ -529,7 +529,7 @@ impl Walk<'_> {
                 continue;
             }
             seen += 1;
-            if seen % 4096 == 0
+            if seen.is_multiple_of(4096)
                 && let Some(p) = self.progress.as_mut()
             {
                 p(seen);

@@ -84,7 +84,7 @@ impl EntryLayout {
 #[derive(Debug, Clone)]
 pub enum Located {
     Entry {
-        layout: EntryLayout,
+        layout: Box<EntryLayout>,
         part: Part,
         offset_in_part: u64,
     },
@@ -92,6 +92,9 @@ pub enum Located {
         offset_in_footer: u64,
     },
 }
+
+/// A verified descriptor of entry `.0`, kept across reads.
+type OpenFile = (Ordinal, Arc<File>);
 
 struct CachedEntry {
     entry: Entry,
@@ -106,7 +109,7 @@ pub struct Tape {
     root_fd: OwnedFd,
     catalog: Catalog,
     entries: Vec<Mutex<Option<Arc<CachedEntry>>>>,
-    fds: Vec<Mutex<Option<(Ordinal, Arc<File>)>>>,
+    fds: Vec<Mutex<Option<OpenFile>>>,
 }
 
 impl std::fmt::Debug for Tape {
@@ -210,7 +213,7 @@ impl Tape {
         Ok(match pos {
             Position::Footer { offset_in_footer } => Located::Footer { offset_in_footer },
             Position::Entry { ordinal, .. } => {
-                let layout = EntryLayout::of(self.catalog.entry(ordinal)?);
+                let layout = Box::new(EntryLayout::of(self.catalog.entry(ordinal)?));
                 let (part, start) = if offset < layout.header.1 {
                     (Part::Header, layout.header.0)
                 } else if offset < layout.content.1 {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need on a fresh Debian machine,
+# then runs the whole suite. Tests that need a tool or FUSE fail (not skip) here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v fusermount3 >/dev/null || missing+=(fuse3)
+command -v bsdtar >/dev/null || missing+=(libarchive-tools)
+command -v 7z >/dev/null || missing+=(p7zip-full)
+command -v rsync >/dev/null || missing+=(rsync)
+command -v tar >/dev/null || missing+=(tar)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "test.sh: installing ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+[ -e /dev/fuse ] || { echo "test.sh: /dev/fuse is missing; the mount tests need it" >&2; exit 1; }
+
+export TARTAPE_REQUIRE_TOOLS=1
+cargo build --all-targets
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -1,0 +1,566 @@
+//! Drives the real `tartape` binary the way a user does: recording, integrity failures,
+//! bad input, corrupted catalogs, inspection commands.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tartape");
+
+/// A temporary source tree plus a catalog path outside it.
+struct TestEnv {
+    dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    fn new() -> TestEnv {
+        let env = TestEnv {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        fs::create_dir(env.src()).unwrap();
+        env
+    }
+
+    /// A small tree with files around block boundaries, a symlink and nested dirs.
+    fn with_tree() -> TestEnv {
+        let env = TestEnv::new();
+        env.write("a.txt", b"hello\n");
+        env.write("d/x", &vec![b'x'; 600]);
+        env.write("d/y", &vec![b'y'; 5000]);
+        env.write("d.txt", b"");
+        env.write(
+            "e/f/g.bin",
+            &(0..70_000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>(),
+        );
+        symlink("a.txt", env.src().join("l")).unwrap();
+        env
+    }
+
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    fn catalog(&self) -> PathBuf {
+        self.dir.path().join("cat.db")
+    }
+
+    fn write(&self, rel: &str, data: &[u8]) {
+        let p = self.src().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs with `--catalog` pointing outside the tree.
+    fn run_cat(&self, cmd: &str, extra: &[&str]) -> Output {
+        let mut args = vec![cmd, "src", "--catalog", "cat.db"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn record(&self) -> String {
+        let out = self.run_cat("record", &[]);
+        assert_ok(&out);
+        stdout(&out)
+    }
+
+    fn stream(&self) -> Vec<u8> {
+        let out = self.run_cat("stream", &["-o", "out.tar"]);
+        assert_ok(&out);
+        fs::read(self.dir.path().join("out.tar")).unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "command failed: {}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Exit status 1, exactly one line on stderr starting with `error:`, no panic.
+fn assert_one_line_error(o: &Output, must_contain: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    assert!(
+        err.contains(must_contain),
+        "expected {must_contain:?} in: {err}"
+    );
+}
+
+fn set_mtime(path: &Path, sec: i64, nsec: i64) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let t = [
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+    ];
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            t.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn record_prints_summary_and_refuses_to_overwrite() {
+    let env = TestEnv::with_tree();
+    let out = env.record();
+    assert!(out.contains("fingerprint: "), "{out}");
+    assert!(
+        out.contains("entries: 10 (5 files, 4 directories, 1 symlinks)"),
+        "{out}"
+    );
+    let again = env.run_cat("record", &[]);
+    assert_one_line_error(&again, "use --force");
+    assert_ok(&env.run_cat("record", &["--force"]));
+}
+
+#[test]
+fn default_catalog_lives_in_dot_tartape_and_is_not_on_the_tape() {
+    let env = TestEnv::with_tree();
+    assert_ok(&env.run(&["record", "src"]));
+    assert!(env.src().join(".tartape/index.db").is_file());
+    // Creating .tartape before the walk keeps the root's mtime as recorded.
+    let verify = env.run(&["verify", "src"]);
+    assert_ok(&verify);
+    let ls = stdout(&env.run(&["ls", "src"]));
+    assert!(!ls.contains(".tartape"), "{ls}");
+    let tar = env.run(&["stream", "src", "-o", "t.tar"]);
+    assert_ok(&tar);
+}
+
+#[test]
+fn stream_ranges_join_to_the_whole() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let full = env.stream();
+    let total = full.len() as u64;
+    let cuts = [
+        0,
+        1,
+        511,
+        512,
+        1000,
+        4097,
+        total / 2,
+        total - 1025,
+        total - 1,
+        total,
+    ];
+    let mut joined = Vec::new();
+    for w in cuts.windows(2) {
+        let (o, l) = (w[0].to_string(), (w[1] - w[0]).to_string());
+        let out = env.run_cat("stream", &["--offset", &o, "--length", &l, "-o", "part"]);
+        assert_ok(&out);
+        joined.extend(fs::read(env.dir.path().join("part")).unwrap());
+    }
+    assert_eq!(joined.len(), full.len());
+    assert!(joined == full, "ranges do not join to the full stream");
+}
+
+#[test]
+fn offsets_out_of_range_are_refused() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let total = env.stream().len();
+    let out = env.run_cat("stream", &["--offset", &(total + 1).to_string(), "-o", "x"]);
+    assert_one_line_error(&out, "past the end");
+    let out = env.run_cat("locate", &["--offset", &total.to_string()]);
+    assert_one_line_error(&out, "past the end");
+    let out = env.run_cat("stream", &["--offset", "-5"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn bad_sources_give_one_line() {
+    let env = TestEnv::new();
+    let out = env.run(&["record", "nope"]);
+    assert_one_line_error(&out, "nope: source does not exist");
+    fs::write(env.dir.path().join("file"), b"x").unwrap();
+    let out = env.run(&["record", "file"]);
+    assert_one_line_error(&out, "file: source is not a directory");
+    let out = env.run(&["stream", "src", "-o", "x"]);
+    assert_one_line_error(&out, "no catalog found");
+}
+
+#[test]
+fn constraint_violations_are_all_reported_and_nothing_is_written() {
+    let env = TestEnv::new();
+    env.write(&"c".repeat(101), b"1");
+    env.write(
+        &format!("{}/{}/{}", "a".repeat(80), "b".repeat(79), "n".repeat(90)),
+        b"2",
+    );
+    symlink("t".repeat(101), env.src().join("longlink")).unwrap();
+    env.write("fine.txt", b"ok");
+    let out = env.run_cat("record", &[]);
+    assert_one_line_error(&out, "3 path(s) cannot be written as ustar");
+    let err = stderr(&out);
+    assert!(err.contains(&"c".repeat(101)), "{err}");
+    assert!(err.contains(&"n".repeat(90)), "{err}");
+    assert!(
+        err.contains("longlink: symlink target is 101 bytes"),
+        "{err}"
+    );
+    assert!(!env.catalog().exists());
+    assert!(
+        fs::read_dir(env.dir.path())
+            .unwrap()
+            .all(|e| { !e.unwrap().file_name().to_string_lossy().contains("cat.db") })
+    );
+}
+
+#[test]
+fn special_files_are_skipped_and_listed() {
+    let env = TestEnv::with_tree();
+    let fifo = env.src().join("pipe");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let out = env.record();
+    assert!(out.contains("skipped 1 special file(s)"), "{out}");
+    assert!(out.contains("fifo: ") && out.contains("pipe"), "{out}");
+    let ls = stdout(&env.run_cat("ls", &[]));
+    assert!(!ls.contains("pipe"), "{ls}");
+}
+
+#[test]
+fn excludes_drop_files_and_subtrees() {
+    let env = TestEnv::with_tree();
+    let out = env.run_cat("record", &["--exclude", "*.txt", "--exclude", "e"]);
+    assert_ok(&out);
+    let ls = stdout(&env.run_cat("ls", &[]));
+    assert!(!ls.contains("a.txt") && !ls.contains("src/e"), "{ls}");
+    assert!(ls.contains("src/d/x"), "{ls}");
+}
+
+#[test]
+fn non_utf8_names_are_kept_as_bytes() {
+    let env = TestEnv::new();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(env.src().join(name), b"latin-1").unwrap();
+    env.record();
+    let tape = env.stream();
+    let mut ar = tar::Archive::new(&tape[..]);
+    let names: Vec<Vec<u8>> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    assert!(names.contains(&b"src/caf\xe9.txt".to_vec()), "{names:?}");
+}
+
+#[test]
+fn sigpipe_ends_quietly() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let mut child = Command::new(BIN)
+        .args(["stream", "src", "--catalog", "cat.db"])
+        .current_dir(env.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The read end is dropped here: the writer gets SIGPIPE.
+    let out = child.wait_with_output().unwrap();
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    assert_eq!(&first[..3], b"src");
+}
+
+#[test]
+fn info_ls_locate_describe_the_tape() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let total = env.stream().len();
+    let info = stdout(&env.run_cat("info", &["--json"]));
+    for key in [
+        "fingerprint",
+        "total_size",
+        "entry_count",
+        "data_size",
+        "created_at",
+        "catalog",
+        "source",
+    ] {
+        assert!(
+            info.contains(&format!("\"{key}\":")),
+            "{key} missing: {info}"
+        );
+    }
+    assert!(info.contains(&format!("\"total_size\":{total}")), "{info}");
+    let ls = stdout(&env.run_cat("ls", &[]));
+    assert_eq!(ls.lines().count(), 10);
+    // memcmp order: d < d.txt < d/x
+    let order: Vec<&str> = ls.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
+    let pos = |p: &str| order.iter().position(|x| *x == p).unwrap();
+    assert!(
+        pos("src/d") < pos("src/d.txt") && pos("src/d.txt") < pos("src/d/x"),
+        "{order:?}"
+    );
+    let loc = stdout(&env.run_cat("locate", &[]).clone());
+    assert!(loc.is_empty());
+    let loc = env.run(&["locate", "src", "src/d/y", "--catalog", "cat.db"]);
+    assert_ok(&loc);
+    let text = stdout(&loc);
+    assert!(text.contains("content: ["), "{text}");
+    let content_start: u64 = text
+        .lines()
+        .find(|l| l.starts_with("content:"))
+        .and_then(|l| l.split(['[', ',']).nth(1))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let by_offset =
+        stdout(&env.run_cat("locate", &["--offset", &(content_start + 10).to_string()]));
+    assert!(
+        by_offset.contains("content of src/d/y, byte 10"),
+        "{by_offset}"
+    );
+    let missing = env.run(&["locate", "src", "src/zzz", "--catalog", "cat.db"]);
+    assert_one_line_error(&missing, "src/zzz: no such entry");
+}
+
+/// One way of changing the source after recording.
+struct Mutation {
+    name: &'static str,
+    /// The first broken entry in tape order: the stream stops there.
+    path: &'static str,
+    /// The changed object itself, which `verify` must name too.
+    changed: &'static str,
+    apply: fn(&Path),
+}
+
+fn mutations() -> Vec<Mutation> {
+    vec![
+        Mutation {
+            name: "modify",
+            path: "src/d/y",
+            changed: "src/d/y",
+            apply: |src| {
+                fs::write(src.join("d/y"), vec![b'z'; 5000]).unwrap();
+                set_mtime(&src.join("d/y"), 1_800_000_000, 0);
+            },
+        },
+        Mutation {
+            name: "delete",
+            // Removing a child moves the directory's mtime, and `d` comes first.
+            path: "src/d",
+            changed: "src/d/y: missing",
+            apply: |src| fs::remove_file(src.join("d/y")).unwrap(),
+        },
+        Mutation {
+            name: "truncate",
+            path: "src/e/f/g.bin",
+            changed: "src/e/f/g.bin: size 70000 → 100",
+            apply: |src| {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(src.join("e/f/g.bin"))
+                    .unwrap();
+                f.set_len(100).unwrap();
+            },
+        },
+        Mutation {
+            name: "chmod",
+            path: "src/d/x",
+            changed: "src/d/x: mode 0644 → 0755",
+            apply: |src| {
+                fs::set_permissions(src.join("d/x"), fs::Permissions::from_mode(0o755)).unwrap()
+            },
+        },
+        Mutation {
+            name: "symlink",
+            path: "src/e/f",
+            changed: "src/e/f/g.bin: type file → symlink",
+            apply: |src| {
+                let p = src.join("e/f/g.bin");
+                fs::remove_file(&p).unwrap();
+                symlink("/etc/passwd", &p).unwrap();
+            },
+        },
+        Mutation {
+            name: "add",
+            path: "src/e",
+            changed: "src/e: mtime",
+            apply: |src| fs::write(src.join("e/new.txt"), b"new").unwrap(),
+        },
+    ]
+}
+
+#[test]
+fn changes_after_recording_break_stream_and_verify() {
+    for m in mutations() {
+        let env = TestEnv::with_tree();
+        env.record();
+        let good = env.stream();
+        assert_ok(&env.run_cat("verify", &[]));
+        (m.apply)(&env.src());
+
+        let out = env.run_cat("stream", &["-o", "bad.tar"]);
+        assert_one_line_error(&out, &format!("integrity error: {}", m.path));
+        let prefix = fs::read(env.dir.path().join("bad.tar")).unwrap();
+        assert!(prefix.len() < good.len(), "{}: whole tape written", m.name);
+        assert!(
+            good.starts_with(&prefix),
+            "{}: output is not a prefix of the tape",
+            m.name
+        );
+
+        let verify = env.run_cat("verify", &[]);
+        assert_eq!(verify.status.code(), Some(1), "{}: verify passed", m.name);
+        let report = stdout(&verify);
+        assert!(
+            report.contains(m.path),
+            "{}: verify report: {report}",
+            m.name
+        );
+        assert!(
+            report.contains(m.changed),
+            "{}: verify report: {report}",
+            m.name
+        );
+    }
+}
+
+#[test]
+fn mtime_with_nanoseconds_is_checked_exactly() {
+    let env = TestEnv::with_tree();
+    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 123_456_789);
+    env.record();
+    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 123_456_790);
+    let verify = env.run_cat("verify", &[]);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(
+        stdout(&verify).contains("src/a.txt: mtime 1700000000.123456789 → 1700000000.123456790")
+    );
+}
+
+#[test]
+fn deep_verify_compares_digests() {
+    let env = TestEnv::with_tree();
+    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
+    assert_ok(&env.run_cat("record", &["--hash", "sha256"]));
+    assert_ok(&env.run_cat("verify", &["--deep"]));
+    // Same size and mtime, different bytes: only --deep can see it.
+    fs::write(env.src().join("a.txt"), b"HELLO\n").unwrap();
+    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
+    assert_ok(&env.run_cat("verify", &[]));
+    let deep = env.run_cat("verify", &["--deep"]);
+    assert_eq!(deep.status.code(), Some(1));
+    assert!(
+        stdout(&deep).contains("src/a.txt: content sha256"),
+        "{}",
+        stdout(&deep)
+    );
+}
+
+fn tamper(env: &TestEnv, sql: &str) -> Output {
+    fs::copy(env.catalog(), env.dir.path().join("bad.db")).unwrap();
+    let conn = rusqlite::Connection::open(env.dir.path().join("bad.db")).unwrap();
+    conn.execute_batch(sql).unwrap();
+    drop(conn);
+    env.run(&["stream", "src", "--catalog", "bad.db", "-o", "x.tar"])
+}
+
+#[test]
+fn tampered_catalogs_are_refused() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let cases = [
+        (
+            "UPDATE entries SET start_offset = start_offset + 512 WHERE ordinal = 3",
+            "prefix sum",
+        ),
+        (
+            "UPDATE entries SET size = size + 600 WHERE ordinal = 1",
+            "prefix sum",
+        ),
+        (
+            "UPDATE entries SET rel_path = CAST('../../etc/passwd' AS BLOB) WHERE ordinal = 2",
+            "escapes the root",
+        ),
+        (
+            "UPDATE entries SET rel_path = CAST('/etc/passwd' AS BLOB) WHERE ordinal = 2",
+            "absolute",
+        ),
+        (
+            "UPDATE meta SET value = '99' WHERE key = 'format_version'",
+            "unknown format version 99",
+        ),
+        (
+            "DELETE FROM entries WHERE ordinal = 9",
+            "entries, metadata says",
+        ),
+        (
+            "UPDATE meta SET value = '1' WHERE key = 'total_size'",
+            "total size",
+        ),
+        (
+            "DELETE FROM meta WHERE key = 'fingerprint'",
+            "`fingerprint` missing",
+        ),
+        (
+            "UPDATE entries SET kind = 9 WHERE ordinal = 1",
+            "unknown kind",
+        ),
+    ];
+    for (sql, expect) in cases {
+        let out = tamper(&env, sql);
+        assert_one_line_error(&out, expect);
+        assert!(
+            !env.dir.path().join("x.tar").exists(),
+            "{sql}: output written"
+        );
+    }
+}
+
+#[test]
+fn garbage_and_truncated_catalogs_are_refused() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let bytes = fs::read(env.catalog()).unwrap();
+    fs::write(env.dir.path().join("trunc.db"), &bytes[..bytes.len() / 2]).unwrap();
+    fs::write(env.dir.path().join("junk.db"), vec![0x5a; 8192]).unwrap();
+    fs::write(env.dir.path().join("empty.db"), b"").unwrap();
+    for name in ["trunc.db", "junk.db", "empty.db"] {
+        let out = env.run(&["verify", "src", "--catalog", name]);
+        assert_one_line_error(&out, "corrupted catalog");
+    }
+}
