@@ -229,7 +229,13 @@ impl TapeRecorder {
             violations: Vec::new(),
             progress: self.progress.take(),
         };
+        let started = std::time::Instant::now();
         walk.run(&arc_root)?;
+        log::debug!(
+            "walked {} entries in {:?}",
+            walk.entries.len(),
+            started.elapsed()
+        );
         let Walk {
             mut entries,
             special,
@@ -290,7 +296,9 @@ impl TapeRecorder {
             excludes: self.excludes.clone(),
             hash: self.hash,
         };
+        log::debug!("sorted and summed in {:?}", started.elapsed());
         write_atomically(&catalog, &tmp, &entries, &meta)?;
+        log::debug!("catalog written in {:?}", started.elapsed());
         Ok(RecordSummary {
             fingerprint: meta.fingerprint,
             catalog,
@@ -439,7 +447,9 @@ pub fn normalised_mode(kind: Kind, disk_mode: u32, anonymize: bool) -> u32 {
 /// Whether the current process may read an object with these permissions (no syscall:
 /// recording must stay as cheap as `find`). ACLs are not considered.
 fn readable(meta: &fs::Metadata, need_exec: bool) -> bool {
-    let euid = unsafe { libc::geteuid() };
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // SAFETY: geteuid cannot fail.
+    let euid = *EUID.get_or_init(|| unsafe { libc::geteuid() });
     if euid == 0 {
         return true;
     }
@@ -499,78 +509,105 @@ impl Walk<'_> {
             .any(|p| p.matches(&rel_s) || p.matches(&name))
     }
 
+    /// Walks the tree. `std::fs::read_dir` is used rather than `walkdir` because its
+    /// entries lstat relative to the open directory (`fstatat`), as `find` does; a
+    /// full-path lstat per entry made recording 40% slower than `find`.
     fn run(&mut self, arc_root: &[u8]) -> Result<()> {
         let root = self.root;
-        let mut it = walkdir::WalkDir::new(root).follow_links(false).into_iter();
+        let root_meta = fs::symlink_metadata(root).map_err(|e| Error::Source {
+            path: root.to_path_buf(),
+            problem: e.to_string(),
+        })?;
+        if !readable(&root_meta, true) {
+            return Err(Error::Source {
+                path: root.to_path_buf(),
+                problem: "permission denied".to_string(),
+            });
+        }
+        if let Some(entry) = self.snapshot(root, b"", Kind::Dir, &root_meta, arc_root) {
+            self.entries.push(entry);
+        }
+        let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
         let mut seen = 0u64;
-        loop {
-            let dent = match it.next() {
-                None => break,
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
-                    let path = e.path().unwrap_or(root).to_path_buf();
-                    let why = e
-                        .io_error()
-                        .map_or_else(|| e.to_string(), |io| io.to_string());
-                    if e.depth() == 0 && path == root {
-                        return Err(Error::Source { path, problem: why });
-                    }
-                    self.unreadable.push((path, why));
-                    continue;
+        while let Some((dir, dir_rel)) = stack.pop() {
+            let read = match fs::read_dir(&dir) {
+                Ok(r) => r,
+                Err(e) if dir_rel.is_empty() => {
+                    return Err(Error::Source {
+                        path: dir,
+                        problem: e.to_string(),
+                    });
                 }
-            };
-            let path = dent.path();
-            let rel = path.strip_prefix(root).unwrap_or(path);
-            if dent.depth() > 0 && (self.excluded(rel) || self.skip_paths.iter().any(|p| p == path))
-            {
-                if dent.file_type().is_dir() {
-                    it.skip_current_dir();
-                }
-                continue;
-            }
-            seen += 1;
-            if seen.is_multiple_of(4096)
-                && let Some(p) = self.progress.as_mut()
-            {
-                p(seen);
-            }
-            let meta = match dent.metadata() {
-                Ok(m) => m,
                 Err(e) => {
-                    self.unreadable.push((path.to_path_buf(), e.to_string()));
+                    self.unreadable.push((dir, e.to_string()));
                     continue;
                 }
             };
-            let ft = meta.file_type();
-            let kind = if ft.is_dir() {
-                Kind::Dir
-            } else if ft.is_file() {
-                Kind::File
-            } else if ft.is_symlink() {
-                Kind::Symlink
-            } else {
-                let what = if ft.is_socket() {
-                    "socket"
-                } else if ft.is_fifo() {
-                    "fifo"
-                } else if ft.is_block_device() {
-                    "block device"
-                } else {
-                    "character device"
+            for dent in read {
+                let dent = match dent {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.unreadable.push((dir.clone(), e.to_string()));
+                        break;
+                    }
                 };
-                self.special.push((path.to_path_buf(), what));
-                continue;
-            };
-            if kind != Kind::Symlink && !readable(&meta, kind == Kind::Dir) {
-                self.unreadable
-                    .push((path.to_path_buf(), "permission denied".to_string()));
-                if kind == Kind::Dir {
-                    it.skip_current_dir();
+                let name = dent.file_name();
+                let mut rel = Vec::with_capacity(dir_rel.len() + 1 + name.len());
+                if !dir_rel.is_empty() {
+                    rel.extend_from_slice(&dir_rel);
+                    rel.push(b'/');
                 }
-                continue;
-            }
-            if let Some(entry) = self.snapshot(path, rel, kind, &meta, arc_root) {
-                self.entries.push(entry);
+                rel.extend_from_slice(name.as_bytes());
+                let path = dent.path();
+                if self.excluded(Path::new(OsStr::from_bytes(&rel)))
+                    || self.skip_paths.contains(&path)
+                {
+                    continue;
+                }
+                seen += 1;
+                if seen.is_multiple_of(4096)
+                    && let Some(p) = self.progress.as_mut()
+                {
+                    p(seen);
+                }
+                let meta = match dent.metadata() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.unreadable.push((path, e.to_string()));
+                        continue;
+                    }
+                };
+                let ft = meta.file_type();
+                let kind = if ft.is_dir() {
+                    Kind::Dir
+                } else if ft.is_file() {
+                    Kind::File
+                } else if ft.is_symlink() {
+                    Kind::Symlink
+                } else {
+                    let what = if ft.is_socket() {
+                        "socket"
+                    } else if ft.is_fifo() {
+                        "fifo"
+                    } else if ft.is_block_device() {
+                        "block device"
+                    } else {
+                        "character device"
+                    };
+                    self.special.push((path, what));
+                    continue;
+                };
+                if kind != Kind::Symlink && !readable(&meta, kind == Kind::Dir) {
+                    self.unreadable
+                        .push((path, "permission denied".to_string()));
+                    continue;
+                }
+                if let Some(entry) = self.snapshot(&path, &rel, kind, &meta, arc_root) {
+                    self.entries.push(entry);
+                    if kind == Kind::Dir {
+                        stack.push((path, rel));
+                    }
+                }
             }
         }
         Ok(())
@@ -580,12 +617,12 @@ impl Walk<'_> {
     fn snapshot(
         &mut self,
         path: &Path,
-        rel: &Path,
+        rel: &[u8],
         kind: Kind,
         meta: &fs::Metadata,
         arc_root: &[u8],
     ) -> Option<Entry> {
-        let rel_path = rel.as_os_str().as_bytes().to_vec();
+        let rel_path = rel.to_vec();
         let mut arc_path = Vec::with_capacity(arc_root.len() + 1 + rel_path.len());
         arc_path.extend_from_slice(arc_root);
         if !rel_path.is_empty() {
