@@ -1,0 +1,1219 @@
+//! Compatibility tests: byte identity with the Python tartape 3.0.3, extraction with real tar
+//! implementations, > 8 GiB files, random slices and stream events (SPEC §1 and §4).
+//!
+//! Tests that need an external tool (python3 + venv/pip, GNU tar, bsdtar, 7z) print a loud
+//! `SKIP: <tool> missing` when it is absent, and fail instead when `TARTAPE_REQUIRE_TOOLS=1`.
+
+mod compat_support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use compat_support::*;
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tartape-compat-")
+        .tempdir()
+        .unwrap()
+}
+
+/// A recorded tree: `work/src/Tree-ß` with its catalog at `work/tartape.db` (outside the tree).
+struct Recorded {
+    _work: tempfile::TempDir,
+    work: PathBuf,
+    root: PathBuf,
+    catalog: PathBuf,
+    fingerprint: String,
+}
+
+fn record_tree(build: impl FnOnce(&Path) -> PathBuf) -> Recorded {
+    let work_dir = tempdir();
+    let work = work_dir.path().to_path_buf();
+    let root = build(&work.join("src"));
+    let catalog = work.join("tartape.db");
+    let fingerprint = record(&root, &catalog);
+    Recorded {
+        _work: work_dir,
+        work,
+        root,
+        catalog,
+        fingerprint,
+    }
+}
+
+fn full_tape(r: &Recorded) -> Vec<u8> {
+    stream_to_file(&r.root, &r.catalog, None, None, &r.work.join("full.tar"))
+}
+
+// -------------------------------------------------------------------------------------------
+// 1. Byte compatibility with the Python tartape 3.0.3
+// -------------------------------------------------------------------------------------------
+
+/// Records `root` with Python first (its catalog outside the tree), then with tartape, and
+/// compares tape bytes and fingerprints.
+fn python_compat(build: impl FnOnce(&Path) -> PathBuf) {
+    let Some(python) = py_tartape() else { return };
+    let work_dir = tempdir();
+    let work = work_dir.path();
+    let root = build(&work.join("src"));
+    let (py_tape, py_fp) = python_reference(&python, &root, &work.join("python.db"), work);
+    let rs_fp = record(&root, &work.join("tartape.db"));
+    let rs_tape = stream_to_file(
+        &root,
+        &work.join("tartape.db"),
+        None,
+        None,
+        &work.join("tartape.tar"),
+    );
+    assert_same_tape("python tartape 3.0.3", &py_tape, "tartape", &rs_tape);
+    assert_eq!(
+        rs_fp, py_fp,
+        "fingerprints differ (tartape vs python) although the tapes are identical"
+    );
+}
+
+#[test]
+fn python_byte_compat_full_tree() {
+    python_compat(build_compat_tree);
+}
+
+#[test]
+fn python_byte_compat_escape_names_tree() {
+    python_compat(|p| build_small_tree(p, 42));
+}
+
+/// Python takes whole seconds as `int(st.st_mtime)` of a float, which rounds up to the next
+/// second when the nanosecond part is within ~120 ns of it (e.g. .999999999). The tape must
+/// still be byte-identical to Python's for such trees (SPEC §1 "Compatibility").
+#[test]
+fn python_byte_compat_mtime_nanoseconds_near_next_second() {
+    python_compat(|parent| {
+        let root = parent.join(ROOT_NAME);
+        write_file(&root.join("ns999999999"), b"a\n", 0o644);
+        write_file(&root.join("ns999999900"), b"b\n", 0o644);
+        write_file(&root.join("ns999999000"), b"c\n", 0o644);
+        fs::create_dir(root.join("dir999999999")).unwrap();
+        symlink("ns999999999", &root.join("link999999999"));
+        write_file(&root.join("max-octal-999999000"), b"d\n", 0o644);
+        set_mtime(&root, 1_700_000_000, 999_999_950);
+        set_mtime(&root.join("dir999999999"), 1_700_000_300, 999_999_999);
+        set_mtime(&root.join("link999999999"), 1_700_000_400, 999_999_999);
+        // near 8^11 − 1 a double is coarser (~1 µs): .999999 still rounds down there
+        set_mtime(
+            &root.join("max-octal-999999000"),
+            8_589_934_590,
+            999_999_000,
+        );
+        set_mtime(&root.join("ns999999999"), 1_700_000_000, 999_999_999);
+        set_mtime(&root.join("ns999999900"), 1_700_000_100, 999_999_900);
+        set_mtime(&root.join("ns999999000"), 1_700_000_200, 999_999_000);
+        root
+    });
+}
+
+// -------------------------------------------------------------------------------------------
+// The tape against an independent model of SPEC §1 (no external tool needed)
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn tape_matches_independent_model() {
+    let r = record_tree(build_compat_tree);
+    let model = Model::from_tree(&r.root);
+    let tape = full_tape(&r);
+    let expected = model.render_range(0, model.total);
+    assert_same_tape("model (SPEC §1)", &expected, "tartape", &tape);
+    assert_eq!(
+        r.fingerprint,
+        model.fingerprint(),
+        "fingerprint differs from SPEC §1 definition"
+    );
+
+    let out = tartape_ok(&[
+        os("info"),
+        os(&r.root),
+        os("--catalog"),
+        os(&r.catalog),
+        os("--json"),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let info =
+        parse_json_object(text.trim()).unwrap_or_else(|e| panic!("info --json: {e}\n{text}"));
+    for key in [
+        "fingerprint",
+        "total_size",
+        "entry_count",
+        "data_size",
+        "created_at",
+        "catalog",
+        "source",
+    ] {
+        assert!(info.contains_key(key), "info --json lacks {key:?}: {text}");
+    }
+    assert_eq!(info["fingerprint"].str(), model.fingerprint());
+    assert_eq!(info["total_size"].u64(), model.total);
+    assert_eq!(info["entry_count"].u64(), model.entries.len() as u64);
+    assert_eq!(info["data_size"].u64(), model.data_size());
+}
+
+// -------------------------------------------------------------------------------------------
+// 2. Extraction with real tools
+// -------------------------------------------------------------------------------------------
+
+struct ExtractCheck {
+    /// The mtime a file recorded with mtime 0 (the epoch) gets: the `tar` crate deliberately
+    /// writes 1 instead of 0; everyone else restores 0.
+    epoch_mtime_becomes: i64,
+    /// 7-Zip >= 25 rewrites an absolute symlink target `/x` to `<output dir>/x` (a deliberate
+    /// 7-Zip policy, ip7z/7zip#149); older versions keep it. Either form is accepted then.
+    rebases_absolute_links: bool,
+}
+
+const EXACT: ExtractCheck = ExtractCheck {
+    epoch_mtime_becomes: 0,
+    rebases_absolute_links: false,
+};
+
+/// Records the compat tree, streams it, lets `extract(tape, dest)` unpack it into an empty
+/// `dest`, and compares the result with the source tree: structure, contents, symlink
+/// targets, anonymised modes (and file mtimes where the tool restores them).
+fn check_extraction(tool: &str, check: ExtractCheck, extract: impl FnOnce(&Path, &Path)) {
+    let r = record_tree(build_compat_tree);
+    let model = Model::from_tree(&r.root);
+    let tape = r.work.join("tape.tar");
+    stream_to_file(&r.root, &r.catalog, None, None, &tape);
+    let dest = r.work.join(format!("extract-{}", tool.replace(' ', "_")));
+    fs::create_dir(&dest).unwrap();
+    extract(&tape, &dest);
+
+    let top: Vec<_> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        top,
+        vec![std::ffi::OsString::from(ROOT_NAME)],
+        "{tool}: unexpected top level"
+    );
+
+    let mut expected = expected_snapshot(&model);
+    for n in expected.values_mut() {
+        if let Node::File {
+            mtime: mtime @ 0, ..
+        } = n
+        {
+            *mtime = check.epoch_mtime_becomes;
+        }
+    }
+    let mut got = snapshot(&dest.join(ROOT_NAME));
+    if check.rebases_absolute_links {
+        let base = dest.canonicalize().unwrap();
+        for (p, n) in got.iter_mut() {
+            if let (Node::Symlink { target }, Some(Node::Symlink { target: want })) =
+                (&mut *n, expected.get(p))
+                && want.is_absolute()
+                && let Ok(rest) = target.strip_prefix(&base)
+                && Path::new("/").join(rest) == *want
+            {
+                *target = want.clone();
+            }
+        }
+    }
+    let report = diff_snapshots(&expected, &got);
+    assert!(
+        report.is_empty(),
+        "{tool}: extracted tree differs from the source:\n{report}"
+    );
+}
+
+fn diff_snapshots(expected: &BTreeMap<PathBuf, Node>, got: &BTreeMap<PathBuf, Node>) -> String {
+    let mut r = String::new();
+    for (p, e) in expected {
+        match got.get(p) {
+            None => r.push_str(&format!("  missing  {}: expected {e:?}\n", p.display())),
+            Some(g) if g != e => r.push_str(&format!(
+                "  differs  {}:\n    expected {e:?}\n    got      {g:?}\n",
+                p.display()
+            )),
+            _ => {}
+        }
+    }
+    for (p, g) in got {
+        if !expected.contains_key(p) {
+            r.push_str(&format!("  extra    {}: {g:?}\n", p.display()));
+        }
+    }
+    r
+}
+
+/// The header paths (dirs with a trailing slash) in tape order.
+fn model_listing(model: &Model) -> Vec<String> {
+    model
+        .entries
+        .iter()
+        .map(|e| {
+            let mut s = e.arc_str();
+            if e.kind == Kind::Dir {
+                s.push('/');
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn extract_gnu_tar() {
+    if !have_tool("GNU tar") {
+        return;
+    }
+    check_extraction("GNU tar", EXACT, |tape, dest| {
+        // the tree has mtimes in the future on purpose (2038, 2242)
+        let out = run_ok(
+            umask022("tar")
+                .arg("--no-same-owner")
+                .arg("--warning=no-timestamp")
+                .arg("-xf")
+                .arg(tape)
+                .arg("-C")
+                .arg(dest),
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "GNU tar warned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run_ok(
+            umask022("tar")
+                .arg("--quoting-style=literal")
+                .arg("-tf")
+                .arg(tape),
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "GNU tar -t warned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let model = Model::from_tree(&tape.parent().unwrap().join("src").join(ROOT_NAME));
+        assert_eq!(listed, model_listing(&model), "GNU tar -t listing");
+    });
+}
+
+#[test]
+fn extract_bsdtar() {
+    if !have_tool("bsdtar") {
+        return;
+    }
+    check_extraction("bsdtar", EXACT, |tape, dest| {
+        let out = run_ok(umask022("bsdtar").arg("-xf").arg(tape).arg("-C").arg(dest));
+        assert!(
+            out.stderr.is_empty(),
+            "bsdtar warned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run_ok(umask022("bsdtar").arg("-tf").arg(tape));
+        assert!(
+            out.stderr.is_empty(),
+            "bsdtar -t warned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let model = Model::from_tree(&tape.parent().unwrap().join("src").join(ROOT_NAME));
+        assert_eq!(listed, model_listing(&model), "bsdtar -t listing");
+    });
+}
+
+/// 7-Zip restores contents, symlinks, file mtimes and permission bits; it applies the process
+/// umask to the stored modes (checked under umask 022, which leaves anonymised modes
+/// unchanged), and 7-Zip >= 25 rebases absolute symlink targets under the output directory. 7-Zip >= 25 refuses by default to create symlinks whose target contains `..`
+/// or is `.` ("Dangerous link path was ignored", exit 2) whatever the archive; `-snld` lifts
+/// that policy, so it is passed when the installed 7z knows it.
+#[test]
+fn extract_7z() {
+    if !have_tool("7z") {
+        return;
+    }
+    let check = ExtractCheck {
+        rebases_absolute_links: true,
+        ..EXACT
+    };
+    check_extraction("7z", check, |tape, dest| {
+        let seven = |extra: &[&str]| {
+            run(umask022("7z")
+                .arg("x")
+                .arg("-y")
+                .arg("-bd")
+                .args(extra)
+                .arg(format!("-o{}", dest.display()))
+                .arg(tape))
+        };
+        let mut out = seven(&["-snld"]);
+        if out.status.code() == Some(7) {
+            // command-line error: an older 7z (p7zip 16.02) without -snld and without the policy
+            out = seven(&[]);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "7z failed with {}:\n{text}\n{err}",
+            out.status
+        );
+        assert!(
+            text.contains("Everything is Ok"),
+            "7z output:\n{text}\n{err}"
+        );
+        assert!(
+            !text.to_lowercase().contains("warning"),
+            "7z warned:\n{text}\n{err}"
+        );
+    });
+}
+
+const PY_EXTRACT: &str = r#"import sys, tarfile
+with tarfile.open(sys.argv[1]) as t:
+    try:
+        t.extractall(sys.argv[2], filter="tar")
+    except TypeError:
+        t.extractall(sys.argv[2])
+"#;
+
+#[test]
+fn extract_python_tarfile() {
+    if !have_tool("python3") {
+        return;
+    }
+    check_extraction("python tarfile", EXACT, |tape, dest| {
+        let out = run_ok(
+            umask022("python3")
+                .arg("-c")
+                .arg(PY_EXTRACT)
+                .arg(tape)
+                .arg(dest),
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "python tarfile warned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+#[test]
+fn extract_rust_tar_crate() {
+    check_extraction(
+        "rust tar crate",
+        ExtractCheck {
+            epoch_mtime_becomes: 1,
+            ..EXACT
+        },
+        |tape, dest| {
+            let mut a = tar::Archive::new(fs::File::open(tape).unwrap());
+            a.set_mask(0o022);
+            a.unpack(dest).unwrap();
+            // and list it: every entry parses, paths and sizes as in the model
+            let mut a = tar::Archive::new(fs::File::open(tape).unwrap());
+            let listed: Vec<String> = a
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    String::from_utf8(e.path_bytes().into_owned()).unwrap()
+                })
+                .collect();
+            let model = Model::from_tree(&tape.parent().unwrap().join("src").join(ROOT_NAME));
+            assert_eq!(listed, model_listing(&model), "tar crate listing");
+        },
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// 3. A file over 8 GiB
+// -------------------------------------------------------------------------------------------
+
+const BIG: u64 = 9 * 1024 * 1024 * 1024;
+const BIG_OCTAL_MAX: u64 = 0o77777777777; // 8 GiB − 1
+
+/// `a.txt`, a sparse 9 GiB `big.bin` (made with set_len, like `truncate -s 9G`), `c.txt`.
+fn build_big_tree(parent: &Path) -> PathBuf {
+    let root = parent.join(ROOT_NAME);
+    write_file(&root.join("a.txt"), b"before\n", 0o644);
+    write_file(&root.join("c.txt"), b"after the big one\n", 0o644);
+    let f = fs::File::create(root.join("big.bin")).unwrap();
+    f.set_len(BIG).unwrap();
+    drop(f);
+    set_all_mtimes(&root, 1_650_000_000);
+    root
+}
+
+/// The > 8 GiB tape against Python's: the bytes up to the end of the big file's header
+/// (base-256 size) and from 1000 bytes before the end of its content to the end of the tape.
+#[test]
+fn python_byte_compat_file_over_8_gib() {
+    let Some(python) = py_tartape() else { return };
+    let work_dir = tempdir();
+    let work = work_dir.path();
+    let root = build_big_tree(&work.join("src"));
+    let model = Model::from_tree(&root);
+    let big = model.get("big.bin").clone();
+    let (head_len, tail_start) = (big.offset + BLOCK, big.content_end() - 1000);
+    let (py, py_fp) = python_reference_slices(
+        &python,
+        &root,
+        &work.join("python.db"),
+        work,
+        &[(0, Some(head_len)), (tail_start, None)],
+    );
+    let catalog = work.join("tartape.db");
+    let rs_fp = record(&root, &catalog);
+    let head = stream_to_file(&root, &catalog, None, Some(head_len), &work.join("h.bin"));
+    assert_same_tape("python tartape 3.0.3", &py[0], "tartape", &head);
+    let tail = stream_to_file(&root, &catalog, Some(tail_start), None, &work.join("t.bin"));
+    assert_same_slice("python tartape 3.0.3", &py[1], "tartape", &tail, tail_start);
+    assert_eq!(rs_fp, py_fp, "fingerprints differ (tartape vs python)");
+}
+
+/// Sizes 8 GiB − 1 (the largest octal size) and 8 GiB (the smallest base-256 one): each header
+/// against the model, and against Python's when it is available.
+#[test]
+fn size_boundary_around_8_gib() {
+    let r = record_tree(|parent| {
+        let root = parent.join(ROOT_NAME);
+        fs::create_dir_all(&root).unwrap();
+        for (name, len) in [("x-8g-minus-1", BIG_OCTAL_MAX), ("y-8g", BIG_OCTAL_MAX + 1)] {
+            fs::File::create(root.join(name))
+                .unwrap()
+                .set_len(len)
+                .unwrap();
+        }
+        write_file(&root.join("z.txt"), b"last\n", 0o644);
+        set_all_mtimes(&root, 1_660_000_000);
+        root
+    });
+    let model = Model::from_tree(&r.root);
+    assert_eq!(r.fingerprint, model.fingerprint());
+    let octal = model.get("x-8g-minus-1");
+    let b256 = model.get("y-8g");
+    let headers: Vec<(u64, Option<u64>)> = model
+        .entries
+        .iter()
+        .map(|e| (e.offset, Some(BLOCK)))
+        .collect();
+    let ours: Vec<Vec<u8>> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, &(o, l))| {
+            let p = r.work.join(format!("h{i}.bin"));
+            stream_to_file(&r.root, &r.catalog, Some(o), l, &p)
+        })
+        .collect();
+    for (e, h) in model.entries.iter().zip(&ours) {
+        assert_same_slice(
+            "model",
+            &model.render_range(e.offset, e.offset + BLOCK),
+            "tartape",
+            h,
+            e.offset,
+        );
+    }
+    let idx = |e: &ModelEntry| model.entries.iter().position(|x| x.rel == e.rel).unwrap();
+    assert_eq!(&ours[idx(octal)][124..136], b"77777777777\0");
+    assert_eq!(ours[idx(b256)][124], 0x80);
+
+    let Some(python) = py_tartape() else { return };
+    let (py, py_fp) = python_reference_slices(
+        &python,
+        &r.root,
+        &r.work.join("python.db"),
+        &r.work,
+        &headers,
+    );
+    for ((e, ours), py) in model.entries.iter().zip(&ours).zip(&py) {
+        assert_same_slice("python tartape 3.0.3", py, "tartape", ours, e.offset);
+    }
+    assert_eq!(
+        r.fingerprint, py_fp,
+        "fingerprints differ (tartape vs python)"
+    );
+}
+
+/// Small special cases against Python: an empty root, a root holding only empty things, and a
+/// root given through a symlink and with a trailing `/.` (the arc root is the final component
+/// of the canonical path in both).
+#[test]
+fn python_byte_compat_small_cases() {
+    python_compat(|parent| {
+        let root = parent.join("empty-root");
+        fs::create_dir_all(&root).unwrap();
+        set_mtime(&root, 1_600_000_000, 1);
+        root
+    });
+    python_compat(|parent| {
+        let root = parent.join("only empty things");
+        write_file(&root.join("e"), b"", 0o600);
+        fs::create_dir_all(root.join("E")).unwrap();
+        set_all_mtimes(&root, 1_500_000_000);
+        root
+    });
+    python_compat(|parent| {
+        let real = parent.join("real-root");
+        write_file(&real.join("f"), b"f\n", 0o644);
+        set_all_mtimes(&real, 1_400_000_000);
+        symlink("real-root", &parent.join("alias"));
+        parent.join("alias").join(".")
+    });
+}
+
+/// mtimes outside the 11-digit octal range are GNU base-256 (two's complement when negative),
+/// and tar implementations read them back.
+#[test]
+fn out_of_range_mtimes_use_base256() {
+    let times = [
+        ("before-epoch", -1i64),
+        ("year-1938", -1_000_000_000),
+        ("first-beyond-octal", BIG_OCTAL_MAX as i64 + 1),
+        ("year-2286", 10_000_000_000),
+    ];
+    let r = record_tree(|parent| {
+        let root = parent.join(ROOT_NAME);
+        for (name, _) in times {
+            write_file(&root.join(name), name.as_bytes(), 0o644);
+        }
+        set_all_mtimes(&root, 1_600_000_000);
+        for (name, t) in times {
+            set_mtime(&root.join(name), t, 0);
+        }
+        root
+    });
+    let model = Model::from_tree(&r.root);
+    for (name, t) in times {
+        assert_eq!(model.get(name).mtime, t, "the filesystem did not keep {t}");
+    }
+    let tape = full_tape(&r);
+    assert_same_tape(
+        "model (SPEC §1)",
+        &model.render_range(0, model.total),
+        "tartape",
+        &tape,
+    );
+    assert_eq!(r.fingerprint, model.fingerprint());
+    for (name, _) in times {
+        assert_eq!(
+            tape[model.get(name).offset as usize + 136] & 0x80,
+            0x80,
+            "{name}"
+        );
+    }
+    if have_tool("python3") {
+        let out = run_ok(
+            Command::new("python3")
+                .arg("-c")
+                .arg("import sys, tarfile\nfor m in tarfile.open(sys.argv[1]): print(m.mtime, m.name)")
+                .arg(r.work.join("full.tar")),
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        for (name, t) in times {
+            let line = format!("{t} {}/{name}", ROOT_NAME);
+            assert!(
+                text.lines().any(|l| l == line),
+                "python tarfile lacks {line:?}:\n{text}"
+            );
+        }
+    }
+    if have_tool("GNU tar") {
+        let out = run_ok(
+            umask022("tar")
+                .arg("--full-time")
+                .arg("--quoting-style=literal")
+                .arg("-tvf")
+                .arg(r.work.join("full.tar"))
+                .env("TZ", "UTC"),
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        for (name, when) in [
+            ("before-epoch", "1969-12-31 23:59:59"),
+            ("year-1938", "1938-04-24 22:13:20"),
+            ("year-2286", "2286-11-20 17:46:40"),
+        ] {
+            assert!(
+                text.lines().any(|l| l.contains(when) && l.ends_with(name)),
+                "GNU tar lists {name} without {when}:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn file_over_8_gib_base256_size() {
+    let r = record_tree(build_big_tree);
+    let model = Model::from_tree(&r.root);
+    let big = model.get("big.bin").clone();
+    let after = model.get("c.txt").clone();
+    assert_eq!(big.size, BIG);
+    assert_eq!(r.fingerprint, model.fingerprint());
+
+    // header region up to and including the big file's header
+    let hdr_end = big.offset + BLOCK;
+    let head = stream_to_file(
+        &r.root,
+        &r.catalog,
+        Some(0),
+        Some(hdr_end),
+        &r.work.join("head.bin"),
+    );
+    assert_eq!(head.len() as u64, hdr_end);
+    let h = &head[big.offset as usize..];
+    assert_eq!(
+        h[124],
+        0x80,
+        "size field of a > 8 GiB file must be GNU base-256:\n{}",
+        describe_header(h)
+    );
+    let mut be = [0u8; 16];
+    be[5..].copy_from_slice(&h[125..136]);
+    assert_eq!(u128::from_be_bytes(be), BIG as u128, "base-256 size");
+    assert_same_tape(
+        "model",
+        &model.render_range(0, hdr_end),
+        "tartape --length",
+        &head,
+    );
+
+    // near the end of the big file's content: zeros, then the next entry, then the footer
+    let o = big.content_end() - 1000;
+    let tail = stream_to_file(
+        &r.root,
+        &r.catalog,
+        Some(o),
+        Some(3000),
+        &r.work.join("tail.bin"),
+    );
+    let expect_len = 3000.min(model.total - o);
+    assert_eq!(
+        tail.len() as u64,
+        expect_len,
+        "slice near the end of the big file"
+    );
+    assert!(
+        tail[..1000].iter().all(|&b| b == 0),
+        "content of a sparse file must be zeros"
+    );
+    let next = &tail[1000..1512];
+    assert_eq!(
+        header_path(next),
+        after.arc_path,
+        "header after the big file:\n{}",
+        describe_header(next)
+    );
+    assert_eq!(
+        tail,
+        model.render_range(o, o + 3000),
+        "slice near the end of the big file"
+    );
+    let last = stream_to_file(
+        &r.root,
+        &r.catalog,
+        Some(model.total - 2048),
+        None,
+        &r.work.join("last.bin"),
+    );
+    assert_eq!(last, model.render_range(model.total - 2048, model.total));
+    assert!(last[1024..].iter().all(|&b| b == 0), "footer");
+
+    // events when resuming inside the big file
+    let ev_path = r.work.join("events.jsonl");
+    tartape_ok(&[
+        os("stream"),
+        os(&r.root),
+        os("--catalog"),
+        os(&r.catalog),
+        os("--offset"),
+        os(o.to_string()),
+        os("--events"),
+        os(&ev_path),
+        os("-o"),
+        os(r.work.join("resumed.bin")),
+    ]);
+    let events = read_events(&ev_path);
+    let want = vec![
+        Ev::Start(big.arc_str(), big.offset, true),
+        Ev::End(big.arc_str(), big.end(), None),
+        Ev::Start(after.arc_str(), after.offset, false),
+        Ev::End(
+            after.arc_str(),
+            after.end(),
+            Some(md5_hex(&model.content(&after))),
+        ),
+        Ev::Completed(model.total),
+    ];
+    assert_eq!(events, want, "events resuming inside the > 8 GiB file");
+
+    // a sparse reconstruction of the whole tape, listed by GNU tar (which seeks over content)
+    if have_tool("GNU tar") {
+        let sparse = r.work.join("sparse.tar");
+        fs::write(&sparse, &head).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&sparse)
+            .unwrap()
+            .set_len(big.content_end())
+            .unwrap();
+        let rest = stream_to_file(
+            &r.root,
+            &r.catalog,
+            Some(big.content_end()),
+            None,
+            &r.work.join("rest.bin"),
+        );
+        append(&sparse, &rest);
+        assert_eq!(fs::metadata(&sparse).unwrap().len(), model.total);
+        let out = run_ok(
+            umask022("tar")
+                .arg("--quoting-style=literal")
+                .arg("-tvf")
+                .arg(&sparse),
+        );
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.stderr.is_empty(),
+            "GNU tar warned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&big.arc_str()))
+            .unwrap_or_else(|| panic!("big file not listed:\n{listing}"));
+        assert!(
+            line.contains(&BIG.to_string()),
+            "GNU tar lists the wrong size: {line}"
+        );
+        assert!(
+            listing.lines().last().unwrap().ends_with(&after.arc_str()),
+            "listing:\n{listing}"
+        );
+        assert_eq!(
+            listing.lines().count(),
+            model.entries.len(),
+            "listing:\n{listing}"
+        );
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// 4. Random slices
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn random_slices_equal_the_full_stream() {
+    let r = record_tree(|p| build_small_tree(p, 7));
+    let model = Model::from_tree(&r.root);
+    let full = full_tape(&r);
+    assert_same_tape(
+        "model (SPEC §1)",
+        &model.render_range(0, model.total),
+        "tartape",
+        &full,
+    );
+    let total = full.len() as u64;
+    let piped = stream_to_stdout(&r.root, &r.catalog, None, None);
+    assert!(piped == full, "stream to stdout differs from stream -o");
+
+    let mut rng = Rng::new(0x5eed_1234_abcd);
+    let mut failures = Vec::new();
+    for i in 0..50 {
+        let offset = match i {
+            0 => 0,
+            1 => total - 1,
+            2 => total - FOOTER,
+            3 => 511,
+            4 => 512,
+            _ => rng.below(total),
+        };
+        let length = match rng.below(4) {
+            0 => 1 + rng.below(16),
+            1 => 1 + rng.below(4096),
+            2 => 1 + rng.below(total / 2),
+            _ => total - offset + rng.below(5000), // past the end: clamped
+        };
+        let got = if i % 2 == 0 {
+            stream_to_file(
+                &r.root,
+                &r.catalog,
+                Some(offset),
+                Some(length),
+                &r.work.join("slice.bin"),
+            )
+        } else {
+            stream_to_stdout(&r.root, &r.catalog, Some(offset), Some(length))
+        };
+        let end = (offset + length).min(total);
+        let want = &full[offset as usize..end as usize];
+        if got != want {
+            let d = got.iter().zip(want).position(|(a, b)| a != b);
+            failures.push(format!(
+                "--offset {offset} --length {length}: got {} bytes, want {} (first difference at slice byte {d:?})",
+                got.len(),
+                want.len()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "slices differ from the full stream:\n{}",
+        failures.join("\n")
+    );
+
+    // a split into five ranges concatenates to the whole
+    let mut cuts: Vec<u64> = (0..4).map(|_| 1 + rng.below(total - 1)).collect();
+    cuts.push(0);
+    cuts.sort();
+    cuts.dedup();
+    let mut joined = Vec::new();
+    for (i, &c) in cuts.iter().enumerate() {
+        let len = cuts.get(i + 1).map(|n| n - c);
+        joined.extend(stream_to_file(
+            &r.root,
+            &r.catalog,
+            Some(c),
+            len,
+            &r.work.join(format!("part{i}.bin")),
+        ));
+    }
+    assert!(
+        joined == full,
+        "concatenation of ranges at {cuts:?} differs from the full stream"
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// 5. Events
+// -------------------------------------------------------------------------------------------
+
+#[derive(Debug, PartialEq)]
+enum Ev {
+    Start(String, u64, bool),
+    End(String, u64, Option<String>),
+    Completed(u64),
+}
+
+fn parse_events(text: &str) -> Vec<Ev> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let o = parse_json_object(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"));
+            match o.get("type").map(|t| t.str()) {
+                Some("file_start") => Ev::Start(
+                    o["path"].str().to_string(),
+                    o["start_offset"].u64(),
+                    o["resumed"].bool(),
+                ),
+                Some("file_end") => Ev::End(
+                    o["path"].str().to_string(),
+                    o["end_offset"].u64(),
+                    match &o["md5"] {
+                        J::Null => None,
+                        J::Str(s) => Some(s.clone()),
+                        other => panic!("md5 must be a string or null: {other:?} in {l}"),
+                    },
+                ),
+                Some("tape_completed") => Ev::Completed(o["total_size"].u64()),
+                _ => panic!("unknown event {l:?}"),
+            }
+        })
+        .collect()
+}
+
+fn read_events(path: &Path) -> Vec<Ev> {
+    parse_events(&fs::read_to_string(path).unwrap())
+}
+
+/// The events a stream from `offset` to the end must produce (SPEC §4: `resumed` when the
+/// offset lies inside the entry; md5 only for regular files streamed whole).
+fn expected_events(model: &Model, offset: u64) -> Vec<Ev> {
+    let mut v = Vec::new();
+    for e in &model.entries {
+        if e.end() <= offset {
+            continue;
+        }
+        let resumed = offset > e.offset;
+        v.push(Ev::Start(e.arc_str(), e.offset, resumed));
+        let md5 = (e.kind == Kind::File && !resumed).then(|| md5_hex(&model.content(e)));
+        v.push(Ev::End(e.arc_str(), e.end(), md5));
+    }
+    v.push(Ev::Completed(model.total));
+    v
+}
+
+fn stream_with_events(r: &Recorded, offset: Option<u64>, tag: &str) -> (Vec<u8>, Vec<Ev>) {
+    let ev = r.work.join(format!("events-{tag}.jsonl"));
+    let out = r.work.join(format!("out-{tag}.bin"));
+    let mut args = vec![os("stream"), os(&r.root), os("--catalog"), os(&r.catalog)];
+    if let Some(o) = offset {
+        args.extend([os("--offset"), os(o.to_string())]);
+    }
+    args.extend([os("--events"), os(&ev), os("-o"), os(&out)]);
+    tartape_ok(&args);
+    (fs::read(&out).unwrap(), read_events(&ev))
+}
+
+#[test]
+fn events_full_stream() {
+    let r = record_tree(|p| build_small_tree(p, 99));
+    let model = Model::from_tree(&r.root);
+    let (bytes, events) = stream_with_events(&r, None, "full");
+    assert_same_tape(
+        "model (SPEC §1)",
+        &model.render_range(0, model.total),
+        "tartape",
+        &bytes,
+    );
+    let want = expected_events(&model, 0);
+    assert_eq!(events, want, "events of a full stream");
+    // explicit spot checks of the documented values
+    let empty = model.get("empty");
+    assert!(events.contains(&Ev::End(
+        empty.arc_str(),
+        empty.end(),
+        Some("d41d8cd98f00b204e9800998ecf8427e".into())
+    )));
+    let weird = model.get("sub/deeper/ünï \"quoted\" \\ back\ttab.txt");
+    assert!(
+        events.contains(&Ev::Start(weird.arc_str(), weird.offset, false)),
+        "JSON escaping of {:?}",
+        weird.arc_str()
+    );
+
+    // `--events -` writes the same lines to stderr
+    let out = tartape_ok(&[
+        os("stream"),
+        os(&r.root),
+        os("--catalog"),
+        os(&r.catalog),
+        os("--events"),
+        os("-"),
+        os("-o"),
+        os(r.work.join("stderr-events.bin")),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: String = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        parse_events(&lines),
+        want,
+        "events on stderr with --events -"
+    );
+}
+
+#[test]
+fn events_resumed_streams() {
+    let r = record_tree(|p| build_small_tree(p, 1234));
+    let model = Model::from_tree(&r.root);
+    let file = model.get("data/file3.bin").clone(); // > 200 KB
+    let dir = model.get("sub").clone();
+    let next_after_file = model.entries[model
+        .entries
+        .iter()
+        .position(|e| e.rel == file.rel)
+        .unwrap()
+        + 1]
+    .clone();
+
+    // inside a file's content: resumed, no md5 for it, md5 for the following files
+    let o = file.content_start() + 1000;
+    let (bytes, events) = stream_with_events(&r, Some(o), "content");
+    assert_eq!(
+        bytes,
+        model.render_range(o, model.total),
+        "bytes from --offset {o}"
+    );
+    assert_eq!(
+        events,
+        expected_events(&model, o),
+        "events from --offset {o} (inside {})",
+        file.arc_str()
+    );
+
+    // exactly at an entry's first byte: not resumed, md5 present
+    let o = next_after_file.offset;
+    let (bytes, events) = stream_with_events(&r, Some(o), "boundary");
+    assert_eq!(bytes, model.render_range(o, model.total));
+    assert_eq!(
+        events,
+        expected_events(&model, o),
+        "events from an entry boundary {o}"
+    );
+
+    // inside a directory's header
+    let o = dir.offset + 100;
+    let (bytes, events) = stream_with_events(&r, Some(o), "dir");
+    assert_eq!(bytes, model.render_range(o, model.total));
+    assert_eq!(
+        events,
+        expected_events(&model, o),
+        "events from --offset {o} (inside a directory header)"
+    );
+
+    // inside a file's header: resumed; its md5, if given at all, must be right
+    let o = file.offset + 10;
+    let (bytes, events) = stream_with_events(&r, Some(o), "header");
+    assert_eq!(bytes, model.render_range(o, model.total));
+    let mut want = expected_events(&model, o);
+    if let (Some(Ev::End(_, _, Some(got))), Some(Ev::End(_, _, w))) =
+        (events.get(1), want.get_mut(1))
+    {
+        assert_eq!(
+            got,
+            &md5_hex(&model.content(&file)),
+            "md5 of a file resumed inside its header"
+        );
+        *w = Some(got.clone());
+    }
+    assert_eq!(
+        events, want,
+        "events from --offset {o} (inside a file header)"
+    );
+
+    // inside the footer: only tape_completed
+    let o = model.total - 10;
+    let (bytes, events) = stream_with_events(&r, Some(o), "footer");
+    assert_eq!(bytes, vec![0u8; 10]);
+    assert_eq!(
+        events,
+        vec![Ev::Completed(model.total)],
+        "events from inside the footer"
+    );
+}
+
+/// Sanity check of the test harness itself against the Python tartape's tapes (runs whenever
+/// the reference is available): the independent model agrees with Python on the full tree.
+#[test]
+fn model_agrees_with_python() {
+    let Some(python) = py_tartape() else { return };
+    let work_dir = tempdir();
+    let work = work_dir.path();
+    let root = build_compat_tree(&work.join("src"));
+    let (py_tape, py_fp) = python_reference(&python, &root, &work.join("python.db"), work);
+    let model = Model::from_tree(&root);
+    assert_same_tape(
+        "model",
+        &model.render_range(0, model.total),
+        "python",
+        &py_tape,
+    );
+    assert_eq!(model.fingerprint(), py_fp);
+}
+
+/// A deliberate difference: Python tartape drops every path with a component named
+/// `.tartape` at any depth (`TAPE_METADATA_DIR in p.parts`), even with `exclude=[]`. SPEC §2
+/// says tartape never drops user data it was not told to drop, and only `DIR/.tartape`
+/// (where its own catalog lives) is ours; so nested `.tartape` directories and files are
+/// recorded like any other name. Python's tape of such a tree is lossy, so it is not a
+/// compatibility reference here; the tape must still follow SPEC §1 exactly.
+#[test]
+fn nested_dot_tartape_is_user_data() {
+    let r = record_tree(|parent| {
+        let root = parent.join(ROOT_NAME);
+        write_file(&root.join("sub/.tartape/index.db"), b"not ours\n", 0o644);
+        write_file(&root.join("sub/f"), b"f\n", 0o644);
+        write_file(
+            &root.join("deep/x/.tartape"),
+            b"a file named .tartape\n",
+            0o644,
+        );
+        write_file(&root.join("deep/x/y"), b"y\n", 0o644);
+        set_all_mtimes(&root, 1_600_000_000);
+        root
+    });
+    let tape = full_tape(&r);
+    let names = tar_names(&tape);
+    for kept in [
+        "/sub/.tartape/",
+        "/sub/.tartape/index.db",
+        "/deep/x/.tartape",
+    ] {
+        assert!(
+            names.iter().any(|n| n == &format!("{ROOT_NAME}{kept}")),
+            "{kept} missing from {names:?}"
+        );
+    }
+    let model = Model::from_tree(&r.root);
+    assert_same_tape(
+        "model (SPEC §1)",
+        &model.render_range(0, model.total),
+        "tartape",
+        &tape,
+    );
+}
+
+/// Entry names of a tape, read with the Rust `tar` crate.
+fn tar_names(tape: &[u8]) -> Vec<String> {
+    tar::Archive::new(tape)
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+        .collect()
+}
+
+/// Paths are byte strings: non-UTF-8 names and symlink targets are kept as they are on disk,
+/// extract byte-identically with GNU tar, and are written lossily in JSON events.
+#[test]
+fn non_utf8_names_kept_as_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = OsStr::from_bytes(b"latin1-\xe9t\xe9.txt");
+    let bad_dir = OsStr::from_bytes(b"dir-\xff");
+    let r = record_tree(|parent| {
+        let root = parent.join(ROOT_NAME);
+        write_file(&root.join(latin1), b"latin-1 name\n", 0o644);
+        write_file(&root.join(bad_dir).join("inner"), b"inner\n", 0o755);
+        symlink(OsStr::from_bytes(b"\xfe-target"), &root.join("link"));
+        set_all_mtimes(&root, 1_600_000_000);
+        root
+    });
+    let model = Model::from_tree(&r.root);
+    let (tape, events) = stream_with_events(&r, None, "non-utf8");
+    assert_same_tape(
+        "model (SPEC §1)",
+        &model.render_range(0, model.total),
+        "tartape",
+        &tape,
+    );
+    assert_eq!(r.fingerprint, model.fingerprint());
+    let lossy = |e: &ModelEntry| String::from_utf8_lossy(&e.arc_path).into_owned();
+    let starts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Start(p, _, _) => Some(p.as_str()),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<String> = model.entries.iter().map(lossy).collect();
+    assert_eq!(starts, want, "event paths must be the lossy arc paths");
+
+    if have_tool("GNU tar") {
+        let dest = r.work.join("x");
+        fs::create_dir(&dest).unwrap();
+        run_ok(
+            umask022("tar")
+                .arg("-xf")
+                .arg(r.work.join("out-non-utf8.bin"))
+                .arg("-C")
+                .arg(&dest),
+        );
+        let report = diff_snapshots(&expected_snapshot(&model), &snapshot(&dest.join(ROOT_NAME)));
+        assert!(report.is_empty(), "GNU tar extraction differs:\n{report}");
+    }
+}
