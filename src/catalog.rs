@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::entry::{Entry, Kind, Ordinal};
 use crate::error::{Error, Result};
 use crate::header::{header_path, split_path};
-use crate::layout::{FOOTER_LEN, OffsetTable, footprint};
+use crate::layout::{OffsetTable, footprint};
 
 /// Version of the schema below. A catalog of any other version is refused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -38,6 +38,9 @@ CREATE TABLE entries (
     start_offset INTEGER NOT NULL,
     digest       TEXT
 );
+-- Every entry's size, u64 little-endian, in tape order: the offset table is rebuilt
+-- from it on open without reading the rows.
+CREATE TABLE layout (id INTEGER PRIMARY KEY CHECK (id = 0), sizes BLOB NOT NULL);
 ";
 
 const ENTRY_COLUMNS: &str = "ordinal, arc_path, rel_path, kind, size, mode, disk_mode, uid, gid, \
@@ -92,6 +95,7 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 pub struct CatalogWriter {
     conn: Connection,
     path: PathBuf,
+    sizes: Vec<u8>,
 }
 
 impl CatalogWriter {
@@ -115,6 +119,7 @@ impl CatalogWriter {
         Ok(CatalogWriter {
             conn,
             path: path.to_path_buf(),
+            sizes: Vec::new(),
         })
     }
 
@@ -132,6 +137,7 @@ impl CatalogWriter {
             ))
             .map_err(self.wrap())?;
         for e in entries {
+            self.sizes.extend_from_slice(&e.size.to_le_bytes());
             stmt.execute(params![
                 e.ordinal.0 as i64,
                 e.arc_path,
@@ -182,6 +188,12 @@ impl CatalogWriter {
             for (k, v) in &pairs {
                 stmt.execute(params![k, v]).map_err(self.wrap())?;
             }
+            self.conn
+                .execute(
+                    "INSERT INTO layout (id, sizes) VALUES (0, ?1)",
+                    [&self.sizes],
+                )
+                .map_err(self.wrap())?;
         }
         self.conn.execute_batch("COMMIT;").map_err(self.wrap())?;
         let path = self.path.clone();
@@ -208,16 +220,23 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    /// Opens and validates the catalog at `path`: known version, complete metadata,
-    /// contiguous ordinals, offsets that are exactly the prefix sums of footprints, paths
-    /// in strict tape order that stay inside the root and fit a ustar header.
+    /// Opens the catalog at `path` and validates what every read depends on: the
+    /// version, the metadata, and the offset table (rebuilt from the stored sizes, so the
+    /// offsets are prefix sums of footprints by construction, and checked against the
+    /// entry count and total size). Reading the table is O(entries) in memory but does
+    /// not touch the rows, so resuming a million-entry tape stays cheap.
+    ///
+    /// Rows are checked against that table when fetched ([`Catalog::entry`]), before
+    /// anything is served from them; a full pass ([`Catalog::for_each_from`] from the
+    /// first entry, as `verify`, `ls` and the mount's start-up do) also checks that the
+    /// rows are contiguous and in tape order.
     pub fn open(path: &Path) -> Result<Catalog> {
         if !path.exists() {
             return Err(Error::CatalogMissing(path.to_path_buf()));
         }
         let conn = open_read_only(path)?;
         let meta = read_meta(&conn, path)?;
-        let offsets = validate_entries(&conn, path, &meta)?;
+        let offsets = read_layout(&conn, path, &meta)?;
         Ok(Catalog {
             path: path.to_path_buf(),
             meta,
@@ -260,11 +279,55 @@ impl Catalog {
                     "SELECT {ENTRY_COLUMNS} FROM entries WHERE ordinal = ?1"
                 ))
                 .map_err(sql_err(&self.path))?;
-            stmt.query_row([ordinal.0 as i64], row_to_entry)
+            let entry = stmt
+                .query_row([ordinal.0 as i64], row_to_entry)
                 .optional()
                 .map_err(sql_err(&self.path))?
-                .ok_or_else(|| Error::corrupt(&self.path, format!("entry {} missing", ordinal.0)))
+                .ok_or_else(|| {
+                    Error::corrupt(&self.path, format!("entry {} missing", ordinal.0))
+                })?;
+            self.check_row(&entry)?;
+            Ok(entry)
         })
+    }
+
+    /// Checks one row against the offset table and the rules every stored path obeys.
+    fn check_row(&self, e: &Entry) -> Result<()> {
+        let bad =
+            |what: String| Error::corrupt(&self.path, format!("entry {}: {what}", e.ordinal.0));
+        let i = e.ordinal;
+        if i.0 >= self.offsets.len() as u64 {
+            return Err(bad("beyond the entry count".into()));
+        }
+        if e.kind != Kind::File && e.size != 0 {
+            return Err(bad(format!("impossible size {} for a {}", e.size, e.kind)));
+        }
+        let (start, end) = (self.offsets.start(i), self.offsets.end(i));
+        if e.start_offset != start || footprint(e.size) != end - start {
+            return Err(bad(format!(
+                "start offset {} and size {} are not the prefix sum of footprints ({start}, {} bytes)",
+                e.start_offset,
+                e.size,
+                end - start
+            )));
+        }
+        check_rel_path(&e.rel_path).map_err(|p| bad(p.to_string()))?;
+        let root = &self.meta.arc_root;
+        let arc_ok = if e.rel_path.is_empty() {
+            e.arc_path == *root
+        } else {
+            e.arc_path.len() == root.len() + 1 + e.rel_path.len()
+                && e.arc_path.starts_with(root)
+                && e.arc_path[root.len()] == b'/'
+                && e.arc_path.ends_with(&e.rel_path)
+        };
+        if !arc_ok {
+            return Err(bad("arc path does not match its relative path".into()));
+        }
+        if split_path(&header_path(&e.arc_path, e.kind)).is_err() {
+            return Err(bad("path does not fit a ustar header".into()));
+        }
+        Ok(())
     }
 
     /// Calls `f` for each entry from `first` on, in tape order, until it returns `false`.
@@ -280,11 +343,34 @@ impl Catalog {
                 ))
                 .map_err(sql_err(&self.path))?;
             let mut rows = stmt.query([first.0 as i64]).map_err(sql_err(&self.path))?;
+            let mut expected = first.0;
+            let mut prev_arc: Vec<u8> = Vec::new();
             while let Some(row) = rows.next().map_err(sql_err(&self.path))? {
                 let entry = row_to_entry(row).map_err(sql_err(&self.path))?;
-                if !f(entry)? {
-                    break;
+                if entry.ordinal.0 != expected {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        format!("entry {expected} missing"),
+                    ));
                 }
+                self.check_row(&entry)?;
+                if expected > first.0 && entry.arc_path <= prev_arc {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        format!("entry {expected}: entries are not in tape order"),
+                    ));
+                }
+                expected += 1;
+                prev_arc.clone_from(&entry.arc_path);
+                if !f(entry)? {
+                    return Ok(());
+                }
+            }
+            if expected != self.offsets.len() as u64 {
+                return Err(Error::corrupt(
+                    &self.path,
+                    format!("entry {expected} missing"),
+                ));
             }
             Ok(())
         })
@@ -412,89 +498,52 @@ fn read_meta(conn: &Connection, path: &Path) -> Result<TapeMeta> {
     })
 }
 
-/// Scans every row once: this is what makes a tampered or truncated catalog fail on
-/// open instead of while serving.
-fn validate_entries(conn: &Connection, path: &Path, meta: &TapeMeta) -> Result<OffsetTable> {
-    let mut stmt = conn
-        .prepare("SELECT ordinal, size, start_offset, kind, rel_path, arc_path FROM entries ORDER BY ordinal")
-        .map_err(sql_err(path))?;
-    let mut rows = stmt.query([]).map_err(sql_err(path))?;
-    let mut sizes = Vec::with_capacity(meta.entry_count as usize);
-    let mut expected_start = 0u64;
-    let mut prev_arc: Vec<u8> = Vec::new();
-    let root_prefix_len = meta.arc_root.len();
-    while let Some(row) = rows.next().map_err(sql_err(path))? {
-        let i = sizes.len() as i64;
-        let ordinal: i64 = row.get(0).map_err(sql_err(path))?;
-        let size: i64 = row.get(1).map_err(sql_err(path))?;
-        let start: i64 = row.get(2).map_err(sql_err(path))?;
-        let kind_code: i64 = row.get(3).map_err(sql_err(path))?;
-        let rel = blob_at(row, 4).map_err(sql_err(path))?;
-        let arc = blob_at(row, 5).map_err(sql_err(path))?;
-        let bad = |what: String| Error::corrupt(path, format!("entry {ordinal}: {what}"));
-        if ordinal != i {
-            return Err(bad(format!("ordinal out of sequence (expected {i})")));
-        }
-        let kind =
-            Kind::from_code(kind_code).ok_or_else(|| bad(format!("unknown kind {kind_code}")))?;
-        if size < 0 || (kind != Kind::File && size != 0) {
-            return Err(bad(format!("impossible size {size}")));
-        }
-        if start < 0 || start as u64 != expected_start {
-            return Err(bad(format!(
-                "start offset {start} is not the prefix sum of footprints ({expected_start})"
-            )));
-        }
-        check_rel_path(rel).map_err(|p| bad(p.to_string()))?;
-        let expected_arc_ok = if rel.is_empty() {
-            arc == meta.arc_root.as_slice()
-        } else {
-            arc.len() == root_prefix_len + 1 + rel.len()
-                && arc.starts_with(&meta.arc_root)
-                && arc[root_prefix_len] == b'/'
-                && arc.ends_with(rel)
-        };
-        if !expected_arc_ok {
-            return Err(bad("arc path does not match its relative path".into()));
-        }
-        if i > 0 && arc <= prev_arc.as_slice() {
-            return Err(bad("entries are not in tape order".into()));
-        }
-        if split_path(&header_path(arc, kind)).is_err() {
-            return Err(bad("path does not fit a ustar header".into()));
-        }
-        prev_arc.clear();
-        prev_arc.extend_from_slice(arc);
-        expected_start += footprint(size as u64);
-        sizes.push(size as u64);
-    }
-    if sizes.len() as u64 != meta.entry_count {
+/// Rebuilds the offset table from the stored sizes and checks it against the metadata.
+fn read_layout(conn: &Connection, path: &Path, meta: &TapeMeta) -> Result<OffsetTable> {
+    let sizes: Vec<u8> = conn
+        .query_row("SELECT sizes FROM layout WHERE id = 0", [], |r| r.get(0))
+        .optional()
+        .map_err(sql_err(path))?
+        .ok_or_else(|| Error::corrupt(path, "layout missing"))?;
+    if sizes.len() as u64 != meta.entry_count * 8 {
         return Err(Error::corrupt(
             path,
             format!(
-                "{} entries, metadata says {}",
-                sizes.len(),
+                "{} entries in the layout, metadata says {}",
+                sizes.len() / 8,
                 meta.entry_count
             ),
         ));
     }
-    if expected_start + FOOTER_LEN != meta.total_size {
+    let table = OffsetTable::from_sizes(
+        sizes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk"))),
+    );
+    if table.total_size() != meta.total_size {
         return Err(Error::corrupt(
             path,
             format!(
-                "total size {} does not match the entries ({})",
+                "total size {} is not the prefix sum of footprints ({})",
                 meta.total_size,
-                expected_start + FOOTER_LEN
+                table.total_size()
             ),
         ));
     }
-    Ok(OffsetTable::from_sizes(sizes))
-}
-
-fn blob_at<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r [u8]> {
-    row.get_ref(i)?.as_blob().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, e.into())
-    })
+    let rows: i64 = conn
+        .query_row(
+            "SELECT coalesce(max(ordinal) + 1, 0) FROM entries",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_err(path))?;
+    if rows as u64 != meta.entry_count {
+        return Err(Error::corrupt(
+            path,
+            format!("{rows} entries, metadata says {}", meta.entry_count),
+        ));
+    }
+    Ok(table)
 }
 
 /// A stored relative path must stay inside the root: not absolute, no `.`/`..`
