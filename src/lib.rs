@@ -16,6 +16,7 @@ pub mod entry;
 pub mod error;
 pub mod header;
 pub mod layout;
+pub mod mount;
 pub mod record;
 pub mod tape;
 

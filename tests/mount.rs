@@ -1,0 +1,1021 @@
+//! Real FUSE mounts driving the real `tartape` binary: every byte read through the
+//! mount must be the byte `tartape stream` writes, whatever tool reads it and however.
+//!
+//! Each test mounts under its own temporary directory and unmounts in `Drop` (with a
+//! lazy-unmount fallback), and every wait has a timeout. When FUSE or a needed tool is
+//! missing the test prints a loud SKIP — or fails, when `TARTAPE_REQUIRE_TOOLS=1` (or
+//! `CI=true`) says the machine must have them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tartape");
+
+/// Longest any single command or wait may take before the test fails.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// Tools and skipping
+// ---------------------------------------------------------------------------------------
+
+fn tools_required() -> bool {
+    std::env::var("TARTAPE_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when FUSE and `tools` are usable; otherwise a loud SKIP (or a failure when tools
+/// are required).
+fn can_run(test: &str, tools: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !Path::new("/dev/fuse").exists() {
+        missing.push("/dev/fuse".to_string());
+    }
+    if !is_root() && !on_path("fusermount3") {
+        missing.push("fusermount3".to_string());
+    }
+    missing.extend(
+        tools
+            .iter()
+            .filter(|tool| !on_path(tool))
+            .map(|tool| tool.to_string()),
+    );
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!("{test}: missing {}", missing.join(", "));
+    if tools_required() {
+        panic!("{message} (TARTAPE_REQUIRE_TOOLS=1 / CI=true: tools are required)");
+    }
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        io::stderr(),
+        "\n!!!!!!!! SKIP {message} — this test did NOT run !!!!!!!!\n"
+    );
+    false
+}
+
+// ---------------------------------------------------------------------------------------
+// Running commands with a timeout
+// ---------------------------------------------------------------------------------------
+
+/// Runs `command` to completion, killing it and failing the test after `TIMEOUT`.
+fn run_timed(command: &mut Command) -> Output {
+    let shown = format!("{command:?}");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("{shown}: {err}"));
+    wait_output(child, &shown)
+}
+
+fn wait_output(mut child: Child, shown: &str) -> Output {
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{shown}: timed out after {TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Runs `work` in a thread and fails the test if it has not finished within `TIMEOUT`,
+/// so that a hung mount fails the test (and the caller's guards still unmount).
+fn timed<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = sender.send(work());
+    });
+    match receiver.recv_timeout(TIMEOUT) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: timed out after {TIMEOUT:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
+fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A failure that printed exactly one line, `error: …`, and did not panic.
+fn assert_one_line_error(output: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "{what}: expected failure, got success"
+    );
+    assert!(
+        stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1,
+        "{what}: expected one `error:` line, got {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{what}: panicked: {stderr}");
+    stderr
+}
+
+// ---------------------------------------------------------------------------------------
+// Mount table
+// ---------------------------------------------------------------------------------------
+
+/// True when `path` (canonical) is a mount point in this namespace.
+fn is_mounted(path: &Path) -> bool {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    text.lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The source tree
+// ---------------------------------------------------------------------------------------
+
+/// xorshift64*: deterministic bytes and choices without a `rand` dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..bound` (bound > 0).
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// Sizes around block boundaries, one mid-size and one multi-MiB file.
+const FILES: &[(&str, usize)] = &[
+    ("empty", 0),
+    ("one", 1),
+    ("a/block-minus-one", 511),
+    ("a/block", 512),
+    ("a/block-plus-one", 513),
+    ("a/b/hundred-k.bin", 100 * 1024),
+    ("big.bin", 3 * 1024 * 1024),
+    ("z/last.txt", 7),
+];
+
+/// A temporary directory holding the source tree `tree/`, its recorded tape and the
+/// bytes `tartape stream` writes for it, plus an empty mount point `mnt/`.
+struct Fixture {
+    dir: tempfile::TempDir,
+    stream: Arc<Vec<u8>>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Fixture {
+            dir,
+            stream: Arc::new(Vec::new()),
+        };
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for (rel, size) in FILES {
+            let path = fixture.source().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, rng.bytes(*size)).unwrap();
+        }
+        fs::create_dir_all(fixture.source().join("empty-dir")).unwrap();
+        symlink("a/block", fixture.source().join("link")).unwrap();
+        fs::create_dir(fixture.mnt_path()).unwrap();
+
+        let record = run_timed(Command::new(BIN).arg("record").arg(fixture.source()));
+        assert_success(&record, "tartape record");
+        let stream_path = fixture.dir.path().join("stream.tar");
+        let stream = run_timed(
+            Command::new(BIN)
+                .arg("stream")
+                .arg(fixture.source())
+                .arg("-o")
+                .arg(&stream_path),
+        );
+        assert_success(&stream, "tartape stream");
+        Fixture {
+            stream: Arc::new(fs::read(&stream_path).unwrap()),
+            ..fixture
+        }
+    }
+
+    fn source(&self) -> PathBuf {
+        self.dir.path().join("tree")
+    }
+
+    /// The mount point, canonical (as the mount table shows it).
+    fn mnt(&self) -> PathBuf {
+        self.mnt_path()
+            .canonicalize()
+            .unwrap_or_else(|_| self.mnt_path())
+    }
+
+    fn mnt_path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn archive(&self) -> PathBuf {
+        self.mnt_path().join("archive.tar")
+    }
+
+    /// `tartape mount tree mnt ARGS…`, logs kept inside the temporary directory.
+    fn mount_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg("mount")
+            .arg(self.source())
+            .arg(self.mnt_path())
+            .args(args)
+            .env("XDG_RUNTIME_DIR", self.dir.path());
+        command
+    }
+
+    /// Mounts in the background and returns the guard that unmounts it.
+    fn mount(&self, args: &[&str]) -> Mounted {
+        let output = run_timed(&mut self.mount_command(args));
+        assert_success(&output, "tartape mount");
+        assert!(
+            is_mounted(&self.mnt()),
+            "tartape mount returned but nothing is mounted"
+        );
+        Mounted {
+            mnt: self.mnt(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        }
+    }
+
+    /// Start offset and size of the entry `arc_path` in the stream (a tiny ustar walk).
+    fn entry(&self, arc_path: &str) -> (u64, u64) {
+        let stream = &self.stream;
+        let mut offset = 0usize;
+        while offset + 512 <= stream.len() && stream[offset] != 0 {
+            let header = &stream[offset..offset + 512];
+            let field = |range: std::ops::Range<usize>| {
+                let bytes = &header[range];
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                String::from_utf8_lossy(&bytes[..end]).into_owned()
+            };
+            let (name, prefix) = (field(0..100), field(345..500));
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let size = u64::from_str_radix(field(124..136).trim(), 8).unwrap();
+            if path.trim_end_matches('/') == arc_path {
+                return (offset as u64, size);
+            }
+            offset += 512 + (size as usize).div_ceil(512) * 512;
+        }
+        panic!("{arc_path} not in the stream");
+    }
+}
+
+/// A live mount; unmounted on drop by `tartape umount`, falling back to a lazy unmount.
+struct Mounted {
+    mnt: PathBuf,
+    stdout: String,
+}
+
+impl Mounted {
+    /// The pid of the serving process, as `tartape mount` printed it.
+    fn pid(&self) -> libc::pid_t {
+        self.stdout
+            .lines()
+            .find_map(|line| line.split("pid ").nth(1))
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {:?}", self.stdout))
+    }
+
+    /// The log file of the serving process, as `tartape mount` printed it.
+    fn log(&self) -> PathBuf {
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("log: "))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no log path in {:?}", self.stdout))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        unmount_quietly(&self.mnt);
+    }
+}
+
+fn unmount_quietly(mnt: &Path) {
+    if !is_mounted(mnt) {
+        return;
+    }
+    let _ = Command::new(BIN)
+        .arg("umount")
+        .arg(mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(|child| {
+            let (sender, receiver) = mpsc::channel();
+            thread::spawn(move || {
+                let mut child = child;
+                let _ = sender.send(child.wait());
+            });
+            receiver.recv_timeout(Duration::from_secs(10))
+        });
+    if is_mounted(mnt) {
+        let _ = Command::new("fusermount3").arg("-uz").arg(mnt).status();
+    }
+    if is_mounted(mnt) {
+        let _ = Command::new("umount").arg("-l").arg(mnt).status();
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn read_range(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        let read = file.read_at(&mut buf[filled..], offset + filled as u64)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+fn expected_range(stream: &[u8], offset: u64, len: usize) -> &[u8] {
+    let start = (offset as usize).min(stream.len());
+    let end = start.saturating_add(len).min(stream.len());
+    &stream[start..end]
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn sha256_stat_and_tar_straight_from_the_mount() {
+    if !can_run(
+        "sha256_stat_and_tar_straight_from_the_mount",
+        &["tar", "sha256sum"],
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let _mounted = fx.mount(&[]);
+
+    let names: Vec<String> = fs::read_dir(fx.mnt_path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["archive.tar"]);
+    let meta = fs::metadata(fx.archive()).unwrap();
+    assert_eq!(meta.len(), fx.stream.len() as u64);
+    assert_eq!(meta.mode() & 0o7777, 0o444);
+    assert!(meta.is_file());
+    // SAFETY: getuid cannot fail.
+    assert_eq!(meta.uid(), unsafe { libc::getuid() });
+    let dir_meta = fs::metadata(fx.mnt_path()).unwrap();
+    assert_eq!(dir_meta.mode() & 0o7777, 0o555);
+    let age = SystemTime::now()
+        .duration_since(meta.modified().unwrap())
+        .unwrap_or_default();
+    assert!(
+        age < Duration::from_secs(600),
+        "mtime is not the recording time"
+    );
+
+    let sha = run_timed(Command::new("sha256sum").arg(fx.archive()));
+    assert_success(&sha, "sha256sum");
+    let printed = String::from_utf8_lossy(&sha.stdout);
+    assert_eq!(
+        printed.split_whitespace().next(),
+        Some(sha256_hex(&fx.stream).as_str())
+    );
+
+    let list = run_timed(Command::new("tar").arg("-tf").arg(fx.archive()));
+    assert_success(&list, "tar -tf");
+    let listing = String::from_utf8_lossy(&list.stdout);
+    for (rel, _) in FILES {
+        assert!(
+            listing.lines().any(|line| line == format!("tree/{rel}")),
+            "{rel} missing in {listing}"
+        );
+    }
+
+    let out = fx.dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let extract = run_timed(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(fx.archive())
+            .arg("-C")
+            .arg(&out),
+    );
+    assert_success(&extract, "tar -xf");
+    for (rel, _) in FILES {
+        assert_eq!(
+            fs::read(out.join("tree").join(rel)).unwrap(),
+            fs::read(fx.source().join(rel)).unwrap(),
+            "{rel} differs after extraction"
+        );
+    }
+    assert_eq!(
+        fs::read_link(out.join("tree/link")).unwrap(),
+        Path::new("a/block")
+    );
+    assert!(out.join("tree/empty-dir").is_dir());
+}
+
+#[test]
+fn random_preads_and_dd_match_the_stream() {
+    if !can_run("random_preads_and_dd_match_the_stream", &["dd"]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let _mounted = fx.mount(&[]);
+    let archive = fx.archive();
+    let stream = Arc::clone(&fx.stream);
+    let (big_offset, _) = fx.entry("tree/big.bin");
+
+    timed("random preads", move || {
+        let total = stream.len() as u64;
+        let file = File::open(&archive).unwrap();
+        let mut rng = XorShift(42);
+        let mut buf = vec![0u8; 1 << 20];
+        for round in 0..400 {
+            let offset = match round % 4 {
+                // Anywhere.
+                0 => rng.below(total),
+                // Just around an entry (block) boundary.
+                1 => (rng.below(total / 512) * 512).saturating_sub(rng.below(8)),
+                // Into the footer and past the end.
+                2 => total - 1100 + rng.below(1200),
+                // Inside the big file, far from the start.
+                _ => big_offset + rng.below(3 << 20),
+            };
+            // Log-uniform sizes from 1 B to 1 MiB.
+            let len = (1usize << rng.below(21)).min(1 << 20);
+            let len = (len + rng.below(len as u64) as usize).clamp(1, 1 << 20);
+            let mut filled = 0;
+            while filled < len {
+                let read = file
+                    .read_at(&mut buf[filled..len], offset + filled as u64)
+                    .unwrap_or_else(|err| panic!("pread({offset}, {len}): {err}"));
+                if read == 0 {
+                    break;
+                }
+                filled += read;
+            }
+            assert_eq!(
+                &buf[..filled],
+                expected_range(&stream, offset, len),
+                "pread({offset}, {len}) differs from the stream"
+            );
+        }
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            file.read_at(&mut byte, total).unwrap(),
+            0,
+            "read at the end"
+        );
+        assert_eq!(
+            file.read_at(&mut byte, total + 4096).unwrap(),
+            0,
+            "read past the end"
+        );
+    });
+
+    let blocks = fx.stream.len() as u64 / 512;
+    for skip in [0, 1, 2, blocks / 3, blocks / 2, blocks - 3, blocks - 1] {
+        let dd = run_timed(
+            Command::new("dd")
+                .arg(format!("if={}", fx.archive().display()))
+                .arg("bs=512")
+                .arg(format!("skip={skip}"))
+                .arg("count=1")
+                .arg("status=none"),
+        );
+        assert_success(&dd, "dd");
+        assert_eq!(
+            dd.stdout,
+            expected_range(&fx.stream, skip * 512, 512),
+            "dd skip={skip}"
+        );
+    }
+}
+
+#[test]
+fn mmap_readers_see_the_stream() {
+    if !can_run("mmap_readers_see_the_stream", &[]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let _mounted = fx.mount(&[]);
+    let archive = fx.archive();
+    let stream = Arc::clone(&fx.stream);
+    timed("mmap", move || {
+        let file = File::open(&archive).unwrap();
+        let len = stream.len();
+        // SAFETY: a private read-only mapping of a file we keep open; unmapped below.
+        let mapped = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(
+            mapped,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            io::Error::last_os_error()
+        );
+        // SAFETY: the mapping is `len` readable bytes until munmap.
+        let bytes = unsafe { std::slice::from_raw_parts(mapped as *const u8, len) };
+        let same = bytes == stream.as_slice();
+        // SAFETY: unmaps exactly what was mapped.
+        unsafe { libc::munmap(mapped, len) };
+        assert!(same, "mmap of the mounted file differs from the stream");
+    });
+}
+
+#[test]
+fn cut_copy_finished_by_rsync_append_verify_equals_the_stream() {
+    if !can_run(
+        "cut_copy_finished_by_rsync_append_verify_equals_the_stream",
+        &["rsync"],
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let _mounted = fx.mount(&[]);
+    let copy = fx.dir.path().join("copy.tar");
+    let third = fx.stream.len() / 3;
+    let head = read_range(&fx.archive(), 0, third).unwrap();
+    fs::write(&copy, &head).unwrap();
+
+    let rsync = run_timed(
+        Command::new("rsync")
+            .arg("--append-verify")
+            .arg(fx.archive())
+            .arg(&copy),
+    );
+    assert_success(&rsync, "rsync --append-verify");
+    let copied = fs::read(&copy).unwrap();
+    assert_eq!(copied.len(), fx.stream.len());
+    assert!(
+        copied == *fx.stream,
+        "rsync-finished copy differs from the stream"
+    );
+}
+
+#[test]
+fn four_concurrent_readers_reassemble_the_stream() {
+    if !can_run("four_concurrent_readers_reassemble_the_stream", &[]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let _mounted = fx.mount(&[]);
+    let archive = fx.archive();
+    let stream = Arc::clone(&fx.stream);
+    timed("concurrent readers", move || {
+        let total = stream.len();
+        let quarter = total.div_ceil(4);
+        let readers: Vec<_> = (0..4)
+            .map(|index| {
+                let archive = archive.clone();
+                thread::spawn(move || {
+                    let start = index * quarter;
+                    let len = quarter.min(total.saturating_sub(start));
+                    // Sequential 64 KiB reads, like a copying tool.
+                    let file = File::open(&archive).unwrap();
+                    let mut out = Vec::with_capacity(len);
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    while out.len() < len {
+                        let want = chunk.len().min(len - out.len());
+                        let at = (start + out.len()) as u64;
+                        let read = file.read_at(&mut chunk[..want], at).unwrap();
+                        assert!(read > 0, "unexpected end at {at}");
+                        out.extend_from_slice(&chunk[..read]);
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut joined = Vec::with_capacity(total);
+        for reader in readers {
+            joined.extend(reader.join().unwrap());
+        }
+        assert!(
+            joined == *stream,
+            "reassembled quarters differ from the stream"
+        );
+    });
+}
+
+#[test]
+fn writes_fail_and_unknown_names_are_missing() {
+    if !can_run("writes_fail_and_unknown_names_are_missing", &[]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let _mounted = fx.mount(&[]);
+    let archive = fx.archive();
+    let mnt = fx.mnt_path();
+
+    let refused = |what: &str, result: io::Result<()>| {
+        let err = result.expect_err(&format!("{what} succeeded on the read-only mount"));
+        let code = err.raw_os_error();
+        assert!(
+            matches!(code, Some(libc::EROFS | libc::EACCES | libc::EPERM)),
+            "{what}: unexpected error {err}"
+        );
+    };
+    refused("create", File::create(mnt.join("new")).map(drop));
+    refused(
+        "open for writing",
+        OpenOptions::new().write(true).open(&archive).map(drop),
+    );
+    refused(
+        "open for appending",
+        OpenOptions::new().append(true).open(&archive).map(drop),
+    );
+    refused(
+        "truncate",
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&archive)
+            .map(drop),
+    );
+    refused("rename", fs::rename(&archive, mnt.join("renamed.tar")));
+    refused("delete", fs::remove_file(&archive));
+    refused("mkdir", fs::create_dir(mnt.join("dir")));
+    refused("symlink", symlink("archive.tar", mnt.join("link")));
+    refused("hard link", fs::hard_link(&archive, mnt.join("hard")));
+    refused(
+        "chmod",
+        fs::set_permissions(
+            &archive,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        ),
+    );
+    refused(
+        "write through a read-only handle",
+        File::open(&archive)
+            .and_then(|mut file| file.write_all(b"x"))
+            .map_err(|err| {
+                // Writing to a read-only descriptor is EBADF; count it as refused.
+                if err.raw_os_error() == Some(libc::EBADF) {
+                    io::Error::from_raw_os_error(libc::EACCES)
+                } else {
+                    err
+                }
+            }),
+    );
+
+    let missing = fs::metadata(mnt.join("nope.tar")).unwrap_err();
+    assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    // The tape is still intact and readable after all that.
+    assert_eq!(fs::read(&archive).unwrap(), *fx.stream);
+}
+
+#[test]
+fn changed_source_fails_reads_with_eio_and_quick_verify_refuses() {
+    if !can_run(
+        "changed_source_fails_reads_with_eio_and_quick_verify_refuses",
+        &[],
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let (big_offset, big_size) = fx.entry("tree/big.bin");
+    // Same size, new content and mtime.
+    let big = fx.source().join("big.bin");
+    let mut content = fs::read(&big).unwrap();
+    for byte in &mut content[..4096] {
+        *byte = !*byte;
+    }
+    fs::write(&big, &content).unwrap();
+    let file = File::options().write(true).open(&big).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(100))
+        .unwrap();
+    drop(file);
+
+    {
+        let mounted = fx.mount(&["--verify", "none"]);
+        let archive = fx.archive();
+        let stream = Arc::clone(&fx.stream);
+        let (first, changed) = timed("reads of a changed tape", move || {
+            (
+                read_range(&archive, 0, 512),
+                read_range(&archive, big_offset + 512 + big_size / 2, 4096),
+            )
+        });
+        assert_eq!(
+            first.unwrap(),
+            stream[..512],
+            "the first header must still read"
+        );
+        let err = changed.expect_err("reading a changed file must fail");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        let log = fs::read_to_string(mounted.log()).unwrap();
+        assert!(
+            log.contains("big.bin"),
+            "the log must name the changed file:\n{log}"
+        );
+    }
+    assert!(!is_mounted(&fx.mnt()));
+
+    for verify in [&["--verify", "quick"][..], &[]] {
+        let refused = run_timed(&mut fx.mount_command(verify));
+        let stderr = assert_one_line_error(&refused, "mount of a changed tape");
+        assert!(stderr.contains("big.bin"), "must name the file: {stderr}");
+        assert!(!is_mounted(&fx.mnt()), "nothing may be mounted");
+    }
+}
+
+#[test]
+fn umount_cleans_live_and_killed_mounts() {
+    if !can_run("umount_cleans_live_and_killed_mounts", &[]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let mnt = fx.mnt();
+
+    let mounted = fx.mount(&[]);
+    let pid = mounted.pid();
+    let umount = run_timed(Command::new(BIN).arg("umount").arg(fx.mnt_path()));
+    assert_success(&umount, "tartape umount");
+    assert!(!is_mounted(&mnt));
+    // The serving process exits once unmounted.
+    // SAFETY: kill with signal 0 only probes for existence.
+    wait_until(
+        "the serving process exits",
+        || unsafe { libc::kill(pid, 0) } != 0,
+    );
+    drop(mounted);
+
+    let mounted = fx.mount(&[]);
+    let pid = mounted.pid();
+    // SAFETY: the pid was printed by the mount we just made.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_until("the killed mount goes stale", || {
+        fs::metadata(fx.mnt_path()).is_err_and(|err| err.raw_os_error() == Some(libc::ENOTCONN))
+    });
+    assert!(is_mounted(&mnt));
+    let umount = run_timed(Command::new(BIN).arg("umount").arg(fx.mnt_path()));
+    assert_success(&umount, "tartape umount of a stale mount");
+    assert!(!is_mounted(&mnt));
+    assert!(fs::read_dir(fx.mnt_path()).unwrap().next().is_none());
+    drop(mounted);
+
+    // The mount point is usable again.
+    let again = fx.mount(&[]);
+    assert_eq!(fs::read(fx.archive()).unwrap(), *fx.stream);
+    drop(again);
+    assert!(!is_mounted(&mnt));
+
+    let not_mounted = run_timed(Command::new(BIN).arg("umount").arg(fx.mnt_path()));
+    assert_one_line_error(&not_mounted, "umount of a directory that is not mounted");
+}
+
+#[test]
+fn foreground_mount_unmounts_on_sigterm_and_sigint() {
+    if !can_run("foreground_mount_unmounts_on_sigterm_and_sigint", &[]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let mnt = fx.mnt();
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let child = fx
+            .mount_command(&["--foreground"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        // Unmounts even if an assertion below fails.
+        let _guard = Mounted {
+            mnt: mnt.clone(),
+            stdout: String::new(),
+        };
+        wait_until("the foreground mount is up", || is_mounted(&mnt));
+        let archive = fx.archive();
+        let head = timed("read from the foreground mount", move || {
+            read_range(&archive, 0, 1024).unwrap()
+        });
+        assert_eq!(head, fx.stream[..1024]);
+        // SAFETY: signals the child we spawned.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let output = wait_output(child, "tartape mount --foreground");
+        assert_success(&output, "foreground mount after a signal");
+        assert!(!is_mounted(&mnt), "signal {signal} left the mount behind");
+    }
+}
+
+#[test]
+fn pre_mount_errors_are_one_line_and_mount_nothing() {
+    if !can_run("pre_mount_errors_are_one_line_and_mount_nothing", &[]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let dir = fx.dir.path();
+    let run = |source: &Path, mnt: &Path| {
+        run_timed(
+            Command::new(BIN)
+                .arg("mount")
+                .arg(source)
+                .arg(mnt)
+                .env("XDG_RUNTIME_DIR", dir),
+        )
+    };
+
+    let cases: [(&str, PathBuf, PathBuf, &str); 5] = [
+        (
+            "missing source",
+            dir.join("nope"),
+            fx.mnt_path(),
+            "does not exist",
+        ),
+        (
+            "source is a file",
+            fx.source().join("one"),
+            fx.mnt_path(),
+            "not a directory",
+        ),
+        (
+            "missing mount point",
+            fx.source(),
+            dir.join("no-mnt"),
+            "does not exist",
+        ),
+        (
+            "mount point is a file",
+            fx.source(),
+            fx.source().join("one"),
+            "not a directory",
+        ),
+        (
+            "non-empty mount point",
+            fx.source(),
+            fx.source(),
+            "not empty",
+        ),
+    ];
+    for (what, source, mnt, expected) in cases {
+        let output = run(&source, &mnt);
+        let stderr = assert_one_line_error(&output, what);
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+        if let Ok(canonical) = mnt.canonicalize() {
+            assert!(!is_mounted(&canonical), "{what}: something got mounted");
+        }
+    }
+
+    let mounted = fx.mount(&[]);
+    let output = run(&fx.source(), &fx.mnt_path());
+    let stderr = assert_one_line_error(&output, "already mounted");
+    assert!(stderr.contains("already a mount point"), "{stderr}");
+    // The first mount is untouched.
+    assert_eq!(fs::read(fx.archive()).unwrap(), *fx.stream);
+    drop(mounted);
+    assert!(!is_mounted(&fx.mnt()));
+}
+
+#[test]
+fn unrecorded_source_is_recorded_then_mounted_with_catalog_and_name() {
+    if !can_run(
+        "unrecorded_source_is_recorded_then_mounted_with_catalog_and_name",
+        &[],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("fresh");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    fs::write(source.join("sub/file.txt"), b"recorded on first mount\n").unwrap();
+    let catalog = dir.path().join("elsewhere.db");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+
+    // Relative paths: the background process must not depend on our working directory.
+    let output = run_timed(
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["mount", "fresh", "mnt", "--catalog", "elsewhere.db"])
+            .args(["--name", "fresh.tar"])
+            .env("XDG_RUNTIME_DIR", dir.path()),
+    );
+    let _mounted = Mounted {
+        mnt: mnt.canonicalize().unwrap(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+    };
+    assert_success(&output, "mount of an unrecorded source");
+    assert!(catalog.is_file(), "no catalog was recorded at --catalog");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("fingerprint"),
+        "the recording summary is printed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let stream_path = dir.path().join("s.tar");
+    let stream = run_timed(
+        Command::new(BIN)
+            .arg("stream")
+            .arg(&source)
+            .arg("--catalog")
+            .arg(&catalog)
+            .arg("-o")
+            .arg(&stream_path),
+    );
+    assert_success(&stream, "tartape stream");
+    let names: Vec<_> = fs::read_dir(&mnt)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["fresh.tar"]);
+    assert_eq!(
+        fs::read(mnt.join("fresh.tar")).unwrap(),
+        fs::read(stream_path).unwrap()
+    );
+}
