@@ -331,10 +331,13 @@ fn stream(
                 "refusing to write a binary tape to a terminal; use -o FILE or a pipe".into(),
             ));
         }
-        None => Box::new(io::stdout().lock()),
+        None => {
+            grow_pipe(libc::STDOUT_FILENO);
+            Box::new(io::stdout().lock())
+        }
     };
     let out_name = output.unwrap_or_else(|| PathBuf::from("<stdout>"));
-    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let mut out = BufWriter::with_capacity(STREAM_BUFFER, out);
     let events_to_stderr = events.as_deref() == Some(Path::new("-"));
     let mut events_out: Option<(PathBuf, Box<dyn Write>)> = match events {
         None => None,
@@ -388,6 +391,22 @@ fn stream(
         w.flush().map_err(|e| Error::io(&p, e))?;
     }
     result.and(flushed)
+}
+
+/// Output buffer of `stream`: small enough that the reader of a pipe works while tartape
+/// reads the next files, large enough to batch many small entries into one write.
+const STREAM_BUFFER: usize = 128 << 10;
+
+/// A larger pipe lets tartape and the reader run side by side instead of taking turns on
+/// the default 64 KiB; best effort (it stays as it is when the limit is lower).
+fn grow_pipe(fd: i32) {
+    // SAFETY: fcntl on a descriptor we own; failure is harmless.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
+        }
+    }
 }
 
 fn event_json(event: &Event<'_>) -> String {
