@@ -216,6 +216,19 @@ impl TapeRecorder {
         }
         let tmp = temp_path(&catalog);
 
+        let parent = catalog.parent().unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(Error::Usage(format!(
+                "{}: the catalog's directory does not exist",
+                parent.display()
+            )));
+        }
+        let _ = fs::remove_file(&tmp);
+        let started = std::time::Instant::now();
+        // The walk emits entries in tape order; a second thread numbers them, sums the
+        // offsets and fingerprint and writes the rows, so writing the catalog overlaps
+        // with the walk instead of following it.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(16);
         let mut walk = Walk {
             root: &root,
             patterns: &patterns,
@@ -223,70 +236,62 @@ impl TapeRecorder {
             hash: self.hash,
             skip_paths: [catalog.clone(), tmp.clone()],
             names: NameCache::default(),
-            entries: Vec::new(),
+            emit: Some(tx),
+            batch: Vec::with_capacity(BATCH),
+            seen: 0,
             special: Vec::new(),
             unreadable: Vec::new(),
             violations: Vec::new(),
             progress: self.progress.take(),
         };
-        let started = std::time::Instant::now();
-        walk.run(&arc_root)?;
-        log::debug!(
-            "walked {} entries in {:?}",
-            walk.entries.len(),
-            started.elapsed()
-        );
+        let (walked, written) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| write_rows(&tmp, rx));
+            let walked = walk.run(&arc_root).and_then(|()| walk.flush());
+            // Closing the channel tells the writer the walk is over.
+            walk.emit = None;
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(Error::io(&tmp, io::Error::other("writer panicked"))));
+            (walked, written)
+        });
+        log::debug!("walked and wrote rows in {:?}", started.elapsed());
         let Walk {
-            mut entries,
             special,
             unreadable,
             violations,
             ..
         } = walk;
-
-        if !violations.is_empty() {
-            return Err(Error::Constraints {
+        let problem = if let Err(e) = walked {
+            Some(e)
+        } else if !violations.is_empty() {
+            Some(Error::Constraints {
                 count: violations.len(),
                 report: violations.join("; "),
-            });
-        }
-        if !unreadable.is_empty() && !self.skip_unreadable {
-            return Err(Error::Unreadable {
+            })
+        } else if !unreadable.is_empty() && !self.skip_unreadable {
+            Some(Error::Unreadable {
                 count: unreadable.len(),
                 report: unreadable
                     .iter()
                     .map(|(p, why)| format!("{}: {why}", p.display()))
                     .collect::<Vec<_>>()
                     .join("; "),
-            });
-        }
-
-        // Tape order: memcmp of arc paths. All arc paths share `<root>/`, so sorting the
-        // relative paths is the same order and compares fewer bytes.
-        entries.sort_unstable_by(|a, b| a.rel_path.cmp(&b.rel_path));
-        let mut fp = Sha256::new();
-        let mut offset = 0u64;
-        let (mut files, mut dirs, mut symlinks, mut data_size) = (0, 0, 0, 0);
-        for (i, e) in entries.iter_mut().enumerate() {
-            e.ordinal = Ordinal(i as u64);
-            e.start_offset = offset;
-            offset += footprint(e.size);
-            fp.update(&e.arc_path);
-            fp.update(format!("|{}|{}", e.size, e.mtime).as_bytes());
-            match e.kind {
-                Kind::File => {
-                    files += 1;
-                    data_size += e.size;
-                }
-                Kind::Dir => dirs += 1,
-                Kind::Symlink => symlinks += 1,
+            })
+        } else {
+            None
+        };
+        let rows = match (problem, written) {
+            (None, Ok(rows)) => rows,
+            (Some(e), _) | (None, Err(e)) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
             }
-        }
+        };
         let meta = TapeMeta {
-            fingerprint: hex(&fp.finalize()),
-            total_size: offset + FOOTER_LEN,
-            entry_count: entries.len() as u64,
-            data_size,
+            fingerprint: rows.fingerprint.clone(),
+            total_size: rows.end_offset + FOOTER_LEN,
+            entry_count: rows.count,
+            data_size: rows.data_size,
             created_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
@@ -296,21 +301,95 @@ impl TapeRecorder {
             excludes: self.excludes.clone(),
             hash: self.hash,
         };
-        log::debug!("sorted and summed in {:?}", started.elapsed());
-        write_atomically(&catalog, &tmp, &entries, &meta)?;
-        log::debug!("catalog written in {:?}", started.elapsed());
+        let sealed = seal(rows.writer, &meta, &tmp, &catalog);
+        if sealed.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        sealed?;
+        log::debug!("catalog in place in {:?}", started.elapsed());
         Ok(RecordSummary {
             fingerprint: meta.fingerprint,
             catalog,
-            files,
-            dirs,
-            symlinks,
-            data_size,
+            files: rows.files,
+            dirs: rows.dirs,
+            symlinks: rows.symlinks,
+            data_size: rows.data_size,
             total_size: meta.total_size,
             skipped_special: special,
             skipped_unreadable: unreadable,
         })
     }
+}
+
+/// Entries per message from the walk to the writer.
+const BATCH: usize = 512;
+
+/// What the row writer produced.
+struct Rows {
+    writer: CatalogWriter,
+    fingerprint: String,
+    count: u64,
+    end_offset: u64,
+    data_size: u64,
+    files: u64,
+    dirs: u64,
+    symlinks: u64,
+}
+
+/// Numbers entries in arrival (tape) order, assigns offsets, computes the fingerprint and
+/// inserts the rows into a new catalog at `tmp`.
+fn write_rows(tmp: &Path, rx: std::sync::mpsc::Receiver<Vec<Entry>>) -> Result<Rows> {
+    let mut writer = CatalogWriter::create(tmp)?;
+    let mut fp = Sha256::new();
+    let (mut count, mut offset, mut data_size) = (0u64, 0u64, 0u64);
+    let (mut files, mut dirs, mut symlinks) = (0, 0, 0);
+    let mut numbers = String::new();
+    for mut rows in rx {
+        for e in rows.iter_mut() {
+            e.ordinal = Ordinal(count);
+            e.start_offset = offset;
+            count += 1;
+            offset += footprint(e.size);
+            fp.update(&e.arc_path);
+            numbers.clear();
+            use std::fmt::Write as _;
+            let _ = write!(numbers, "|{}|{}", e.size, e.mtime);
+            fp.update(numbers.as_bytes());
+            match e.kind {
+                Kind::File => {
+                    files += 1;
+                    data_size += e.size;
+                }
+                Kind::Dir => dirs += 1,
+                Kind::Symlink => symlinks += 1,
+            }
+        }
+        writer.insert(rows.iter())?;
+    }
+    Ok(Rows {
+        writer,
+        fingerprint: hex(&fp.finalize()),
+        count,
+        end_offset: offset,
+        data_size,
+        files,
+        dirs,
+        symlinks,
+    })
+}
+
+/// Finishes the catalog, fsyncs it, renames it over the target and fsyncs the directory:
+/// a crash leaves the old catalog or the new one, never half of one.
+fn seal(writer: CatalogWriter, meta: &TapeMeta, tmp: &Path, catalog: &Path) -> Result<()> {
+    writer.finish(meta)?;
+    fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(tmp, e))?;
+    fs::rename(tmp, catalog).map_err(|e| Error::io(catalog, e))?;
+    let parent = catalog.parent().unwrap_or(Path::new("."));
+    fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(parent, e))
 }
 
 /// Resolves the source directory, with one clear error when it is missing or not a
@@ -343,35 +422,6 @@ fn temp_path(catalog: &Path) -> PathBuf {
         .to_os_string();
     name.push(format!(".tmp-{}", std::process::id()));
     catalog.with_file_name(name)
-}
-
-/// Writes to a temporary file beside the target, fsyncs, renames over the target and
-/// fsyncs the directory: a crash leaves the old catalog or the new one, never half of one.
-fn write_atomically(catalog: &Path, tmp: &Path, entries: &[Entry], meta: &TapeMeta) -> Result<()> {
-    let parent = catalog.parent().unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        return Err(Error::Usage(format!(
-            "{}: the catalog's directory does not exist",
-            parent.display()
-        )));
-    }
-    let _ = fs::remove_file(tmp);
-    let result = (|| {
-        let mut w = CatalogWriter::create(tmp)?;
-        w.insert(entries)?;
-        w.finish(meta)?;
-        fs::File::open(tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(tmp, e))?;
-        fs::rename(tmp, catalog).map_err(|e| Error::io(catalog, e))?;
-        fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(parent, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(tmp);
-    }
-    result
 }
 
 /// uid/gid → name lookups, cached (only used without anonymisation).
@@ -484,7 +534,11 @@ struct Walk<'a> {
     hash: Option<HashAlgo>,
     skip_paths: [PathBuf; 2],
     names: NameCache,
-    entries: Vec<Entry>,
+    /// Where entries go, in tape order; `None` once the walk is over.
+    emit: Option<std::sync::mpsc::SyncSender<Vec<Entry>>>,
+    /// Entries not sent yet: sending one at a time costs a wake-up of the writer each.
+    batch: Vec<Entry>,
+    seen: u64,
     special: Vec<(PathBuf, &'static str)>,
     unreadable: Vec<(PathBuf, String)>,
     violations: Vec<String>,
@@ -509,9 +563,14 @@ impl Walk<'_> {
             .any(|p| p.matches(&rel_s) || p.matches(&name))
     }
 
-    /// Walks the tree. `std::fs::read_dir` is used rather than `walkdir` because its
-    /// entries lstat relative to the open directory (`fstatat`), as `find` does; a
-    /// full-path lstat per entry made recording 40% slower than `find`.
+    /// Walks the tree and emits entries in tape order (memcmp order of arc paths) without
+    /// a global sort. Within a directory, each child `c` is emitted at the position of the
+    /// key `c`, and a child directory's contents at the key `c/`: every path below `c`
+    /// starts with `c/`, so sorting these keys per directory gives exactly the global byte
+    /// order (`d` < `d.txt` < `d/x`, because `.` < `/`).
+    ///
+    /// `std::fs::read_dir` entries are lstat'ed relative to their open directory
+    /// (`fstatat`), as `find` does; `walkdir` lstats full paths, which cost 40%.
     fn run(&mut self, arc_root: &[u8]) -> Result<()> {
         let root = self.root;
         let root_meta = fs::symlink_metadata(root).map_err(|e| Error::Source {
@@ -525,89 +584,126 @@ impl Walk<'_> {
             });
         }
         if let Some(entry) = self.snapshot(root, b"", Kind::Dir, &root_meta, arc_root) {
-            self.entries.push(entry);
+            self.send(entry)?;
         }
-        let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
-        let mut seen = 0u64;
-        while let Some((dir, dir_rel)) = stack.pop() {
-            let read = match fs::read_dir(&dir) {
-                Ok(r) => r,
-                Err(e) if dir_rel.is_empty() => {
-                    return Err(Error::Source {
-                        path: dir,
-                        problem: e.to_string(),
-                    });
-                }
+        self.walk_dir(root, &[], arc_root)
+    }
+
+    fn send(&mut self, entry: Entry) -> Result<()> {
+        self.seen += 1;
+        if self.seen.is_multiple_of(4096)
+            && let Some(p) = self.progress.as_mut()
+        {
+            p(self.seen);
+        }
+        self.batch.push(entry);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        match &self.emit {
+            Some(tx) if !batch.is_empty() => tx
+                .send(batch)
+                .map_err(|_| Error::io(self.root, io::Error::other("catalog writer stopped"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn walk_dir(&mut self, dir: &Path, dir_rel: &[u8], arc_root: &[u8]) -> Result<()> {
+        let read = match fs::read_dir(dir) {
+            Ok(r) => r,
+            Err(e) if dir_rel.is_empty() => {
+                return Err(Error::Source {
+                    path: dir.to_path_buf(),
+                    problem: e.to_string(),
+                });
+            }
+            Err(e) => {
+                self.unreadable.push((dir.to_path_buf(), e.to_string()));
+                return Ok(());
+            }
+        };
+        let mut children: Vec<(Vec<u8>, Kind, fs::Metadata)> = Vec::new();
+        for dent in read {
+            let dent = match dent {
+                Ok(d) => d,
                 Err(e) => {
-                    self.unreadable.push((dir, e.to_string()));
+                    self.unreadable.push((dir.to_path_buf(), e.to_string()));
+                    break;
+                }
+            };
+            let mut rel = Vec::with_capacity(dir_rel.len() + 1 + 16);
+            if !dir_rel.is_empty() {
+                rel.extend_from_slice(dir_rel);
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(dent.file_name().as_bytes());
+            let rel_p = Path::new(OsStr::from_bytes(&rel));
+            if self.excluded(rel_p) {
+                continue;
+            }
+            let path = self.root.join(rel_p);
+            if self.skip_paths.contains(&path) {
+                continue;
+            }
+            let meta = match dent.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.unreadable.push((path, e.to_string()));
                     continue;
                 }
             };
-            for dent in read {
-                let dent = match dent {
-                    Ok(d) => d,
-                    Err(e) => {
-                        self.unreadable.push((dir.clone(), e.to_string()));
-                        break;
-                    }
-                };
-                let name = dent.file_name();
-                let mut rel = Vec::with_capacity(dir_rel.len() + 1 + name.len());
-                if !dir_rel.is_empty() {
-                    rel.extend_from_slice(&dir_rel);
-                    rel.push(b'/');
-                }
-                rel.extend_from_slice(name.as_bytes());
-                let path = dent.path();
-                if self.excluded(Path::new(OsStr::from_bytes(&rel)))
-                    || self.skip_paths.contains(&path)
-                {
-                    continue;
-                }
-                seen += 1;
-                if seen.is_multiple_of(4096)
-                    && let Some(p) = self.progress.as_mut()
-                {
-                    p(seen);
-                }
-                let meta = match dent.metadata() {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.unreadable.push((path, e.to_string()));
-                        continue;
-                    }
-                };
-                let ft = meta.file_type();
-                let kind = if ft.is_dir() {
-                    Kind::Dir
-                } else if ft.is_file() {
-                    Kind::File
-                } else if ft.is_symlink() {
-                    Kind::Symlink
+            let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_file() {
+                Kind::File
+            } else if ft.is_symlink() {
+                Kind::Symlink
+            } else {
+                let what = if ft.is_socket() {
+                    "socket"
+                } else if ft.is_fifo() {
+                    "fifo"
+                } else if ft.is_block_device() {
+                    "block device"
                 } else {
-                    let what = if ft.is_socket() {
-                        "socket"
-                    } else if ft.is_fifo() {
-                        "fifo"
-                    } else if ft.is_block_device() {
-                        "block device"
-                    } else {
-                        "character device"
-                    };
-                    self.special.push((path, what));
-                    continue;
+                    "character device"
                 };
-                if kind != Kind::Symlink && !readable(&meta, kind == Kind::Dir) {
-                    self.unreadable
-                        .push((path, "permission denied".to_string()));
-                    continue;
-                }
-                if let Some(entry) = self.snapshot(&path, &rel, kind, &meta, arc_root) {
-                    self.entries.push(entry);
-                    if kind == Kind::Dir {
-                        stack.push((path, rel));
-                    }
-                }
+                self.special.push((path, what));
+                continue;
+            };
+            if kind != Kind::Symlink && !readable(&meta, kind == Kind::Dir) {
+                self.unreadable
+                    .push((path, "permission denied".to_string()));
+                continue;
+            }
+            children.push((rel, kind, meta));
+        }
+        // (key, child index, is the subtree): `name` for the child, `name/` for its contents.
+        let name_at = dir_rel.len() + usize::from(!dir_rel.is_empty());
+        let mut keys: Vec<(&[u8], usize, bool)> = Vec::with_capacity(children.len() + 8);
+        for (i, (rel, kind, _)) in children.iter().enumerate() {
+            keys.push((&rel[name_at..], i, false));
+            if *kind == Kind::Dir {
+                keys.push((&rel[name_at..], i, true));
+            }
+        }
+        keys.sort_unstable_by(|a, b| key_cmp(a.0, a.2, b.0, b.2));
+        let order: Vec<(usize, bool)> = keys.into_iter().map(|(_, i, sub)| (i, sub)).collect();
+        for (i, subtree) in order {
+            let (rel, kind, meta) = &children[i];
+            let path = self.root.join(OsStr::from_bytes(rel));
+            if subtree {
+                // A directory whose own entry could not be made (a violation) is still
+                // walked, so that every violation below it is reported too.
+                self.walk_dir(&path, rel, arc_root)?;
+            } else if let Some(entry) = self.snapshot(&path, rel, *kind, meta, arc_root) {
+                self.send(entry)?;
             }
         }
         Ok(())
@@ -706,6 +802,16 @@ impl Walk<'_> {
     }
 }
 
+/// Compares `a` (followed by `/` when `a_slash`) with `b` (likewise) as bytes.
+fn key_cmp(a: &[u8], a_slash: bool, b: &[u8], b_slash: bool) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    a[..n].cmp(&b[..n]).then_with(|| {
+        let rest_a = a[n..].iter().chain(if a_slash { &b"/"[..] } else { &[] });
+        let rest_b = b[n..].iter().chain(if b_slash { &b"/"[..] } else { &[] });
+        rest_a.cmp(rest_b)
+    })
+}
+
 /// Digest of a whole file, lower-case hex.
 pub fn digest_file(path: &Path, algo: HashAlgo) -> io::Result<String> {
     let mut f = fs::File::open(path)?;
@@ -763,6 +869,18 @@ mod tests {
         assert_eq!(normalised_mode(Kind::File, 0o4711, false), 0o4711);
         assert_eq!(normalised_mode(Kind::Dir, 0o700, true), 0o755);
         assert_eq!(normalised_mode(Kind::Symlink, 0o777, true), 0o777);
+    }
+
+    #[test]
+    fn sibling_keys_give_memcmp_order_of_paths() {
+        use std::cmp::Ordering::*;
+        // `d.txt` < `d/…` but `d` < `d.txt`
+        assert_eq!(key_cmp(b"d", false, b"d.txt", false), Less);
+        assert_eq!(key_cmp(b"d.txt", false, b"d", true), Less);
+        assert_eq!(key_cmp(b"d", false, b"d", true), Less);
+        assert_eq!(key_cmp(b"D", false, b"d", false), Less);
+        assert_eq!(key_cmp(b"d", true, b"d0", false), Less);
+        assert_eq!(key_cmp(b"d-", false, b"d", true), Less);
     }
 
     #[test]
