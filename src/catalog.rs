@@ -103,7 +103,9 @@ impl CatalogWriter {
     pub fn create(path: &Path) -> Result<CatalogWriter> {
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
         let wrap = |e: rusqlite::Error| Error::io(path, std::io::Error::other(e.to_string()));

@@ -211,6 +211,19 @@ impl TapeRecorder {
                 root.join(CATALOG_DIR).join(CATALOG_FILE)
             }
         };
+        // Writing the catalog changes its directory's mtime, which would break the tape
+        // at once: only DIR/.tartape, which is never recorded, may hold it.
+        if let Ok(rel) = catalog.strip_prefix(&root)
+            && !rel.starts_with(CATALOG_DIR)
+        {
+            return Err(Error::Usage(format!(
+                "{}: a catalog inside the recorded tree would change it; \
+                 put it outside {} or in {}/{CATALOG_DIR}",
+                catalog.display(),
+                root.display(),
+                root.display()
+            )));
+        }
         if catalog.exists() && !self.force {
             return Err(Error::CatalogExists(catalog));
         }
@@ -234,7 +247,12 @@ impl TapeRecorder {
             patterns: &patterns,
             anonymize: self.anonymize,
             hash: self.hash,
-            skip_paths: [catalog.clone(), tmp.clone()],
+            // The catalog may be put inside the tree with --catalog: never record it.
+            skip_rel: [&catalog, &tmp]
+                .iter()
+                .filter_map(|p| p.strip_prefix(&root).ok())
+                .map(|r| r.as_os_str().as_bytes().to_vec())
+                .collect(),
             names: NameCache::default(),
             emit: Some(tx),
             batch: Vec::with_capacity(BATCH),
@@ -411,8 +429,14 @@ pub fn canonical_source(dir: &Path) -> Result<PathBuf> {
     Ok(root)
 }
 
+/// The catalog path with its directory resolved (symlinks included), so that it can be
+/// compared with the canonical source root.
 fn absolute(p: &Path) -> Result<PathBuf> {
-    std::path::absolute(p).map_err(|e| Error::io(p, e))
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    match (abs.parent().map(fs::canonicalize), abs.file_name()) {
+        (Some(Ok(dir)), Some(name)) => Ok(dir.join(name)),
+        _ => Ok(abs),
+    }
 }
 
 fn temp_path(catalog: &Path) -> PathBuf {
@@ -532,7 +556,8 @@ struct Walk<'a> {
     patterns: &'a [glob::Pattern],
     anonymize: bool,
     hash: Option<HashAlgo>,
-    skip_paths: [PathBuf; 2],
+    /// Relative paths of the catalog and its temporary file when they are in the tree.
+    skip_rel: Vec<Vec<u8>>,
     names: NameCache,
     /// Where entries go, in tape order; `None` once the walk is over.
     emit: Option<std::sync::mpsc::SyncSender<Vec<Entry>>>,
@@ -546,18 +571,17 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn excluded(&self, rel: &Path) -> bool {
-        if rel == Path::new(CATALOG_DIR) {
+    /// Whether to leave out the child `name` at relative path `rel`: the catalog's own
+    /// files, or a match of an `--exclude` glob. Compared as bytes: this runs per entry.
+    fn excluded(&self, rel: &[u8], name: &[u8]) -> bool {
+        if rel == CATALOG_DIR.as_bytes() || self.skip_rel.iter().any(|s| s == rel) {
             return true;
         }
         if self.patterns.is_empty() {
             return false;
         }
-        let rel_s = rel.to_string_lossy();
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
+        let rel_s = String::from_utf8_lossy(rel);
+        let name = String::from_utf8_lossy(name);
         self.patterns
             .iter()
             .any(|p| p.matches(&rel_s) || p.matches(&name))
@@ -641,19 +665,17 @@ impl Walk<'_> {
                 rel.extend_from_slice(dir_rel);
                 rel.push(b'/');
             }
-            rel.extend_from_slice(dent.file_name().as_bytes());
-            let rel_p = Path::new(OsStr::from_bytes(&rel));
-            if self.excluded(rel_p) {
+            let name = dent.file_name();
+            rel.extend_from_slice(name.as_bytes());
+            if self.excluded(&rel, name.as_bytes()) {
                 continue;
             }
-            let path = self.root.join(rel_p);
-            if self.skip_paths.contains(&path) {
-                continue;
-            }
+            let root = self.root;
+            let path = || root.join(OsStr::from_bytes(&rel));
             let meta = match dent.metadata() {
                 Ok(m) => m,
                 Err(e) => {
-                    self.unreadable.push((path, e.to_string()));
+                    self.unreadable.push((path(), e.to_string()));
                     continue;
                 }
             };
@@ -674,12 +696,12 @@ impl Walk<'_> {
                 } else {
                     "character device"
                 };
-                self.special.push((path, what));
+                self.special.push((path(), what));
                 continue;
             };
             if kind != Kind::Symlink && !readable(&meta, kind == Kind::Dir) {
                 self.unreadable
-                    .push((path, "permission denied".to_string()));
+                    .push((path(), "permission denied".to_string()));
                 continue;
             }
             children.push((rel, kind, meta));

@@ -246,6 +246,17 @@ fn constraint_violations_are_all_reported_and_nothing_is_written() {
 }
 
 #[test]
+fn catalog_inside_the_tree_is_refused_unless_in_dot_tartape() {
+    let env = TestEnv::with_tree();
+    let out = env.run(&["record", "src", "--catalog", "src/d/my.db"]);
+    assert_one_line_error(&out, "a catalog inside the recorded tree would change it");
+    assert!(!env.src().join("d/my.db").exists());
+    fs::create_dir(env.src().join(".tartape")).unwrap();
+    assert_ok(&env.run(&["record", "src", "--catalog", "src/.tartape/other.db"]));
+    assert_ok(&env.run(&["verify", "src", "--catalog", "src/.tartape/other.db"]));
+}
+
+#[test]
 fn special_files_are_skipped_and_listed() {
     let env = TestEnv::with_tree();
     let fifo = env.src().join("pipe");
