@@ -617,3 +617,51 @@ fn garbage_and_truncated_catalogs_are_refused() {
         assert_one_line_error(&out, "corrupted catalog");
     }
 }
+
+/// Runs tartape as an unprivileged user (root reads everything, so the permission checks
+/// can only be seen from another uid); the tree is made world-accessible for that.
+fn run_as_nobody(env: &TestEnv, args: &[&str]) -> Output {
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    cmd.args(args)
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux) runs")
+}
+
+#[test]
+fn unreadable_inputs_are_reported_all_at_once() {
+    let env = TestEnv::with_tree();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    for dir in ["src", "src/d", "src/e", "src/e/f"] {
+        fs::set_permissions(env.dir.path().join(dir), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::set_permissions(env.src().join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(env.src().join("e/f"), fs::Permissions::from_mode(0o700)).unwrap();
+    let out = run_as_nobody(&env, &["record", "src", "--catalog", "cat.db"]);
+    assert_one_line_error(&out, "2 unreadable path(s), no catalog written");
+    let err = stderr(&out);
+    assert!(err.contains("src/a.txt: permission denied"), "{err}");
+    assert!(err.contains("src/e/f: permission denied"), "{err}");
+    assert!(!env.catalog().exists());
+
+    let out = run_as_nobody(
+        &env,
+        &["record", "src", "--catalog", "cat.db", "--skip-unreadable"],
+    );
+    assert_ok(&out);
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("skipped 2 unreadable path(s)"),
+        "{summary}"
+    );
+    let ls = stdout(&env.run_cat("ls", &[]));
+    assert!(!ls.contains("a.txt") && !ls.contains("src/e/f"), "{ls}");
+    assert!(ls.contains("src/d/x"), "{ls}");
+}
