@@ -112,7 +112,7 @@ impl CatalogWriter {
         // The file is private until renamed into place and fsync'd by the caller, so a
         // journal buys nothing.
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA page_size = 16384;
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA page_size = 4096;
              PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};
              {SCHEMA}
              BEGIN;"
