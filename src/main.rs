@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ mod mount_cmd;
 use indicatif::{ProgressBar, ProgressStyle};
 use mount_cmd::{MountArgs, VerifyChoice};
 
-use tartape::tape::EntryLayout;
+use tartape::tape::{EntryLayout, Sink, copy_content};
 use tartape::{Error, Event, HashAlgo, Kind, Located, Result, Tape, TapeRecorder, VerifyLevel};
 
 #[derive(Parser)]
@@ -324,8 +325,12 @@ fn stream(
             "--offset {offset} is past the end of the tape ({total} bytes)"
         )));
     }
-    let out: Box<dyn Write> = match &output {
-        Some(p) => Box::new(File::create(p).map_err(|e| Error::io(p, e))?),
+    let (out, out_fd): (Box<dyn Write>, RawFd) = match &output {
+        Some(p) => {
+            let f = File::create(p).map_err(|e| Error::io(p, e))?;
+            let fd = f.as_raw_fd();
+            (Box::new(f), fd)
+        }
         None if io::stdout().is_terminal() => {
             return Err(Error::Usage(
                 "refusing to write a binary tape to a terminal; use -o FILE or a pipe".into(),
@@ -333,9 +338,10 @@ fn stream(
         }
         None => {
             grow_pipe(libc::STDOUT_FILENO);
-            Box::new(io::stdout().lock())
+            (Box::new(io::stdout().lock()), libc::STDOUT_FILENO)
         }
     };
+    let sink = Sink::of(out_fd);
     let out_name = output.unwrap_or_else(|| PathBuf::from("<stdout>"));
     let mut out = BufWriter::with_capacity(STREAM_BUFFER, out);
     let events_to_stderr = events.as_deref() == Some(Path::new("-"));
@@ -361,8 +367,23 @@ fn stream(
     let result = tape
         .player()
         .md5(events_out.is_some())
+        .content_ranges(true)
         .play(offset, length, |event| {
             match &event {
+                Event::Content {
+                    entry,
+                    file,
+                    offset,
+                    len,
+                } => {
+                    // Everything before this range must reach the output first.
+                    out.flush().map_err(write_err)?;
+                    copy_content(entry, file, *offset, *len, out_fd, sink)?;
+                    if let Some(b) = &bar {
+                        b.inc(*len);
+                    }
+                    return Ok(());
+                }
                 Event::Data(bytes) => {
                     out.write_all(bytes).map_err(write_err)?;
                     if let Some(b) = &bar {
@@ -431,7 +452,7 @@ fn event_json(event: &Event<'_>) -> String {
         Event::TapeCompleted { total_size } => {
             format!(r#"{{"type":"tape_completed","total_size":{total_size}}}"#)
         }
-        Event::Data(_) => String::new(),
+        Event::Data(_) | Event::Content { .. } => String::new(),
     }
 }
 

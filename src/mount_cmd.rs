@@ -53,7 +53,7 @@ pub struct MountArgs {
 
 /// `tartape mount SOURCE MOUNTPOINT`.
 pub fn run_mount(args: MountArgs) -> Result<(), Error> {
-    check_source(&args.source)?;
+    tartape::record::canonical_source(&args.source)?;
     let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
     mount::check_fuse_available(args.allow_other)?;
 
@@ -83,21 +83,6 @@ pub fn run_umount(mountpoint: &Path) -> Result<(), Error> {
     mount::unmount(mountpoint)?;
     println!("unmounted {}", mountpoint.display());
     Ok(())
-}
-
-fn check_source(source: &Path) -> Result<(), Error> {
-    match fs::metadata(source) {
-        Ok(metadata) if metadata.is_dir() => Ok(()),
-        Ok(_) => Err(Error::Mount(format!(
-            "{}: source is not a directory",
-            source.display()
-        ))),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Err(Error::Mount(format!(
-            "{}: source does not exist",
-            source.display()
-        ))),
-        Err(err) => Err(Error::io(source, err)),
-    }
 }
 
 /// Refuses to mount a tape whose source no longer matches it, listing every discrepancy.

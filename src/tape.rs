@@ -441,6 +441,7 @@ impl Tape {
         TapePlayer {
             tape: self,
             md5: true,
+            content_ranges: false,
         }
     }
 }
@@ -612,6 +613,121 @@ fn open_beneath(root: RawFd, rel: &[u8], flags: i32) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// How [`copy_content`] can move bytes to its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// A pipe: `splice` moves page-cache pages without copying them.
+    Pipe,
+    /// A regular file: `copy_file_range` copies inside the kernel.
+    File,
+    /// Anything else: `pread` + `write`.
+    Other,
+}
+
+impl Sink {
+    /// Classifies an open descriptor.
+    pub fn of(fd: RawFd) -> Sink {
+        match fstat(fd).map(|st| st.st_mode & libc::S_IFMT) {
+            Ok(libc::S_IFIFO) => Sink::Pipe,
+            Ok(libc::S_IFREG) => Sink::File,
+            _ => Sink::Other,
+        }
+    }
+}
+
+/// Writes `len` content bytes of `entry`, from `offset` in `src`, to the descriptor `dst`
+/// (at its current position) without passing them through user space where the kernel
+/// allows. A source that ends early is an integrity error (the file shrank).
+pub fn copy_content(
+    entry: &Entry,
+    src: &File,
+    offset: u64,
+    len: u64,
+    dst: RawFd,
+    sink: Sink,
+) -> Result<()> {
+    let mut off = offset as libc::loff_t;
+    let mut left = len;
+    let mut mode = sink;
+    let mut buf = Vec::new();
+    while left > 0 {
+        let chunk = left.min(1 << 30) as usize;
+        // SAFETY: plain syscalls on live descriptors; `off` is ours.
+        let n = match mode {
+            Sink::Pipe => unsafe {
+                libc::splice(
+                    src.as_raw_fd(),
+                    &mut off,
+                    dst,
+                    std::ptr::null_mut(),
+                    chunk,
+                    libc::SPLICE_F_MOVE,
+                )
+            },
+            Sink::File => unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off,
+                    dst,
+                    std::ptr::null_mut(),
+                    chunk,
+                    0,
+                )
+            },
+            Sink::Other => {
+                if buf.is_empty() {
+                    buf = vec![0u8; 1 << 20];
+                }
+                let n = buf.len().min(left as usize);
+                read_content(src, entry, off as u64, &mut buf[..n])?;
+                write_all_fd(dst, &buf[..n]).map_err(|e| Error::io("<output>", e))?;
+                off += n as i64;
+                n as isize
+            }
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Not supported between these two: fall back to copying.
+                // (EBADF: an O_APPEND output refuses copy_file_range.)
+                Some(
+                    libc::EINVAL | libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF,
+                ) if mode != Sink::Other => {
+                    mode = Sink::Other;
+                    continue;
+                }
+                _ => return Err(Error::io("<output>", e)),
+            }
+        }
+        if n == 0 {
+            return Err(Discrepancy {
+                arc_path: entry.display_path(),
+                change: format!("file shrank: read ended at {} of {} bytes", off, entry.size),
+            }
+            .into());
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn write_all_fd(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: writes from a valid slice to a live descriptor.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
 /// One thing the player emits.
 #[derive(Debug)]
 pub enum Event<'a> {
@@ -625,6 +741,15 @@ pub enum Event<'a> {
     /// Bytes of the tape, in order (header, content, padding of the current entry, or
     /// the footer).
     Data(&'a [u8]),
+    /// With [`TapePlayer::content_ranges`]: the next `len` tape bytes are the content of
+    /// `entry` from `offset` in `file` (already checked against the snapshot). The sink
+    /// must deliver all of them; [`copy_content`] does it and detects a shrunk file.
+    Content {
+        entry: &'a Entry,
+        file: &'a File,
+        offset: u64,
+        len: u64,
+    },
     /// After an entry's last byte.
     FileEnd {
         entry: &'a Entry,
@@ -640,12 +765,21 @@ pub enum Event<'a> {
 pub struct TapePlayer<'t> {
     tape: &'t Tape,
     md5: bool,
+    content_ranges: bool,
 }
 
 impl TapePlayer<'_> {
     /// Whether to compute MD5s for `FileEnd` (costly on large files; on by default).
     pub fn md5(mut self, yes: bool) -> Self {
         self.md5 = yes;
+        self
+    }
+
+    /// Emit file content as [`Event::Content`] ranges of the open source file instead of
+    /// bytes, so that the sink can move them without a copy through user space (splice,
+    /// copy_file_range). Only where no MD5 is computed: hashing needs the bytes.
+    pub fn content_ranges(mut self, yes: bool) -> Self {
+        self.content_ranges = yes;
         self
     }
 
@@ -729,6 +863,16 @@ impl TapePlayer<'_> {
         }
         let mut hasher = (self.md5 && !resumed && entry.kind == Kind::File).then(Md5::new);
         if let Some(f) = &file {
+            if self.content_ranges && hasher.is_none() && at < content_end.min(stop) {
+                let len = content_end.min(stop) - at;
+                sink(Event::Content {
+                    entry,
+                    file: f,
+                    offset: at - content_start,
+                    len,
+                })?;
+                at += len;
+            }
             while at < content_end.min(stop) {
                 let n = buf.len().min((content_end.min(stop) - at) as usize);
                 read_content(f, entry, at - content_start, &mut buf[..n])?;

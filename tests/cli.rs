@@ -665,3 +665,30 @@ fn unreadable_inputs_are_reported_all_at_once() {
     assert!(!ls.contains("a.txt") && !ls.contains("src/e/f"), "{ls}");
     assert!(ls.contains("src/d/x"), "{ls}");
 }
+
+#[test]
+fn stream_to_append_only_and_device_outputs() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let full = env.stream();
+    // An O_APPEND file refuses copy_file_range: the stream falls back to copying.
+    let path = env.dir.path().join("appended.tar");
+    fs::write(&path, b"").unwrap();
+    let f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let out = Command::new(BIN)
+        .args(["stream", "src", "--catalog", "cat.db"])
+        .current_dir(env.dir.path())
+        .stdout(f)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(fs::read(&path).unwrap() == full, "appended stream differs");
+    let null = fs::File::create("/dev/null").unwrap();
+    let out = Command::new(BIN)
+        .args(["stream", "src", "--catalog", "cat.db"])
+        .current_dir(env.dir.path())
+        .stdout(null)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+}
