@@ -113,9 +113,9 @@ impl CatalogWriter {
         // journal buys nothing.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA page_size = 4096;
+             BEGIN;
              PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};
-             {SCHEMA}
-             BEGIN;"
+             {SCHEMA}"
         ))
         .map_err(wrap)?;
         Ok(CatalogWriter {
