@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod mount_cmd;
 use indicatif::{ProgressBar, ProgressStyle};
-use mount_cmd::{MountArgs, VerifyChoice};
+use mount_cmd::MountArgs;
 
 use tartape::tape::{EntryLayout, Sink, copy_content};
 use tartape::{Error, Event, HashAlgo, Kind, Located, Result, Tape, TapeRecorder, VerifyLevel};
@@ -138,32 +138,7 @@ enum Command {
         catalog: CatalogArg,
     },
     /// Mount the tape read-only (FUSE): one file, archive.tar, served from the source.
-    Mount {
-        /// Directory whose tape to serve (recorded first when it has no catalog).
-        source: PathBuf,
-        /// Empty directory to mount on.
-        mountpoint: PathBuf,
-        #[command(flatten)]
-        catalog: CatalogArg,
-        /// Name of the file in the mount.
-        #[arg(long, value_name = "NAME", default_value = tartape::mount::DEFAULT_NAME)]
-        name: String,
-        /// Check the source before mounting (quick: every directory and a sample of files).
-        #[arg(long, value_enum, default_value_t = VerifyChoice::Quick)]
-        verify: VerifyChoice,
-        /// Stay attached; Ctrl-C or SIGTERM unmounts.
-        #[arg(short, long)]
-        foreground: bool,
-        /// Let other users read the mount (non-root: needs user_allow_other in /etc/fuse.conf).
-        #[arg(long)]
-        allow_other: bool,
-        /// Threads serving requests.
-        #[arg(long, value_name = "N", default_value_t = tartape::mount::DEFAULT_THREADS)]
-        threads: usize,
-        /// Internal: set on the background process that serves the mount.
-        #[arg(long, hide = true)]
-        serve_child: bool,
-    },
+    Mount(MountArgs),
     /// Unmount a tartape mount, also one whose serving process died.
     Umount {
         /// The mount point.
@@ -274,27 +249,7 @@ fn run(command: Command) -> Result<ExitCode> {
             offset,
             catalog,
         } => locate(&dir, catalog.catalog.as_deref(), path, offset)?,
-        Command::Mount {
-            source,
-            mountpoint,
-            catalog,
-            name,
-            verify,
-            foreground,
-            allow_other,
-            threads,
-            serve_child,
-        } => mount_cmd::run_mount(MountArgs {
-            source,
-            mountpoint,
-            catalog: catalog.catalog,
-            name,
-            verify,
-            foreground,
-            allow_other,
-            threads,
-            serve_child,
-        })?,
+        Command::Mount(args) => mount_cmd::run_mount(args)?,
         Command::Umount { mountpoint } => mount_cmd::run_umount(&mountpoint)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -367,7 +322,7 @@ fn stream(
     let result = tape
         .player()
         .md5(events_out.is_some())
-        .content_ranges(true)
+        .content_ranges((sink != Sink::Other).then_some(STREAM_BUFFER as u64))
         .play(offset, length, |event| {
             match &event {
                 Event::Content {

@@ -35,19 +35,35 @@ pub enum VerifyChoice {
     None,
 }
 
-/// Everything `tartape mount` was asked to do, free of clap types.
-#[derive(Clone, Debug)]
+/// What `tartape mount` was asked to do.
+#[derive(Clone, Debug, clap::Args)]
 pub struct MountArgs {
+    /// Directory whose tape to serve (recorded first when it has no catalog).
     pub source: PathBuf,
+    /// Empty directory to mount on.
     pub mountpoint: PathBuf,
+    /// Catalog file to use instead of SOURCE/.tartape/index.db.
+    #[arg(long, value_name = "PATH")]
     pub catalog: Option<PathBuf>,
+    /// Name of the file in the mount.
+    #[arg(long, value_name = "NAME", default_value = mount::DEFAULT_NAME)]
     pub name: String,
+    /// Check the source before mounting (quick: every directory and a sample of files).
+    #[arg(long, value_enum, default_value_t = VerifyChoice::Quick)]
     pub verify: VerifyChoice,
+    /// Stay attached; Ctrl-C or SIGTERM unmounts.
+    #[arg(short, long)]
     pub foreground: bool,
+    /// Let other users read the mount (non-root: needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
     pub allow_other: bool,
+    /// Threads serving requests.
+    #[arg(long, value_name = "N", default_value_t = mount::DEFAULT_THREADS)]
     pub threads: usize,
-    /// Set on the process that `tartape mount` re-executes to serve in the background:
-    /// the parent already recorded and verified, and waits for the mount to be readable.
+    /// Internal: set on the process that `tartape mount` re-executes to serve in the
+    /// background: the parent already recorded and verified, and waits for the mount to
+    /// be readable.
+    #[arg(long, hide = true)]
     pub serve_child: bool,
 }
 

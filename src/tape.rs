@@ -441,7 +441,7 @@ impl Tape {
         TapePlayer {
             tape: self,
             md5: true,
-            content_ranges: false,
+            content_ranges: None,
         }
     }
 }
@@ -765,7 +765,7 @@ pub enum Event<'a> {
 pub struct TapePlayer<'t> {
     tape: &'t Tape,
     md5: bool,
-    content_ranges: bool,
+    content_ranges: Option<u64>,
 }
 
 impl TapePlayer<'_> {
@@ -775,11 +775,13 @@ impl TapePlayer<'_> {
         self
     }
 
-    /// Emit file content as [`Event::Content`] ranges of the open source file instead of
-    /// bytes, so that the sink can move them without a copy through user space (splice,
-    /// copy_file_range). Only where no MD5 is computed: hashing needs the bytes.
-    pub fn content_ranges(mut self, yes: bool) -> Self {
-        self.content_ranges = yes;
+    /// Emit file content of at least `min_len` bytes as [`Event::Content`] ranges of the
+    /// open source file instead of bytes, so that the sink can move them without a copy
+    /// through user space (splice, copy_file_range). Smaller content is cheaper to copy
+    /// into the sink's buffer than to hand over with syscalls of its own. Only where no
+    /// MD5 is computed: hashing needs the bytes.
+    pub fn content_ranges(mut self, min_len: Option<u64>) -> Self {
+        self.content_ranges = min_len;
         self
     }
 
@@ -863,8 +865,8 @@ impl TapePlayer<'_> {
         }
         let mut hasher = (self.md5 && !resumed && entry.kind == Kind::File).then(Md5::new);
         if let Some(f) = &file {
-            if self.content_ranges && hasher.is_none() && at < content_end.min(stop) {
-                let len = content_end.min(stop) - at;
+            let len = content_end.min(stop).saturating_sub(at);
+            if hasher.is_none() && self.content_ranges.is_some_and(|min| len > 0 && len >= min) {
                 sink(Event::Content {
                     entry,
                     file: f,

@@ -263,6 +263,29 @@ fn model_listing(model: &Model) -> Vec<String> {
         .collect()
 }
 
+/// Runs `cmd`, which must succeed without a word on stderr.
+fn run_quiet(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = run_ok(cmd);
+    assert!(
+        out.stderr.is_empty(),
+        "{what} warned: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `cmd` lists the tape: quietly, and exactly the model's entries in tape order.
+fn assert_lists_tape_order(cmd: &mut Command, what: &str, tape: &Path) {
+    let out = run_quiet(cmd, what);
+    let listed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let model = Model::from_tree(&tape.parent().unwrap().join("src").join(ROOT_NAME));
+    assert_eq!(listed, model_listing(&model), "{what} listing");
+}
+
 #[test]
 fn extract_gnu_tar() {
     if !have_tool("GNU tar") {
@@ -270,7 +293,7 @@ fn extract_gnu_tar() {
     }
     check_extraction("GNU tar", EXACT, |tape, dest| {
         // the tree has mtimes in the future on purpose (2038, 2242)
-        let out = run_ok(
+        run_quiet(
             umask022("tar")
                 .arg("--no-same-owner")
                 .arg("--warning=no-timestamp")
@@ -278,30 +301,16 @@ fn extract_gnu_tar() {
                 .arg(tape)
                 .arg("-C")
                 .arg(dest),
+            "GNU tar",
         );
-        assert!(
-            out.stderr.is_empty(),
-            "GNU tar warned: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = run_ok(
+        assert_lists_tape_order(
             umask022("tar")
                 .arg("--quoting-style=literal")
                 .arg("-tf")
                 .arg(tape),
+            "GNU tar -t",
+            tape,
         );
-        assert!(
-            out.stderr.is_empty(),
-            "GNU tar -t warned: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let listed: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
-        let model = Model::from_tree(&tape.parent().unwrap().join("src").join(ROOT_NAME));
-        assert_eq!(listed, model_listing(&model), "GNU tar -t listing");
     });
 }
 
@@ -311,25 +320,11 @@ fn extract_bsdtar() {
         return;
     }
     check_extraction("bsdtar", EXACT, |tape, dest| {
-        let out = run_ok(umask022("bsdtar").arg("-xf").arg(tape).arg("-C").arg(dest));
-        assert!(
-            out.stderr.is_empty(),
-            "bsdtar warned: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_quiet(
+            umask022("bsdtar").arg("-xf").arg(tape).arg("-C").arg(dest),
+            "bsdtar",
         );
-        let out = run_ok(umask022("bsdtar").arg("-tf").arg(tape));
-        assert!(
-            out.stderr.is_empty(),
-            "bsdtar -t warned: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let listed: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
-        let model = Model::from_tree(&tape.parent().unwrap().join("src").join(ROOT_NAME));
-        assert_eq!(listed, model_listing(&model), "bsdtar -t listing");
+        assert_lists_tape_order(umask022("bsdtar").arg("-tf").arg(tape), "bsdtar -t", tape);
     });
 }
 
