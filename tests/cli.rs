@@ -735,3 +735,27 @@ fn large_content_is_the_same_through_every_output() {
         );
     }
 }
+
+#[test]
+fn binary_is_never_written_to_a_terminal() {
+    let env = TestEnv::with_tree();
+    env.record();
+    // `script` (util-linux) gives the command a pseudo-terminal as standard output.
+    let cmd = format!("{BIN} stream src --catalog cat.db");
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error: refusing to write a binary tape to a terminal"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ustar"),
+        "tape bytes reached the terminal: {text}"
+    );
+}
