@@ -24,3 +24,4 @@ fi
 export TARTAPE_REQUIRE_TOOLS=1
 cargo build --all-targets
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test --doc

@@ -4,7 +4,7 @@
 //! ```no_run
 //! use tartape::{Tape, TapeRecorder};
 //! let summary = TapeRecorder::new("photos").commit()?;
-//! let tape = Tape::discover("photos".as_ref())?;
+//! let tape = Tape::discover("photos")?;
 //! assert_eq!(tape.fingerprint(), summary.fingerprint);
 //! let mut first_block = [0u8; 512];
 //! tape.read_at(0, &mut first_block)?;

@@ -1367,7 +1367,7 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         let (dir, _fs) = tape_fs(DEFAULT_NAME, CacheMode::KeepCache);
-        let tape = Tape::discover(&dir.path().join("src")).unwrap();
+        let tape = Tape::discover(dir.path().join("src")).unwrap();
         assert!(TapeFs::new(tape, "a/b", CacheMode::KeepCache).is_err());
     }
 

@@ -123,13 +123,13 @@ impl std::fmt::Debug for Tape {
 
 impl Tape {
     /// Opens the tape of `dir` from its default catalog (`DIR/.tartape/index.db`).
-    pub fn discover(dir: &Path) -> Result<Tape> {
-        Tape::open_with(dir, None)
+    pub fn discover(dir: impl AsRef<Path>) -> Result<Tape> {
+        Tape::open_with(dir.as_ref(), None)
     }
 
     /// Opens the tape of `dir` from the catalog at `catalog`.
-    pub fn open(dir: &Path, catalog: &Path) -> Result<Tape> {
-        Tape::open_with(dir, Some(catalog))
+    pub fn open(dir: impl AsRef<Path>, catalog: impl AsRef<Path>) -> Result<Tape> {
+        Tape::open_with(dir.as_ref(), Some(catalog.as_ref()))
     }
 
     /// Opens from `catalog`, or from the default location when `None`.
