@@ -8,8 +8,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::entry::{Entry, Kind, Ordinal};
 use crate::error::{Error, Result};
+use crate::header::BLOCK;
 use crate::header::{header_path, split_path};
-use crate::layout::{OffsetTable, footprint};
+use crate::layout::{OffsetTable, padding};
 
 /// Version of the schema below. A catalog of any other version is refused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -305,7 +306,9 @@ impl Catalog {
             return Err(bad(format!("impossible size {} for a {}", e.size, e.kind)));
         }
         let (start, end) = (self.offsets.start(i), self.offsets.end(i));
-        if e.start_offset != start || footprint(e.size) != end - start {
+        if e.start_offset != start
+            || e.size.checked_add(BLOCK + padding(e.size)) != Some(end - start)
+        {
             return Err(bad(format!(
                 "start offset {} and size {} are not the prefix sum of footprints ({start}, {} bytes)",
                 e.start_offset,
@@ -314,6 +317,22 @@ impl Catalog {
             )));
         }
         check_rel_path(&e.rel_path).map_err(|p| bad(p.to_string()))?;
+        // Every header field must fit as recording guaranteed.
+        const OCTAL7: u64 = 0o7777777;
+        if u64::from(e.mode) > OCTAL7 || e.uid > OCTAL7 || e.gid > OCTAL7 {
+            return Err(bad("mode, uid or gid does not fit its header field".into()));
+        }
+        if e.uname.len() > 31 || e.gname.len() > 31 || e.link_target.len() > 100 {
+            return Err(bad("a name does not fit its header field".into()));
+        }
+        if e.kind != Kind::Symlink && !e.link_target.is_empty() {
+            return Err(bad("link target on a non-symlink".into()));
+        }
+        if self.meta.anonymize
+            && (e.uid, e.gid, e.uname.as_slice(), e.gname.as_slice()) != (0, 0, b"root", b"root")
+        {
+            return Err(bad("owner is not root:root on an anonymised tape".into()));
+        }
         let root = &self.meta.arc_root;
         let arc_ok = if e.rel_path.is_empty() {
             e.arc_path == *root
@@ -521,7 +540,8 @@ fn read_layout(conn: &Connection, path: &Path, meta: &TapeMeta) -> Result<Offset
         sizes
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk"))),
-    );
+    )
+    .ok_or_else(|| Error::corrupt(path, "sizes add up to more than 2^64 bytes"))?;
     if table.total_size() != meta.total_size {
         return Err(Error::corrupt(
             path,

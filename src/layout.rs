@@ -60,18 +60,20 @@ pub struct OffsetTable {
 }
 
 impl OffsetTable {
-    /// Builds the table from entry sizes in tape order.
-    pub fn from_sizes(sizes: impl IntoIterator<Item = u64>) -> OffsetTable {
+    /// Builds the table from entry sizes in tape order; `None` when the tape would be
+    /// larger than 2^64 bytes (only a corrupted catalog can say so).
+    pub fn from_sizes(sizes: impl IntoIterator<Item = u64>) -> Option<OffsetTable> {
         let mut starts = Vec::new();
-        let mut offset = 0;
+        let mut offset: u64 = 0;
         for size in sizes {
             starts.push(offset);
-            offset += footprint(size);
+            let fp = size.checked_add(BLOCK + padding(size))?;
+            offset = offset.checked_add(fp)?;
         }
-        OffsetTable {
+        Some(OffsetTable {
             starts,
-            total_size: offset + FOOTER_LEN,
-        }
+            total_size: offset.checked_add(FOOTER_LEN)?,
+        })
     }
 
     pub fn total_size(&self) -> u64 {
@@ -159,7 +161,7 @@ mod tests {
     #[test]
     fn positions_cover_every_part() {
         let sizes = [0u64, 513, 0];
-        let t = OffsetTable::from_sizes(sizes);
+        let t = OffsetTable::from_sizes(sizes).unwrap();
         assert_eq!(t.total_size(), 512 + 1536 + 512 + 1024);
         let size = |o: Ordinal| sizes[o.0 as usize];
         let at = |off| t.position(off, size).unwrap();
@@ -207,8 +209,14 @@ mod tests {
     }
 
     #[test]
+    fn impossible_sizes_are_refused() {
+        assert!(OffsetTable::from_sizes([u64::MAX - 600]).is_none());
+        assert!(OffsetTable::from_sizes([1 << 62, 1 << 62, 1 << 62, 1 << 62]).is_none());
+    }
+
+    #[test]
     fn empty_table_is_only_a_footer() {
-        let t = OffsetTable::from_sizes([]);
+        let t = OffsetTable::from_sizes([]).unwrap();
         assert_eq!(t.total_size(), FOOTER_LEN);
         assert_eq!(t.entry_at(0), None);
     }

@@ -69,8 +69,16 @@ pub struct MountArgs {
 
 /// `tartape mount SOURCE MOUNTPOINT`.
 pub fn run_mount(args: MountArgs) -> Result<(), Error> {
-    tartape::record::canonical_source(&args.source)?;
+    let source = tartape::record::canonical_source(&args.source)?;
     let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
+    if mountpoint.starts_with(&source) {
+        // The mount would become part of what it serves, and moves its parent's mtime.
+        return Err(Error::Mount(format!(
+            "{}: the mount point is inside the source {}; mount it elsewhere",
+            args.mountpoint.display(),
+            source.display()
+        )));
+    }
     mount::check_fuse_available(args.allow_other)?;
 
     if !Tape::catalog_exists(&args.source, args.catalog.as_deref()) {

@@ -214,7 +214,7 @@ impl TapeRecorder {
         // Writing the catalog changes its directory's mtime, which would break the tape
         // at once: only DIR/.tartape, which is never recorded, may hold it.
         if let Ok(rel) = catalog.strip_prefix(&root)
-            && !rel.starts_with(CATALOG_DIR)
+            && !(rel.starts_with(CATALOG_DIR) && rel != Path::new(CATALOG_DIR))
         {
             return Err(Error::Usage(format!(
                 "{}: a catalog inside the recorded tree would change it; \
@@ -237,6 +237,15 @@ impl TapeRecorder {
             )));
         }
         let _ = fs::remove_file(&tmp);
+        // Created before the walk, so that a catalog that cannot be written fails at once.
+        let writer = CatalogWriter::create(&tmp).map_err(|e| match (&self.catalog, e) {
+            (None, Error::Io { path, source }) => Error::Usage(format!(
+                "{}: cannot write the catalog ({source}); \
+                 use --catalog PATH to put the catalog elsewhere",
+                path.display()
+            )),
+            (_, e) => e,
+        })?;
         let started = std::time::Instant::now();
         // The walk emits entries in tape order; a second thread numbers them, sums the
         // offsets and fingerprint and writes the rows, so writing the catalog overlaps
@@ -263,7 +272,7 @@ impl TapeRecorder {
             progress: self.progress.take(),
         };
         let (walked, written) = std::thread::scope(|scope| {
-            let writer = scope.spawn(|| write_rows(&tmp, rx));
+            let writer = scope.spawn(|| write_rows(writer, rx));
             let walked = walk.run(&arc_root).and_then(|()| walk.flush());
             // Closing the channel tells the writer the walk is over.
             walk.emit = None;
@@ -298,9 +307,10 @@ impl TapeRecorder {
         } else {
             None
         };
-        let rows = match (problem, written) {
-            (None, Ok(rows)) => rows,
-            (Some(e), _) | (None, Err(e)) => {
+        // A writer failure comes first: it is also why the walk stopped, if it did.
+        let rows = match (written, problem) {
+            (Ok(rows), None) => rows,
+            (Err(e), _) | (Ok(_), Some(e)) => {
                 let _ = fs::remove_file(&tmp);
                 return Err(e);
             }
@@ -355,9 +365,11 @@ struct Rows {
 }
 
 /// Numbers entries in arrival (tape) order, assigns offsets, computes the fingerprint and
-/// inserts the rows into a new catalog at `tmp`.
-fn write_rows(tmp: &Path, rx: std::sync::mpsc::Receiver<Vec<Entry>>) -> Result<Rows> {
-    let mut writer = CatalogWriter::create(tmp)?;
+/// inserts the rows into the new catalog.
+fn write_rows(
+    mut writer: CatalogWriter,
+    rx: std::sync::mpsc::Receiver<Vec<Entry>>,
+) -> Result<Rows> {
     let mut fp = Sha256::new();
     let (mut count, mut offset, mut data_size) = (0u64, 0u64, 0u64);
     let (mut files, mut dirs, mut symlinks) = (0, 0, 0);

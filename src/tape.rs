@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use md5::{Digest, Md5};
 
-use crate::catalog::{Catalog, TapeMeta, hex};
+use crate::catalog::{Catalog, HashAlgo, TapeMeta, hex};
 use crate::entry::{Entry, Kind, Ordinal};
 use crate::error::{Error, Result};
 use crate::header::{BLOCK, Header};
@@ -93,8 +93,15 @@ pub enum Located {
     },
 }
 
-/// A verified descriptor of entry `.0`, kept across reads.
-type OpenFile = (Ordinal, Arc<File>);
+/// A verified descriptor of an entry, kept across reads, with what is needed to check
+/// cheaply that the path still leads to it.
+struct OpenFile {
+    ordinal: Ordinal,
+    file: Arc<File>,
+    rel: CString,
+    dev: u64,
+    ino: u64,
+}
 
 struct CachedEntry {
     entry: Entry,
@@ -309,23 +316,50 @@ impl Tape {
             return Ok(None);
         }
         let slot = &self.fds[entry.ordinal.0 as usize % FD_CACHE_SLOTS];
-        let hit = lock(slot)
-            .as_ref()
-            .filter(|(o, _)| *o == entry.ordinal)
-            .map(|(_, f)| Arc::clone(f));
-        if let Some(f) = hit {
-            check_open_file(entry, &f, self.meta().anonymize)?;
-            return Ok(Some(f));
+        {
+            let cached = lock(slot);
+            if let Some(open) = cached.as_ref().filter(|o| o.ordinal == entry.ordinal) {
+                // One lstat of the path: it must still be the same, unchanged file (a
+                // deleted or replaced path fails here even though the descriptor lives).
+                let st = fstatat_nofollow(self.root_fd.as_raw_fd(), &open.rel)
+                    .map_err(|e| open_error(entry, e))?;
+                if (st.st_dev, st.st_ino) != (open.dev, open.ino) {
+                    return Err(Error::Integrity {
+                        path: entry.display_path(),
+                        change: "replaced by another file".into(),
+                    });
+                }
+                if let Some(change) = compare(entry, &st, self.meta().anonymize) {
+                    return Err(Error::Integrity {
+                        path: entry.display_path(),
+                        change,
+                    });
+                }
+                return Ok(Some(Arc::clone(&open.file)));
+            }
         }
-        let f = Arc::new(self.open_file(entry)?);
-        *lock(slot) = Some((entry.ordinal, Arc::clone(&f)));
+        let f = self.open_file(entry)?;
+        let st = fstat(f.as_raw_fd()).map_err(|e| open_error(entry, e))?;
+        let rel = CString::new(entry.rel_path.clone())
+            .map_err(|_| open_error(entry, io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let f = Arc::new(f);
+        *lock(slot) = Some(OpenFile {
+            ordinal: entry.ordinal,
+            file: Arc::clone(&f),
+            rel,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        });
         Ok(Some(f))
     }
 
     /// Opens a regular file of the tape without following symlinks, beneath the root,
     /// and checks the open descriptor against the snapshot.
     pub fn open_file(&self, entry: &Entry) -> Result<File> {
-        let f = open_beneath(self.root_fd.as_raw_fd(), &entry.rel_path, libc::O_RDONLY)
+        // O_NONBLOCK: a FIFO put where a file was must not block the open; it is then
+        // refused by the type check. (No effect on reads of regular files.)
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+        let f = open_beneath(self.root_fd.as_raw_fd(), &entry.rel_path, flags)
             .map_err(|e| open_error(entry, e))?;
         check_open_file(entry, &f, self.meta().anonymize)?;
         Ok(f)
@@ -425,15 +459,7 @@ impl Tape {
             at += n as u64;
         }
         check_not_grown(entry, &f, self.meta().anonymize)?;
-        let got = hasher.finish();
-        if &got != expected {
-            return Err(Discrepancy {
-                arc_path: entry.display_path(),
-                change: format!("content {} {expected} → {got}", algo.name()),
-            }
-            .into());
-        }
-        Ok(())
+        compare_digest(entry, algo, expected, hasher)
     }
 
     /// A player over this tape.
@@ -475,6 +501,24 @@ fn read_content(f: &File, entry: &Entry, at: u64, buf: &mut [u8]) -> Result<()> 
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// The digest of what was read must be the one recorded.
+fn compare_digest(
+    entry: &Entry,
+    algo: HashAlgo,
+    expected: &str,
+    hasher: ContentHasher,
+) -> Result<()> {
+    let got = hasher.finish();
+    if got != expected {
+        return Err(Discrepancy {
+            arc_path: entry.display_path(),
+            change: format!("content {} {expected} → {got}", algo.name()),
+        }
+        .into());
     }
     Ok(())
 }
@@ -563,6 +607,15 @@ fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     // SAFETY: zeroed stat is a valid out-parameter; fd is a live descriptor.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn fstatat_nofollow(dir: RawFd, rel: &CString) -> io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter; `rel` is NUL-terminated.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatat(dir, rel.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(st)
@@ -864,9 +917,17 @@ impl TapePlayer<'_> {
             at += n as u64;
         }
         let mut hasher = (self.md5 && !resumed && entry.kind == Kind::File).then(Md5::new);
+        // With `record --hash`, a file streamed whole is checked against its digest.
+        let mut recorded = match (&entry.digest, tape.meta().hash) {
+            (Some(d), Some(algo)) if !resumed && entry.kind == Kind::File => {
+                Some((d, algo, ContentHasher::new(algo)))
+            }
+            _ => None,
+        };
         if let Some(f) = &file {
             let len = content_end.min(stop).saturating_sub(at);
-            if hasher.is_none() && self.content_ranges.is_some_and(|min| len > 0 && len >= min) {
+            let needs_bytes = hasher.is_some() || recorded.is_some();
+            if !needs_bytes && self.content_ranges.is_some_and(|min| len > 0 && len >= min) {
                 sink(Event::Content {
                     entry,
                     file: f,
@@ -881,11 +942,17 @@ impl TapePlayer<'_> {
                 if let Some(h) = hasher.as_mut() {
                     h.update(&buf[..n]);
                 }
+                if let Some((_, _, h)) = recorded.as_mut() {
+                    h.update(&buf[..n]);
+                }
                 sink(Event::Data(&buf[..n]))?;
                 at += n as u64;
             }
             if at == content_end {
                 check_not_grown(entry, f, tape.meta().anonymize)?;
+                if let Some((expected, algo, h)) = recorded.take() {
+                    compare_digest(entry, algo, expected, h)?;
+                }
             }
         }
         if at < stop {

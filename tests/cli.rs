@@ -251,6 +251,8 @@ fn catalog_inside_the_tree_is_refused_unless_in_dot_tartape() {
     let out = env.run(&["record", "src", "--catalog", "src/d/my.db"]);
     assert_one_line_error(&out, "a catalog inside the recorded tree would change it");
     assert!(!env.src().join("d/my.db").exists());
+    let out = env.run(&["record", "src", "--catalog", "src/.tartape"]);
+    assert_one_line_error(&out, "a catalog inside the recorded tree would change it");
     fs::create_dir(env.src().join(".tartape")).unwrap();
     assert_ok(&env.run(&["record", "src", "--catalog", "src/.tartape/other.db"]));
     assert_ok(&env.run(&["verify", "src", "--catalog", "src/.tartape/other.db"]));
@@ -582,7 +584,26 @@ fn tampered_catalogs_are_refused() {
             "unknown entry kind",
             1,
         ),
+        (
+            "UPDATE entries SET uid = 1099511627776 WHERE ordinal = 1",
+            "does not fit",
+            1,
+        ),
+        (
+            "UPDATE entries SET uname = CAST('x' AS BLOB) WHERE ordinal = 1",
+            "root:root",
+            1,
+        ),
     ];
+    // Ten sizes of 2^63 - 1: their sum cannot be a tape.
+    let overflow = format!(
+        "UPDATE layout SET sizes = x'{}'",
+        "ffffffffffffff7f".repeat(10)
+    );
+    let cases = cases
+        .iter()
+        .copied()
+        .chain([(overflow.as_str(), "more than 2^64", 0)]);
     let starts: Vec<u64> = stdout(&env.run_cat("ls", &[]))
         .lines()
         .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
@@ -758,4 +779,87 @@ fn binary_is_never_written_to_a_terminal() {
         !text.contains("ustar"),
         "tape bytes reached the terminal: {text}"
     );
+}
+
+/// (seconds, nanoseconds) of a path's mtime, to put a directory's back after a change.
+fn mtime_of(path: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(path).unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
+#[test]
+fn a_fifo_in_place_of_a_file_fails_at_once() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let d = env.src().join("d");
+    let (sec, nsec) = mtime_of(&d);
+    fs::remove_file(d.join("x")).unwrap();
+    let c = std::ffi::CString::new(d.join("x").as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    // Put the directory's mtime back so the stream gets as far as opening the FIFO.
+    set_mtime(&d, sec, nsec);
+    let mut child = Command::new(BIN)
+        .args(["stream", "src", "--catalog", "cat.db", "-o", "x.tar"])
+        .current_dir(env.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("stream hangs on a FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_one_line_error(&out, "integrity error: src/d/x: type file → fifo");
+}
+
+#[test]
+fn stream_checks_recorded_digests_of_whole_files() {
+    let env = TestEnv::with_tree();
+    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
+    assert_ok(&env.run_cat("record", &["--hash", "md5"]));
+    let good = env.stream();
+    // Same size and mtime, other bytes: only the digest can tell.
+    fs::write(env.src().join("a.txt"), b"HELLO\n").unwrap();
+    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
+    let out = env.run_cat("stream", &["-o", "bad.tar"]);
+    assert_one_line_error(&out, "integrity error: src/a.txt: content md5");
+    let written = fs::read(env.dir.path().join("bad.tar")).unwrap();
+    assert!(written.len() < good.len());
+    // A resumed stream cannot hash the whole file and does not claim to.
+    let out = env.run_cat("stream", &["--offset", "1000", "-o", "tail.tar"]);
+    assert_ok(&out);
+}
+
+#[test]
+fn reader_notices_a_deleted_file_behind_a_cached_descriptor() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let tape = tartape::Tape::open(env.src(), env.catalog()).unwrap();
+    let layout = tape.locate_path(b"src/a.txt").unwrap().unwrap();
+    let mut buf = [0u8; 6];
+    assert_eq!(tape.read_at(layout.content.0, &mut buf).unwrap(), 6);
+    assert_eq!(&buf, b"hello\n");
+    fs::remove_file(env.src().join("a.txt")).unwrap();
+    let err = tape.read_at(layout.content.0, &mut buf).unwrap_err();
+    assert!(err.to_string().contains("src/a.txt: missing"), "{err}");
+}
+
+#[test]
+fn unwritable_source_points_to_catalog_option() {
+    let env = TestEnv::with_tree();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    // The source itself is read-only for this user: .tartape cannot be created.
+    let out = run_as_nobody(&env, &["record", "src"]);
+    assert_one_line_error(&out, "use --catalog PATH");
+    // .tartape exists but is not writable: the catalog file cannot be created.
+    fs::create_dir(env.src().join(".tartape")).unwrap();
+    let out = run_as_nobody(&env, &["record", "src"]);
+    assert_one_line_error(&out, "use --catalog PATH");
+    let out = run_as_nobody(&env, &["record", "src", "--catalog", "cat.db"]);
+    assert_ok(&out);
 }

@@ -960,6 +960,14 @@ fn pre_mount_errors_are_one_line_and_mount_nothing() {
     assert_eq!(fs::read(fx.archive()).unwrap(), *fx.stream);
     drop(mounted);
     assert!(!is_mounted(&fx.mnt()));
+
+    // Last, as it changes the source: a mount point inside the source would be recorded.
+    let inner = fx.source().join("inner-mnt");
+    fs::create_dir(&inner).unwrap();
+    let output = run(&fx.source(), &inner);
+    let stderr = assert_one_line_error(&output, "mount point inside the source");
+    assert!(stderr.contains("inside the source"), "{stderr}");
+    assert!(!is_mounted(&inner.canonicalize().unwrap()));
 }
 
 #[test]
