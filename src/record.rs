@@ -237,15 +237,6 @@ impl TapeRecorder {
             )));
         }
         let _ = fs::remove_file(&tmp);
-        // Created before the walk, so that a catalog that cannot be written fails at once.
-        let writer = CatalogWriter::create(&tmp).map_err(|e| match (&self.catalog, e) {
-            (None, Error::Io { path, source }) => Error::Usage(format!(
-                "{}: cannot write the catalog ({source}); \
-                 use --catalog PATH to put the catalog elsewhere",
-                path.display()
-            )),
-            (_, e) => e,
-        })?;
         let started = std::time::Instant::now();
         // The walk emits entries in tape order; a second thread numbers them, sums the
         // offsets and fingerprint and writes the rows, so writing the catalog overlaps
@@ -272,7 +263,7 @@ impl TapeRecorder {
             progress: self.progress.take(),
         };
         let (walked, written) = std::thread::scope(|scope| {
-            let writer = scope.spawn(|| write_rows(writer, rx));
+            let writer = scope.spawn(|| write_rows(&tmp, rx));
             let walked = walk.run(&arc_root).and_then(|()| walk.flush());
             // Closing the channel tells the writer the walk is over.
             walk.emit = None;
@@ -307,7 +298,16 @@ impl TapeRecorder {
         } else {
             None
         };
-        // A writer failure comes first: it is also why the walk stopped, if it did.
+        // A writer failure comes first: it is also why the walk stopped, if it did. In the
+        // default location it usually means DIR is not writable.
+        let written = written.map_err(|e| match (&self.catalog, e) {
+            (None, Error::Io { path, source }) => Error::Usage(format!(
+                "{}: cannot write the catalog ({source}); \
+                 use --catalog PATH to put the catalog elsewhere",
+                path.display()
+            )),
+            (_, e) => e,
+        });
         let rows = match (written, problem) {
             (Ok(rows), None) => rows,
             (Err(e), _) | (Ok(_), Some(e)) => {
@@ -366,10 +366,9 @@ struct Rows {
 
 /// Numbers entries in arrival (tape) order, assigns offsets, computes the fingerprint and
 /// inserts the rows into the new catalog.
-fn write_rows(
-    mut writer: CatalogWriter,
-    rx: std::sync::mpsc::Receiver<Vec<Entry>>,
-) -> Result<Rows> {
+fn write_rows(tmp: &Path, rx: std::sync::mpsc::Receiver<Vec<Entry>>) -> Result<Rows> {
+    // Created on this thread so that it overlaps with the start of the walk.
+    let mut writer = CatalogWriter::create(tmp)?;
     let mut fp = Sha256::new();
     let (mut count, mut offset, mut data_size) = (0u64, 0u64, 0u64);
     let (mut files, mut dirs, mut symlinks) = (0, 0, 0);
