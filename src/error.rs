@@ -49,11 +49,6 @@ impl Error {
             problem: problem.into(),
         }
     }
-
-    /// True when the error is a broken promise of the tape (the source changed).
-    pub fn is_integrity(&self) -> bool {
-        matches!(self, Error::Integrity { .. })
-    }
 }
 
 impl fmt::Display for Error {

@@ -211,30 +211,31 @@ impl Tape {
     pub fn locate(&self, offset: u64) -> Result<Located> {
         let offsets = self.catalog.offsets();
         let total = self.total_size();
-        // Sizes are not in memory; derive from the next start (content + padding).
-        let pos = offsets.position(offset, |_| 0).ok_or_else(|| {
-            Error::Usage(format!(
+        if offset >= total {
+            return Err(Error::Usage(format!(
                 "offset {offset} is past the end of the tape ({total} bytes)"
-            ))
-        })?;
-        Ok(match pos {
-            Position::Footer { offset_in_footer } => Located::Footer { offset_in_footer },
-            Position::Entry { ordinal, .. } => {
-                let layout = Box::new(EntryLayout::of(self.catalog.entry(ordinal)?));
-                let (part, start) = if offset < layout.header.1 {
-                    (Part::Header, layout.header.0)
-                } else if offset < layout.content.1 {
-                    (Part::Content, layout.content.0)
-                } else {
-                    (Part::Padding, layout.padding.0)
-                };
-                Located::Entry {
-                    layout,
-                    part,
-                    offset_in_part: offset - start,
-                }
-            }
-        })
+            )));
+        }
+        let Some(ordinal) = offsets.entry_at(offset) else {
+            return Ok(Located::Footer {
+                offset_in_footer: offset - offsets.footer_start(),
+            });
+        };
+        // The offset table holds no sizes: the row gives this entry's.
+        let entry = self.catalog.entry(ordinal)?;
+        let size = entry.size;
+        match offsets.position(offset, |_| size) {
+            Some(Position::Entry {
+                part,
+                offset_in_part,
+                ..
+            }) => Ok(Located::Entry {
+                layout: Box::new(EntryLayout::of(entry)),
+                part,
+                offset_in_part,
+            }),
+            _ => unreachable!("offset {offset} lies inside entry {}", ordinal.0),
+        }
     }
 
     /// Where the entry with this arc path lies.

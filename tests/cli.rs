@@ -346,8 +346,8 @@ fn info_ls_locate_describe_the_tape() {
         pos("src/d") < pos("src/d.txt") && pos("src/d.txt") < pos("src/d/x"),
         "{order:?}"
     );
-    let loc = stdout(&env.run_cat("locate", &[]).clone());
-    assert!(loc.is_empty());
+    // Neither a path nor an offset: a usage error from the argument parser.
+    assert_eq!(env.run_cat("locate", &[]).status.code(), Some(2));
     let loc = env.run(&["locate", "src", "src/d/y", "--catalog", "cat.db"]);
     assert_ok(&loc);
     let text = stdout(&loc);
