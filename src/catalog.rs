@@ -1,6 +1,8 @@
 //! The SQLite catalog: the only module that speaks SQL. The schema and its version live
 //! here and nowhere else.
 
+use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -18,6 +20,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Marks the file as a tartape catalog (`PRAGMA application_id`, "TTAP").
 const APPLICATION_ID: i32 = 0x5454_4150;
 
+/// The schema of a catalog. Used to make [`TEMPLATE`], and to check it.
+#[cfg(test)]
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE entries (
@@ -43,6 +47,23 @@ CREATE TABLE entries (
 -- from it on open without reading the rows.
 CREATE TABLE layout (id INTEGER PRIMARY KEY CHECK (id = 0), sizes BLOB NOT NULL);
 ";
+
+/// An empty catalog: [`SCHEMA`] and the pragmas of [`create_schema`], no rows. Every new
+/// catalog starts as a copy of it instead of running the DDL, which costs SQLite a few
+/// hundred microseconds — most of `record`'s own time on a tree of a handful of files.
+/// `template_is_the_schema` checks it against `SCHEMA`; rewrite it with
+/// `TARTAPE_WRITE_TEMPLATE=1 cargo test --lib template_is_the_schema` after a schema change.
+const TEMPLATE: &[u8] = include_bytes!("catalog_template.db");
+
+/// Creates the schema in an empty database (how [`TEMPLATE`] was made).
+#[cfg(test)]
+fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = OFF; PRAGMA page_size = 4096;
+         PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};
+         {SCHEMA}"
+    ))
+}
 
 const ENTRY_COLUMNS: &str = "ordinal, arc_path, rel_path, kind, size, mode, disk_mode, uid, gid, \
      uname, gname, mtime, mtime_sec, mtime_nsec, link_target, start_offset, digest";
@@ -100,25 +121,25 @@ pub struct CatalogWriter {
 }
 
 impl CatalogWriter {
-    /// Creates the schema in a fresh file at `path` (which must not exist).
+    /// Starts a new catalog at `path` (which must not exist) from the empty template.
     pub fn create(path: &Path) -> Result<CatalogWriter> {
+        let io_err = |e| Error::io(path, e);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(TEMPLATE))
+            .map_err(io_err)?;
+        let wrap = |e: rusqlite::Error| Error::io(path, std::io::Error::other(e.to_string()));
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-        let wrap = |e: rusqlite::Error| Error::io(path, std::io::Error::other(e.to_string()));
+        .map_err(wrap)?;
         // The file is private until renamed into place and fsync'd by the caller, so a
         // journal buys nothing.
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA page_size = 4096;
-             BEGIN;
-             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {FORMAT_VERSION};
-             {SCHEMA}"
-        ))
-        .map_err(wrap)?;
+        conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;")
+            .map_err(wrap)?;
         Ok(CatalogWriter {
             conn,
             path: path.to_path_buf(),
@@ -624,6 +645,67 @@ mod tests {
         assert!(check_rel_path(b"..").is_err());
         assert!(check_rel_path(b"a//b").is_err());
         assert!(check_rel_path(b"./a").is_err());
+    }
+
+    /// What a catalog's schema is: its objects and the pragmas `Catalog::open` checks.
+    fn describe(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut out: Vec<String> = conn
+            .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
+            .unwrap()
+            .query_map([], |r| {
+                Ok(format!(
+                    "{}|{}|{}|{}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?.unwrap_or_default()
+                ))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for pragma in [
+            "application_id",
+            "user_version",
+            "page_size",
+            "integrity_check",
+        ] {
+            let v: String = conn
+                .query_row(&format!("PRAGMA {pragma}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                        .map(|v| format!("{v:?}"))
+                })
+                .unwrap();
+            out.push(format!("{pragma} = {v}"));
+        }
+        out
+    }
+
+    #[test]
+    fn template_is_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        create_schema(&Connection::open(&fresh).unwrap()).unwrap();
+        if std::env::var_os("TARTAPE_WRITE_TEMPLATE").is_some() {
+            let dest = concat!(env!("CARGO_MANIFEST_DIR"), "/src/catalog_template.db");
+            fs::copy(&fresh, dest).unwrap();
+        }
+        let from_template = dir.path().join("template.db");
+        fs::write(&from_template, TEMPLATE).unwrap();
+        assert_eq!(
+            describe(&from_template),
+            describe(&fresh),
+            "src/catalog_template.db is not SCHEMA: rewrite it with \
+             TARTAPE_WRITE_TEMPLATE=1 cargo test --lib template_is_the_schema"
+        );
+        // And a writer started from it makes a catalog that opens.
+        let written = dir.path().join("written.db");
+        CatalogWriter::create(&written).unwrap();
+        assert!(
+            CatalogWriter::create(&written).is_err(),
+            "an existing file is kept"
+        );
     }
 
     #[test]

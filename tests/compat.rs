@@ -85,6 +85,24 @@ fn python_byte_compat_escape_names_tree() {
     python_compat(|p| build_small_tree(p, 42));
 }
 
+/// More entries than one batch of the walk (512): the rows are then written by the
+/// writer thread while the walk goes on, which smaller trees never start.
+#[test]
+fn python_byte_compat_more_entries_than_one_batch() {
+    python_compat(|parent| {
+        let root = parent.join(ROOT_NAME);
+        for d in 0..3 {
+            for i in 0..450 {
+                let body = format!("{d}/{i}\n");
+                write_file(&root.join(format!("d{d}/f{i:03}")), body.as_bytes(), 0o644);
+            }
+            fs::create_dir_all(root.join(format!("d{d}.sub/empty"))).unwrap();
+        }
+        set_all_mtimes(&root, 1_700_000_000);
+        root
+    });
+}
+
 /// Python takes whole seconds as `int(st.st_mtime)` of a float, which rounds up to the next
 /// second when the nanosecond part is within ~120 ns of it (e.g. .999999999). The tape must
 /// still be byte-identical to Python's for such trees (SPEC §1 "Compatibility").
