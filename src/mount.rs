@@ -76,11 +76,13 @@ const FILE_BLKSIZE: u32 = 1 << 20;
 
 /// How the kernel may cache the tape file's pages.
 ///
-/// Measured on a 2-core machine (first `cat`/`dd` after mounting, source in the page
-/// cache): `DirectIo` wins only for 1 MiB sequential reads of large files (`cat` 4.4 vs
-/// 3.7 GB/s); it loses 3–5× for smaller reads (`dd bs=10k` 0.4 vs 2.2 GB/s, `tar -xf`'s
-/// 10 KiB records), is no better for `cp`, `rsync`, `tar -t` or a tape of small files, and
-/// re-reads are never cached. Hence `KeepCache` by default.
+/// Measured on a 2-core virtual machine (first `cat`/`dd` after mounting, source in the
+/// page cache): `DirectIo` wins only for large sequential reads of large files (`cat` of a
+/// 4 GiB tape 4.0–4.7 GB/s against 1.3–3.7 GB/s: there, filling fresh page-cache pages
+/// is the bound, as for any writer of the page cache); it loses 3–5× for smaller reads
+/// (`dd bs=10k` 0.4 vs 2.2 GB/s, `tar -xf`'s 10 KiB records), and 2× on a tape of small
+/// files (0.4 vs 0.74 GB/s: one request in flight instead of readahead's several), and
+/// re-reads are never cached. Hence `KeepCache` by default, `DirectIo` on request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CacheMode {
     /// Page cache, kept across opens (`FOPEN_KEEP_CACHE`): the content is immutable while

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tartape::Error;
-use tartape::mount::{self, MountOptions};
+use tartape::mount::{self, CacheMode, MountOptions};
 use tartape::record::TapeRecorder;
 use tartape::tape::{Tape, VerifyLevel};
 
@@ -60,6 +60,10 @@ pub struct MountArgs {
     /// Threads serving requests.
     #[arg(long, value_name = "N", default_value_t = mount::DEFAULT_THREADS)]
     pub threads: usize,
+    /// Bypass the page cache: every read goes to the tape (faster for one large
+    /// sequential copy, slower for small reads, re-reads are not cached).
+    #[arg(long)]
+    pub direct_io: bool,
     /// Internal: set on the process that `tartape mount` re-executes to serve in the
     /// background: the parent already recorded and verified, and waits for the mount to
     /// be readable.
@@ -136,6 +140,11 @@ fn mount_options(args: &MountArgs) -> MountOptions {
         name: args.name.clone(),
         allow_other: args.allow_other,
         threads: args.threads.max(1),
+        cache: if args.direct_io {
+            CacheMode::DirectIo
+        } else {
+            CacheMode::KeepCache
+        },
         ..MountOptions::default()
     }
 }
@@ -252,6 +261,9 @@ fn child_args(args: &MountArgs, mountpoint: &Path) -> Result<Vec<std::ffi::OsStr
     out.push(args.threads.max(1).to_string().into());
     if args.allow_other {
         out.push("--allow-other".into());
+    }
+    if args.direct_io {
+        out.push("--direct-io".into());
     }
     out.push("--foreground".into());
     out.push("--serve-child".into());

@@ -509,6 +509,77 @@ fn random_preads_and_dd_match_the_stream() {
     }
     let fx = Fixture::new();
     let _mounted = fx.mount(&[]);
+    preads_and_dd_match_the_stream(&fx);
+}
+
+/// With `--direct-io` every read goes to the server, unaligned and of any size, and the
+/// kernel caches nothing; mmap still works.
+#[test]
+fn direct_io_reads_match_the_stream_and_are_not_cached() {
+    if !can_run(
+        "direct_io_reads_match_the_stream_and_are_not_cached",
+        &["dd"],
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    {
+        let _mounted = fx.mount(&["--direct-io"]);
+        preads_and_dd_match_the_stream(&fx);
+        mmap_sees_the_stream(&fx);
+        assert_eq!(
+            cached_pages_after_reading(&fx),
+            0,
+            "--direct-io: pages cached"
+        );
+    }
+    // The default keeps what was read in the page cache, which this check can tell.
+    let _mounted = fx.mount(&[]);
+    assert!(
+        cached_pages_after_reading(&fx) > 0,
+        "default mount: nothing cached"
+    );
+}
+
+/// Reads the whole mounted file, then counts its pages in the page cache (`mincore` of
+/// an untouched mapping).
+fn cached_pages_after_reading(fx: &Fixture) -> usize {
+    let archive = fx.archive();
+    let len = fx.stream.len();
+    timed("read, then mincore", move || {
+        let bytes = fs::read(&archive).unwrap();
+        assert_eq!(bytes.len(), len);
+        let file = File::open(&archive).unwrap();
+        // SAFETY: a read-only mapping of a file we keep open, never dereferenced here;
+        // unmapped below.
+        let mapped = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(
+            mapped,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            io::Error::last_os_error()
+        );
+        let mut resident = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: `resident` has one byte per page of the mapping.
+        let rc = unsafe { libc::mincore(mapped, len, resident.as_mut_ptr()) };
+        let err = io::Error::last_os_error();
+        // SAFETY: unmaps exactly what was mapped.
+        unsafe { libc::munmap(mapped, len) };
+        assert_eq!(rc, 0, "mincore: {err}");
+        resident.iter().filter(|&&b| b & 1 == 1).count()
+    })
+}
+
+fn preads_and_dd_match_the_stream(fx: &Fixture) {
     let archive = fx.archive();
     let stream = Arc::clone(&fx.stream);
     let (big_offset, _) = fx.entry("tree/big.bin");
@@ -587,6 +658,10 @@ fn mmap_readers_see_the_stream() {
     }
     let fx = Fixture::new();
     let _mounted = fx.mount(&[]);
+    mmap_sees_the_stream(&fx);
+}
+
+fn mmap_sees_the_stream(fx: &Fixture) {
     let archive = fx.archive();
     let stream = Arc::clone(&fx.stream);
     timed("mmap", move || {
