@@ -8,7 +8,9 @@
 # deterministic trees under WORKDIR once (small/, large/, million/; a marker file
 # WORKDIR/.gen-NAME records what was generated) and times, side by side, tartape
 # against GNU tar, find and the Python tartape. Each measure gets one warm-up run and
-# BENCH_RUNS (default 3) timed runs; the table shows medians. The table goes to stdout
+# BENCH_RUNS (default 5) timed runs; the table shows medians. The pairs whose ratio is a
+# target (record vs find, stream vs tar) run alternately, so that drift of the machine's
+# speed during a run moves both sides alike. The table goes to stdout
 # and, as Markdown, to REPORT.md (default WORKDIR/bench-report.md); the raw samples go
 # to WORKDIR/bench-raw.tsv and the commands' stderr to WORKDIR/bench-commands.log.
 #
@@ -16,7 +18,7 @@
 # a smoke run. A missed target never fails the script; a failing command does.
 #
 # Environment:
-#   BENCH_RUNS=N              timed runs per measure (default 3)
+#   BENCH_RUNS=N              timed runs per measure (default 5)
 #   BENCH_FAST_RUNS=N         timed runs of a measure whose warm-up took under 100 ms
 #                             (default 21: a few milliseconds are noisy)
 #   BENCH_SKIP_PY_MILLION=1   skip the Python record of the million-entry tree
@@ -46,7 +48,7 @@ while (($#)); do
 done
 ((${#POS[@]} >= 1 && ${#POS[@]} <= 2)) || usage 2
 
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 FAST_RUNS=${BENCH_FAST_RUNS:-21} # timed runs of a measure whose warm-up took < FAST_US
 FAST_US=100000
 [[ $FAST_RUNS =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: BENCH_FAST_RUNS must be a positive integer" >&2; exit 2; }
@@ -289,10 +291,46 @@ measure() {
         fi
         if ((i >= warm)); then samples+=("$REPLY"); fi
     done
-    MED[$key]=$(printf '%s\n' "${samples[@]}" | sort -n |
-        awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }')
+    MED[$key]=$(median_of "${samples[@]}")
     printf '%s\t%s\t%s\t%s\n' "$key" "${FIRST[$key]}" "${samples[*]}" "$cmd" >>"$RAW"
     log "  median $(fmt_us "${MED[$key]}")  (first ${FIRST[$key]} µs; samples µs: ${samples[*]})"
+}
+
+# median_of SAMPLES...: the median (mean of the middle two for an even count)
+median_of() {
+    printf '%s\n' "$@" | sort -n |
+        awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'
+}
+
+# measure_pair KEY_A CMD_A PREP_A KEY_B CMD_B PREP_B: like `measure wall 1 RUNS` for two
+# commands whose ratio is the point, run alternately (A B A B …) after one warm-up each,
+# so that the machine speeding up or slowing down during the runs moves both alike.
+measure_pair() {
+    local ka=$1 ca=$2 pa=$3 kb=$4 cb=$5 pb=$6 i runs=$RUNS sa=() sb=()
+    log "$ka: $ca  /  $kb: $cb  (1 warm-up each + alternating runs)"
+    if [[ -n $pa ]]; then eval "$pa"; fi
+    run_one wall "$ca"
+    FIRST[$ka]=$REPLY
+    if [[ -n $pb ]]; then eval "$pb"; fi
+    run_one wall "$cb"
+    FIRST[$kb]=$REPLY
+    if ((FIRST[$ka] < FAST_US && FIRST[$kb] < FAST_US && runs < FAST_RUNS)); then
+        runs=$FAST_RUNS
+        log "  under $(fmt_us "$FAST_US"): $runs timed runs"
+    fi
+    for ((i = 0; i < runs; i++)); do
+        if [[ -n $pa ]]; then eval "$pa"; fi
+        run_one wall "$ca"
+        sa+=("$REPLY")
+        if [[ -n $pb ]]; then eval "$pb"; fi
+        run_one wall "$cb"
+        sb+=("$REPLY")
+    done
+    MED[$ka]=$(median_of "${sa[@]}")
+    MED[$kb]=$(median_of "${sb[@]}")
+    printf '%s\t%s\t%s\t%s\n' "$ka" "${FIRST[$ka]}" "${sa[*]}" "$ca" "$kb" "${FIRST[$kb]}" "${sb[*]}" "$cb" >>"$RAW"
+    log "  $ka median $(fmt_us "${MED[$ka]}")  (first ${FIRST[$ka]} µs; samples µs: ${sa[*]})"
+    log "  $kb median $(fmt_us "${MED[$kb]}")  (first ${FIRST[$kb]} µs; samples µs: ${sb[*]})"
 }
 
 fmt_us() {  # microseconds -> "123 µs" / "12.3 ms" / "1.234 s"
@@ -323,10 +361,9 @@ tape_info() {
 # ---------------------------------------------------------------- the measures
 bench_record() {
     local tree=$1 t py fnd
-    measure "record.$tree.tartape" wall 1 "$RUNS" \
-        "\"\$TT\" record $tree --catalog \"\$CAT/$tree.db\" --force >>\"\$CMDLOG\" 2>&1"
-    measure "record.$tree.find" wall 1 "$RUNS" \
-        "find $tree -printf '%s %T@ %m %p\n' >/dev/null"
+    measure_pair "record.$tree.tartape" \
+        "\"\$TT\" record $tree --catalog \"\$CAT/$tree.db\" --force >>\"\$CMDLOG\" 2>&1" "" \
+        "record.$tree.find" "find $tree -printf '%s %T@ %m %p\n' >/dev/null" ""
     t=${MED[record.$tree.tartape]} fnd=${MED[record.$tree.find]}
     if [[ $tree == million && ${BENCH_SKIP_PY_MILLION:-0} == 1 ]]; then
         row "record $tree vs Python" "$(fmt_us "$t")" "skipped (BENCH_SKIP_PY_MILLION=1)" "—" "≥ 15×" "—"
@@ -351,9 +388,9 @@ bench_record() {
 bench_stream() {
     local tree=$1 b t tr py
     b=${TAPE[$tree]}
-    measure "pipe.$tree.tartape" wall 1 "$RUNS" \
-        "\"\$TT\" stream $tree --catalog \"\$CAT/$tree.db\" 2>>\"\$CMDLOG\" | cat >/dev/null"
-    measure "pipe.$tree.tar" wall 1 "$RUNS" "tar -cf - $tree 2>>\"\$CMDLOG\" | cat >/dev/null"
+    measure_pair "pipe.$tree.tartape" \
+        "\"\$TT\" stream $tree --catalog \"\$CAT/$tree.db\" 2>>\"\$CMDLOG\" | cat >/dev/null" "" \
+        "pipe.$tree.tar" "tar -cf - $tree 2>>\"\$CMDLOG\" | cat >/dev/null" ""
     measure "pipe.$tree.python" wall 1 "$RUNS" \
         "\"\$PY\" \"\$HELPER\" play $tree \"\$CAT/$tree.py.tartape\" 2>>\"\$CMDLOG\" | cat >/dev/null"
     t=${MED[pipe.$tree.tartape]} tr=${MED[pipe.$tree.tar]} py=${MED[pipe.$tree.python]}
@@ -362,10 +399,10 @@ bench_stream() {
     row "stream $tree \\| cat vs Python play" "$(fmt_us "$t")" "Python $(fmt_us "$py") ($(gbps "$b" "$py"))" \
         "$(div "$py" "$t")×" "—" "—"
 
-    measure "file.$tree.tartape" wall 1 "$RUNS" \
+    measure_pair "file.$tree.tartape" \
         "\"\$TT\" stream $tree --catalog \"\$CAT/$tree.db\" -o \"\$WORKDIR/out.tar\" 2>>\"\$CMDLOG\"" \
-        "rm -f -- \"\$WORKDIR/out.tar\""
-    measure "file.$tree.tar" wall 1 "$RUNS" "tar -cf \"\$WORKDIR/out.tar\" $tree 2>>\"\$CMDLOG\"" \
+        "rm -f -- \"\$WORKDIR/out.tar\"" \
+        "file.$tree.tar" "tar -cf \"\$WORKDIR/out.tar\" $tree 2>>\"\$CMDLOG\"" \
         "rm -f -- \"\$WORKDIR/out.tar\""
     rm -f -- "$WORKDIR/out.tar"
     t=${MED[file.$tree.tartape]} tr=${MED[file.$tree.tar]}
@@ -560,7 +597,7 @@ main() {
         printf 'small %s files → tape %s B (%s entries); ' "$SMALL_N" "${TAPE[small]}" "${NENT[small]}"
         printf 'large %s × %s MiB → tape %s B; ' "$LARGE_N" "$LARGE_MIB" "${TAPE[large]}"
         printf 'million %s entries → tape %s B\n' "${NENT[million]}" "${TAPE[million]}"
-        printf -- '- each time is the median of %s runs after 1 warm-up (%s runs when the warm-up took under 100 ms; Python record of the million tree: 1 run, no warm-up); page cache warm; raw samples in %s\n' "$RUNS" "$FAST_RUNS" "$RAW"
+        printf -- '- each time is the median of %s runs after 1 warm-up (%s runs when the warm-up took under 100 ms; Python record of the million tree: 1 run, no warm-up); record vs find and stream vs tar run alternately; page cache warm; raw samples in %s\n' "$RUNS" "$FAST_RUNS" "$RAW"
         printf -- '- ratios: record = Python/tartape and tartape/find; stream = tar/tartape (≥ 1 means tartape is faster); mount = cat throughput / stream throughput\n'
         printf -- '- Python tartape 3.0.3: `record` is timed as a whole process, like `tartape record` (`python bench_helper.py record`: start-up, import and the `tartape.record(DIR, catalog_path=…, exclude=[], overwrite=True)` call); play is the whole process `python bench_helper.py play` (`tartape.open(…).as_file()`, `read(1 MiB)` → stdout) `| cat >/dev/null`, like the other pipe rows\n'
         printf -- '- mount read: `cat MNT/archive.tar >/dev/null` (median of the warm runs; the first read after mounting is the warm-up, shown too) vs `tartape stream DIR >/dev/null`; "first cat after mounting": median of runs each on a fresh mount (archive.tar not in the page cache, the source is), default and `--direct-io`; no target of its own: the filling of fresh page-cache pages bounds it on a virtual machine; random reads: `os.pread` of aligned 4 KiB pages at distinct random offsets, POSIX_FADV_RANDOM, after 200 warm-up reads\n\n'
