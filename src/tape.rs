@@ -479,8 +479,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Reads exactly `buf.len()` content bytes at `at`; fewer means the file shrank.
 fn read_content(f: &File, entry: &Entry, at: u64, buf: &mut [u8]) -> Result<()> {
+    read_content_probing(f, entry, at, buf, buf.len()).map(|_| ())
+}
+
+/// Reads at least `len` content bytes at `at` into `buf`, and more if the file has them
+/// and `buf` room for them; returns how many it read. Fewer than `len` means the file
+/// shrank.
+fn read_content_probing(
+    f: &File,
+    entry: &Entry,
+    at: u64,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<usize> {
     let mut done = 0;
-    while done < buf.len() {
+    while done < len {
         match f.read_at(&mut buf[done..], at + done as u64) {
             Ok(0) => {
                 return Err(Discrepancy {
@@ -503,7 +516,7 @@ fn read_content(f: &File, entry: &Entry, at: u64, buf: &mut [u8]) -> Result<()> 
             }
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// The digest of what was read must be the one recorded.
@@ -527,7 +540,14 @@ fn compare_digest(
 /// After a whole file was read: nothing past its recorded size, metadata unchanged.
 fn check_not_grown(entry: &Entry, f: &File, anonymize: bool) -> Result<()> {
     let mut one = [0u8; 1];
-    if matches!(f.read_at(&mut one, entry.size), Ok(n) if n > 0) {
+    let past_end = f.read_at(&mut one, entry.size).unwrap_or(0);
+    check_end_and_metadata(entry, f, anonymize, past_end)
+}
+
+/// `past_end` bytes were read past the recorded size of a whole file read: any means the
+/// file grew. Then its metadata must not have changed either.
+fn check_end_and_metadata(entry: &Entry, f: &File, anonymize: bool, past_end: usize) -> Result<()> {
+    if past_end > 0 {
         return Err(Discrepancy {
             arc_path: entry.display_path(),
             change: format!("file grew past {} bytes while being read", entry.size),
@@ -937,9 +957,24 @@ impl TapePlayer<'_> {
                 })?;
                 at += len;
             }
+            // What was read past the end of the content, when the last read asked for it.
+            let mut past_end = None;
             while at < content_end.min(stop) {
                 let n = buf.len().min((content_end.min(stop) - at) as usize);
-                read_content(f, entry, at - content_start, &mut buf[..n])?;
+                // The last read of a file read to its end asks for one byte more when the
+                // buffer has room: getting it means the file grew, and the separate read
+                // that checks for that (one per file) is saved.
+                let probe = at + n as u64 == content_end && n < buf.len();
+                let read = read_content_probing(
+                    f,
+                    entry,
+                    at - content_start,
+                    &mut buf[..n + usize::from(probe)],
+                    n,
+                )?;
+                if probe {
+                    past_end = Some(read - n);
+                }
                 if let Some(h) = hasher.as_mut() {
                     h.update(&buf[..n]);
                 }
@@ -950,7 +985,11 @@ impl TapePlayer<'_> {
                 at += n as u64;
             }
             if at == content_end {
-                check_not_grown(entry, f, tape.meta().anonymize)?;
+                let anonymize = tape.meta().anonymize;
+                match past_end {
+                    Some(past_end) => check_end_and_metadata(entry, f, anonymize, past_end)?,
+                    None => check_not_grown(entry, f, anonymize)?,
+                }
                 if let Some((expected, algo, h)) = recorded.take() {
                     compare_digest(entry, algo, expected, h)?;
                 }
