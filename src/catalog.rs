@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -51,8 +52,9 @@ CREATE TABLE layout (id INTEGER PRIMARY KEY CHECK (id = 0), sizes BLOB NOT NULL)
 /// An empty catalog: [`SCHEMA`] and the pragmas of [`create_schema`], no rows. Every new
 /// catalog starts as a copy of it instead of running the DDL, which cost 0.1–0.2 ms of
 /// each `record`: a tenth of recording a tree of a handful of files.
-/// `template_is_the_schema` checks it against `SCHEMA`; rewrite it with
-/// `TARTAPE_WRITE_TEMPLATE=1 cargo test --lib template_is_the_schema` after a schema change.
+/// `template_is_the_schema` checks it against `SCHEMA`; after a schema change, rewrite it
+/// with `TARTAPE_WRITE_TEMPLATE=1 cargo test --lib template_is_the_schema` (that run still
+/// compares the old, compiled-in copy and fails; the next one compiles the new copy).
 const TEMPLATE: &[u8] = include_bytes!("catalog_template.db");
 
 /// Creates the schema in an empty database (how [`TEMPLATE`] was made).
@@ -113,30 +115,30 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::corrupt(path, e.to_string())
 }
 
-/// Has SQLite start without lookaside buffers and without a bulk page-cache allocation,
-/// if it has not started in this process yet (else SQLite refuses, harmlessly). At
-/// start-up SQLite writes into every slot of both: about 30 fresh memory pages of the
-/// roughly 210 that `record` of a few files touches in all, for caches that the catalog's
-/// few statements do not need; each page costs a fault. Process-wide: a catalog opened
-/// later by the same process also goes without them.
-fn lean_sqlite() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use rusqlite::ffi::{SQLITE_CONFIG_LOOKASIDE, SQLITE_CONFIG_PAGECACHE, sqlite3_config};
-        use std::ffi::{c_int, c_void};
-        // SAFETY: these are the argument lists sqlite3_config takes for these options
-        // (slot size and count; buffer, slot size and count). Before sqlite3_initialize
-        // it only stores them; after it, it returns SQLITE_MISUSE and changes nothing.
-        unsafe {
-            sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0 as c_int, 0 as c_int);
-            sqlite3_config(
-                SQLITE_CONFIG_PAGECACHE,
-                std::ptr::null_mut::<c_void>(),
-                0 as c_int,
-                0 as c_int,
-            );
-        }
-    });
+/// Has SQLite start without lookaside buffers and without a bulk page-cache allocation.
+/// At start-up SQLite writes into every slot of both: about 30 fresh memory pages of the
+/// roughly 210 that `tartape record` of a few files touches in all, each a page fault,
+/// for caches that the catalog's few statements do not need.
+///
+/// Process-wide, and only effective before SQLite's first use in the process (later,
+/// SQLite refuses the settings and nothing changes). `sqlite3_config` is not thread-safe:
+/// call this before starting threads that may use SQLite, as `main` does.
+pub fn configure_sqlite() {
+    use rusqlite::ffi::{SQLITE_CONFIG_LOOKASIDE, SQLITE_CONFIG_PAGECACHE, sqlite3_config};
+    use std::ffi::{c_int, c_void};
+    // SAFETY: these are the argument lists sqlite3_config takes for these options (slot
+    // size and count; buffer, slot size and count). Before sqlite3_initialize it only
+    // stores them; after it, it returns SQLITE_MISUSE and changes nothing. The caller
+    // runs it before other threads use SQLite.
+    unsafe {
+        sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0 as c_int, 0 as c_int);
+        sqlite3_config(
+            SQLITE_CONFIG_PAGECACHE,
+            std::ptr::null_mut::<c_void>(),
+            0 as c_int,
+            0 as c_int,
+        );
+    }
 }
 
 /// Writes a new catalog file (the caller renames it into place).
@@ -149,11 +151,11 @@ pub struct CatalogWriter {
 impl CatalogWriter {
     /// Starts a new catalog at `path` (which must not exist) from the empty template.
     pub fn create(path: &Path) -> Result<CatalogWriter> {
-        lean_sqlite();
         let io_err = |e| Error::io(path, e);
         fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o644) // as SQLite creates databases
             .open(path)
             .and_then(|mut f| f.write_all(TEMPLATE))
             .map_err(io_err)?;

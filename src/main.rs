@@ -152,6 +152,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Before anything uses SQLite, and before any thread starts.
+    tartape::catalog::configure_sqlite();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

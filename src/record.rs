@@ -239,6 +239,8 @@ impl TapeRecorder {
             )));
         }
         let _ = fs::remove_file(&tmp);
+        // From here on, any way out but success (an error, a panic) removes it.
+        let tmp_guard = RemoveOnDrop(Some(&tmp));
         let started = std::time::Instant::now();
         // The walk emits entries in tape order; once a first batch is full, a second
         // thread numbers them, sums the offsets and fingerprint and writes the rows, so
@@ -313,7 +315,9 @@ impl TapeRecorder {
         };
         log::debug!("walked and wrote rows in {:?}", started.elapsed());
         // A writer failure comes first: it is also why the walk stopped, if it did. In the
-        // default location it usually means DIR is not writable.
+        // default location it usually means DIR is not writable. (A tree of less than a
+        // batch, whose rows are only written once the walk found nothing wrong, reports
+        // what the walk found first; the writer's failure, if any, comes on the next try.)
         let written = written.map_err(|e| match (&self.catalog, e) {
             (None, Error::Io { path, source }) => Error::Usage(format!(
                 "{}: cannot write the catalog ({source}); \
@@ -324,10 +328,7 @@ impl TapeRecorder {
         });
         let rows = match (written, problem) {
             (Ok(rows), None) => rows,
-            (Err(e), _) | (Ok(_), Some(e)) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
+            (Err(e), _) | (Ok(_), Some(e)) => return Err(e),
         };
         let meta = TapeMeta {
             fingerprint: rows.fingerprint.clone(),
@@ -343,11 +344,8 @@ impl TapeRecorder {
             excludes: self.excludes.clone(),
             hash: self.hash,
         };
-        let sealed = seal(rows.writer, &meta, &tmp, &catalog);
-        if sealed.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        sealed?;
+        seal(rows.writer, &meta, &tmp, &catalog)?;
+        tmp_guard.keep();
         log::debug!("catalog in place in {:?}", started.elapsed());
         Ok(RecordSummary {
             fingerprint: meta.fingerprint,
@@ -576,6 +574,23 @@ fn in_group(gid: u32) -> bool {
     GROUPS.with(|g| g.contains(&gid))
 }
 
+/// Removes a file when dropped, unless told to keep it.
+struct RemoveOnDrop<'a>(Option<&'a Path>);
+
+impl RemoveOnDrop<'_> {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
 /// The thread writing a catalog's rows, and the channel that feeds it batches.
 type RowWriter = (SyncSender<Vec<Entry>>, JoinHandle<Result<Rows>>);
 
@@ -661,12 +676,19 @@ impl Walk<'_> {
     /// Sends a full batch to the writer thread, starting it the first time.
     fn flush(&mut self) -> Result<()> {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        let (tx, _) = self.writer.get_or_insert_with(|| {
-            // Sixteen batches in flight keep the walk from waiting on the writer.
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(16);
-            let tmp = self.tmp.to_path_buf();
-            (tx, std::thread::spawn(move || write_rows(&tmp, rx)))
-        });
+        let tx = match &self.writer {
+            Some((tx, _)) => tx,
+            None => {
+                // Sixteen batches in flight keep the walk from waiting on the writer.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(16);
+                let tmp = self.tmp.to_path_buf();
+                let writer = std::thread::Builder::new()
+                    .name("catalog-writer".to_string())
+                    .spawn(move || write_rows(&tmp, rx))
+                    .map_err(|e| Error::io(self.tmp, e))?;
+                &self.writer.insert((tx, writer)).0
+            }
+        };
         tx.send(batch)
             .map_err(|_| Error::io(self.root, io::Error::other("catalog writer stopped")))
     }

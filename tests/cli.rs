@@ -245,6 +245,26 @@ fn constraint_violations_are_all_reported_and_nothing_is_written() {
     );
 }
 
+/// The same with more entries than one batch of the walk (512), the violation last in
+/// tape order: the rows are by then being written by the writer thread, and the
+/// half-written temporary file must go too.
+#[test]
+fn late_violation_in_a_tree_of_several_batches_leaves_nothing() {
+    let env = TestEnv::new();
+    for i in 0..1200 {
+        env.write(&format!("d/f{i:04}"), b"x");
+    }
+    env.write(&format!("z/{}", "c".repeat(101)), b"1");
+    let out = env.run_cat("record", &[]);
+    assert_one_line_error(&out, "1 path(s) cannot be written as ustar");
+    assert!(!env.catalog().exists());
+    assert!(
+        fs::read_dir(env.dir.path())
+            .unwrap()
+            .all(|e| { !e.unwrap().file_name().to_string_lossy().contains("cat.db") })
+    );
+}
+
 #[test]
 fn catalog_inside_the_tree_is_refused_unless_in_dot_tartape() {
     let env = TestEnv::with_tree();

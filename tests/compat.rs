@@ -89,18 +89,7 @@ fn python_byte_compat_escape_names_tree() {
 /// writer thread while the walk goes on, which smaller trees never start.
 #[test]
 fn python_byte_compat_more_entries_than_one_batch() {
-    python_compat(|parent| {
-        let root = parent.join(ROOT_NAME);
-        for d in 0..3 {
-            for i in 0..450 {
-                let body = format!("{d}/{i}\n");
-                write_file(&root.join(format!("d{d}/f{i:03}")), body.as_bytes(), 0o644);
-            }
-            fs::create_dir_all(root.join(format!("d{d}.sub/empty"))).unwrap();
-        }
-        set_all_mtimes(&root, 1_700_000_000);
-        root
-    });
+    python_compat(build_tree_of_several_batches);
 }
 
 /// Python takes whole seconds as `int(st.st_mtime)` of a float, which rounds up to the next
@@ -174,6 +163,40 @@ fn tape_matches_independent_model() {
     assert_eq!(info["total_size"].u64(), model.total);
     assert_eq!(info["entry_count"].u64(), model.entries.len() as u64);
     assert_eq!(info["data_size"].u64(), model.data_size());
+}
+
+/// More entries than one batch of the walk (512): the rows are then written by the writer
+/// thread, which smaller trees never start. Checked against the model, without Python.
+#[test]
+fn tape_of_several_batches_matches_independent_model() {
+    let r = record_tree(build_tree_of_several_batches);
+    let model = Model::from_tree(&r.root);
+    assert!(
+        model.entries.len() > 1024,
+        "{} entries",
+        model.entries.len()
+    );
+    let tape = full_tape(&r);
+    assert_same_tape(
+        "model (SPEC §1)",
+        &model.render_range(0, model.total),
+        "tartape",
+        &tape,
+    );
+    assert_eq!(r.fingerprint, model.fingerprint());
+}
+
+fn build_tree_of_several_batches(parent: &Path) -> PathBuf {
+    let root = parent.join(ROOT_NAME);
+    for d in 0..3 {
+        for i in 0..450 {
+            let body = format!("{d}/{i}\n");
+            write_file(&root.join(format!("d{d}/f{i:03}")), body.as_bytes(), 0o644);
+        }
+        fs::create_dir_all(root.join(format!("d{d}.sub/empty"))).unwrap();
+    }
+    set_all_mtimes(&root, 1_700_000_000);
+    root
 }
 
 // -------------------------------------------------------------------------------------------
