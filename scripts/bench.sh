@@ -367,7 +367,7 @@ tape_info() {
 bench_record() {
     local tree=$1 t py fnd
     measure_pair "record.$tree.tartape" \
-        "\"\$TT\" record $tree --catalog \"\$CAT/$tree.db\" --force >>\"\$CMDLOG\" 2>&1" "" \
+        "\"\$TT\" record $tree --catalog \"\$CAT/$tree.db\" --force >/dev/null 2>>\"\$CMDLOG\"" "" \
         "record.$tree.find" "find $tree -printf '%s %T@ %m %p\n' >/dev/null" ""
     t=${MED[record.$tree.tartape]} fnd=${MED[record.$tree.find]}
     if [[ $tree == million && ${BENCH_SKIP_PY_MILLION:-0} == 1 ]]; then
