@@ -35,7 +35,8 @@ pub enum VerifyChoice {
     None,
 }
 
-/// What `tartape mount` was asked to do.
+// What `tartape mount` was asked to do. (A plain comment: a doc comment here would replace
+// the `mount` variant's in `tartape mount --help`, its subcommand being built deferred.)
 #[derive(Clone, Debug, clap::Args)]
 pub struct MountArgs {
     /// Directory whose tape to serve (recorded first when it has no catalog).
