@@ -218,6 +218,17 @@ fn bad_sources_give_one_line() {
     assert_one_line_error(&out, "no catalog found");
 }
 
+/// Neither the catalog nor its temporary file is there.
+fn assert_no_catalog_written(env: &TestEnv) {
+    assert!(!env.catalog().exists());
+    let left: Vec<_> = fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().contains("cat.db"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn constraint_violations_are_all_reported_and_nothing_is_written() {
     let env = TestEnv::new();
@@ -237,12 +248,7 @@ fn constraint_violations_are_all_reported_and_nothing_is_written() {
         err.contains("longlink: symlink target is 101 bytes"),
         "{err}"
     );
-    assert!(!env.catalog().exists());
-    assert!(
-        fs::read_dir(env.dir.path())
-            .unwrap()
-            .all(|e| { !e.unwrap().file_name().to_string_lossy().contains("cat.db") })
-    );
+    assert_no_catalog_written(&env);
 }
 
 /// The same with more entries than one batch of the walk (512), the violation last in
@@ -257,12 +263,7 @@ fn late_violation_in_a_tree_of_several_batches_leaves_nothing() {
     env.write(&format!("z/{}", "c".repeat(101)), b"1");
     let out = env.run_cat("record", &[]);
     assert_one_line_error(&out, "1 path(s) cannot be written as ustar");
-    assert!(!env.catalog().exists());
-    assert!(
-        fs::read_dir(env.dir.path())
-            .unwrap()
-            .all(|e| { !e.unwrap().file_name().to_string_lossy().contains("cat.db") })
-    );
+    assert_no_catalog_written(&env);
 }
 
 #[test]

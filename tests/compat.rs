@@ -48,6 +48,24 @@ fn full_tape(r: &Recorded) -> Vec<u8> {
     stream_to_file(&r.root, &r.catalog, None, None, &r.work.join("full.tar"))
 }
 
+/// The bytes are the model's tape (SPEC §1).
+fn assert_tape_is_model(model: &Model, tape: &[u8]) {
+    let expected = model.render_range(0, model.total);
+    assert_same_tape("model (SPEC §1)", &expected, "tartape", tape);
+}
+
+/// Streams the whole tape; it and the fingerprint must be the model's.
+fn full_tape_checked_against(model: &Model, r: &Recorded) -> Vec<u8> {
+    let tape = full_tape(r);
+    assert_tape_is_model(model, &tape);
+    assert_eq!(
+        r.fingerprint,
+        model.fingerprint(),
+        "fingerprint differs from SPEC §1 definition"
+    );
+    tape
+}
+
 // -------------------------------------------------------------------------------------------
 // 1. Byte compatibility with the Python tartape 3.0.3
 // -------------------------------------------------------------------------------------------
@@ -129,14 +147,7 @@ fn python_byte_compat_mtime_nanoseconds_near_next_second() {
 fn tape_matches_independent_model() {
     let r = record_tree(build_compat_tree);
     let model = Model::from_tree(&r.root);
-    let tape = full_tape(&r);
-    let expected = model.render_range(0, model.total);
-    assert_same_tape("model (SPEC §1)", &expected, "tartape", &tape);
-    assert_eq!(
-        r.fingerprint,
-        model.fingerprint(),
-        "fingerprint differs from SPEC §1 definition"
-    );
+    full_tape_checked_against(&model, &r);
 
     let out = tartape_ok(&[
         os("info"),
@@ -176,14 +187,7 @@ fn tape_of_several_batches_matches_independent_model() {
         "{} entries",
         model.entries.len()
     );
-    let tape = full_tape(&r);
-    assert_same_tape(
-        "model (SPEC §1)",
-        &model.render_range(0, model.total),
-        "tartape",
-        &tape,
-    );
-    assert_eq!(r.fingerprint, model.fingerprint());
+    full_tape_checked_against(&model, &r);
 }
 
 fn build_tree_of_several_batches(parent: &Path) -> PathBuf {
@@ -635,14 +639,7 @@ fn out_of_range_mtimes_use_base256() {
     for (name, t) in times {
         assert_eq!(model.get(name).mtime, t, "the filesystem did not keep {t}");
     }
-    let tape = full_tape(&r);
-    assert_same_tape(
-        "model (SPEC §1)",
-        &model.render_range(0, model.total),
-        "tartape",
-        &tape,
-    );
-    assert_eq!(r.fingerprint, model.fingerprint());
+    let tape = full_tape_checked_against(&model, &r);
     for (name, _) in times {
         assert_eq!(
             tape[model.get(name).offset as usize + 136] & 0x80,
@@ -854,12 +851,7 @@ fn random_slices_equal_the_full_stream() {
     let r = record_tree(|p| build_small_tree(p, 7));
     let model = Model::from_tree(&r.root);
     let full = full_tape(&r);
-    assert_same_tape(
-        "model (SPEC §1)",
-        &model.render_range(0, model.total),
-        "tartape",
-        &full,
-    );
+    assert_tape_is_model(&model, &full);
     let total = full.len() as u64;
     let piped = stream_to_stdout(&r.root, &r.catalog, None, None);
     assert!(piped == full, "stream to stdout differs from stream -o");
@@ -1007,12 +999,7 @@ fn events_full_stream() {
     let r = record_tree(|p| build_small_tree(p, 99));
     let model = Model::from_tree(&r.root);
     let (bytes, events) = stream_with_events(&r, None, "full");
-    assert_same_tape(
-        "model (SPEC §1)",
-        &model.render_range(0, model.total),
-        "tartape",
-        &bytes,
-    );
+    assert_tape_is_model(&model, &bytes);
     let want = expected_events(&model, 0);
     assert_eq!(events, want, "events of a full stream");
     // explicit spot checks of the documented values
@@ -1181,12 +1168,7 @@ fn nested_dot_tartape_is_user_data() {
         );
     }
     let model = Model::from_tree(&r.root);
-    assert_same_tape(
-        "model (SPEC §1)",
-        &model.render_range(0, model.total),
-        "tartape",
-        &tape,
-    );
+    assert_tape_is_model(&model, &tape);
 }
 
 /// Entry names of a tape, read with the Rust `tar` crate.
@@ -1216,12 +1198,7 @@ fn non_utf8_names_kept_as_bytes() {
     });
     let model = Model::from_tree(&r.root);
     let (tape, events) = stream_with_events(&r, None, "non-utf8");
-    assert_same_tape(
-        "model (SPEC §1)",
-        &model.render_range(0, model.total),
-        "tartape",
-        &tape,
-    );
+    assert_tape_is_model(&model, &tape);
     assert_eq!(r.fingerprint, model.fingerprint());
     let lossy = |e: &ModelEntry| String::from_utf8_lossy(&e.arc_path).into_owned();
     let starts: Vec<&str> = events
