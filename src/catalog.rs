@@ -1,25 +1,42 @@
 //! The SQLite catalog: the only module that speaks SQL. The schema and its version live
 //! here and nowhere else.
+//!
+//! A catalog is a promise about every byte of a tape, so nothing in it is taken on trust
+//! (SPEC §2, "catalog self-check"): every row carries a CRC-32 of all its fields, the
+//! tape-wide facts carry one over all of them, and the offset table's sizes one of their
+//! own; each is checked when read, before anything is served from it. A field stored twice
+//! (whole-second and nanosecond mtime, header mode and disk mode, a row's size and the
+//! layout's) must agree. CRC-32 detects every error of one or two flipped bits in such
+//! short records, so a flipped bit anywhere is refused (or lands where nothing reads it),
+//! never a different tape.
+//!
+//! An opened catalog serves the file it opened: every SQLite connection of its pool reads
+//! that same file (checked by device, inode and the catalog's random id), so a catalog
+//! recorded again, or replaced, while a mount serves it never changes a byte it serves.
 
-use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::entry::{Entry, Kind, Ordinal};
+use crate::entry::{Entry, Kind, Ordinal, normalised_mode, python_mtime};
 use crate::error::{Error, Result};
 use crate::header::BLOCK;
 use crate::header::{header_path, split_path};
 use crate::layout::{OffsetTable, padding};
 
 /// Version of the schema below. A catalog of any other version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Marks the file as a tartape catalog (`PRAGMA application_id`, "TTAP").
 const APPLICATION_ID: i32 = 0x5454_4150;
+
+/// SQLite connections an opened catalog keeps at most (one per concurrent reader).
+const MAX_CONNECTIONS: usize = 16;
 
 /// The schema of a catalog. Used to make [`TEMPLATE`], and to check it.
 #[cfg(test)]
@@ -40,9 +57,13 @@ CREATE TABLE entries (
     mtime        INTEGER NOT NULL,
     mtime_sec    INTEGER NOT NULL,
     mtime_nsec   INTEGER NOT NULL,
+    ctime_sec    INTEGER NOT NULL,
+    ctime_nsec   INTEGER NOT NULL,
     link_target  BLOB NOT NULL,
     start_offset INTEGER NOT NULL,
-    digest       TEXT
+    digest       TEXT,
+    -- CRC-32 of every field above (`row_crc`).
+    crc          INTEGER NOT NULL
 );
 -- Every entry's size, u64 little-endian, in tape order: the offset table is rebuilt
 -- from it on open without reading the rows.
@@ -68,31 +89,10 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 const ENTRY_COLUMNS: &str = "ordinal, arc_path, rel_path, kind, size, mode, disk_mode, uid, gid, \
-     uname, gname, mtime, mtime_sec, mtime_nsec, link_target, start_offset, digest";
+     uname, gname, mtime, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec, link_target, \
+     start_offset, digest, crc";
 
-/// Content digest algorithms `--hash` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HashAlgo {
-    Md5,
-    Sha256,
-}
-
-impl HashAlgo {
-    pub fn name(self) -> &'static str {
-        match self {
-            HashAlgo::Md5 => "md5",
-            HashAlgo::Sha256 => "sha256",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<HashAlgo> {
-        match s {
-            "md5" => Some(HashAlgo::Md5),
-            "sha256" => Some(HashAlgo::Sha256),
-            _ => None,
-        }
-    }
-}
+pub use crate::digest::{HashAlgo, hex};
 
 /// Tape-wide facts stored with the entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,14 +105,141 @@ pub struct TapeMeta {
     pub created_at: i64,
     /// Canonical source path at recording time.
     pub source_root: PathBuf,
+    /// Device and inode of the recorded root directory: a tape is bound to it.
+    pub root_dev: u64,
+    pub root_ino: u64,
     pub arc_root: Vec<u8>,
     pub anonymize: bool,
     pub excludes: Vec<String>,
     pub hash: Option<HashAlgo>,
+    /// Unreadable paths were skipped (`--skip-unreadable`) instead of failing.
+    pub skip_unreadable: bool,
+    /// Random, unique to this catalog file (32 hex digits): tells two recordings apart.
+    pub catalog_id: String,
 }
 
+impl TapeMeta {
+    /// The stored form: `(key, value)` pairs, without the CRCs.
+    fn pairs(&self) -> BTreeMap<&'static str, String> {
+        BTreeMap::from([
+            ("format_version", FORMAT_VERSION.to_string()),
+            ("fingerprint", self.fingerprint.clone()),
+            ("total_size", self.total_size.to_string()),
+            ("entry_count", self.entry_count.to_string()),
+            ("data_size", self.data_size.to_string()),
+            ("created_at", self.created_at.to_string()),
+            ("source_root", hex(self.source_root.as_os_str().as_bytes())),
+            ("root_dev", self.root_dev.to_string()),
+            ("root_ino", self.root_ino.to_string()),
+            ("arc_root", hex(&self.arc_root)),
+            ("anonymize", self.anonymize.to_string()),
+            ("excludes", self.excludes.join("\n")),
+            ("hash", self.hash.map_or("none", HashAlgo::name).to_string()),
+            ("skip_unreadable", self.skip_unreadable.to_string()),
+            ("catalog_id", self.catalog_id.clone()),
+        ])
+    }
+}
+
+/// A new random catalog id.
+pub fn new_catalog_id() -> String {
+    let mut id = [0u8; 16];
+    let mut filled = 0;
+    while filled < id.len() {
+        match rustix::rand::getrandom(&mut id[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // No entropy source at all: the id still differs between recordings.
+            Err(_) => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                id.copy_from_slice(&(t ^ u128::from(std::process::id())).to_le_bytes());
+                break;
+            }
+        }
+    }
+    hex(&id)
+}
+
+/// CRC-32 of one row: every field, each length-prefixed, so that no two different rows
+/// serialise alike.
+pub fn row_crc(e: &Entry) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let int = |h: &mut crc32fast::Hasher, v: u64| h.update(&v.to_le_bytes());
+    let bytes = |h: &mut crc32fast::Hasher, b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    int(&mut h, e.ordinal.0);
+    bytes(&mut h, &e.arc_path);
+    bytes(&mut h, &e.rel_path);
+    int(&mut h, e.kind.code() as u64);
+    int(&mut h, e.size);
+    int(&mut h, u64::from(e.mode));
+    int(&mut h, u64::from(e.disk_mode));
+    int(&mut h, e.uid);
+    int(&mut h, e.gid);
+    bytes(&mut h, &e.uname);
+    bytes(&mut h, &e.gname);
+    for v in [
+        e.mtime,
+        e.mtime_sec,
+        e.mtime_nsec,
+        e.ctime_sec,
+        e.ctime_nsec,
+    ] {
+        int(&mut h, v as u64);
+    }
+    bytes(&mut h, &e.link_target);
+    int(&mut h, e.start_offset);
+    match &e.digest {
+        Some(d) => bytes(&mut h, d.as_bytes()),
+        None => int(&mut h, u64::MAX),
+    }
+    h.finalize()
+}
+
+/// CRC-32 of the tape-wide pairs, in key order.
+fn meta_crc<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for (k, v) in pairs {
+        h.update(&(k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    h.finalize()
+}
+
+/// Reads an SQLite failure: only a malformed file or content is a corrupted catalog;
+/// anything else (permissions, I/O, …) says nothing about the content.
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::corrupt(path, e.to_string())
+    move |e| {
+        use rusqlite::ErrorCode as C;
+        let corrupt = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => matches!(
+                f.code,
+                // SQLITE_ERROR: a statement of this schema failed (no such table or
+                // column), so the schema is not the one this tartape writes.
+                C::DatabaseCorrupt | C::NotADatabase | C::Unknown | C::TooBig | C::TypeMismatch
+            ),
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::Utf8Error(..)
+            | rusqlite::Error::QueryReturnedNoRows => true,
+            _ => false,
+        };
+        if corrupt {
+            Error::corrupt(path, e.to_string())
+        } else {
+            Error::CatalogUnreadable {
+                path: path.to_path_buf(),
+                problem: e.to_string(),
+            }
+        }
+    }
 }
 
 /// Has SQLite start without lookaside buffers and without a bulk page-cache allocation.
@@ -121,15 +248,19 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 /// for caches that the catalog's few statements do not need.
 ///
 /// Process-wide, and only effective before SQLite's first use in the process (later,
-/// SQLite refuses the settings and nothing changes). `sqlite3_config` is not thread-safe:
-/// call this before starting threads that may use SQLite, as `main` does.
-pub fn configure_sqlite() {
+/// SQLite refuses the settings and nothing changes).
+///
+/// # Safety
+///
+/// `sqlite3_config` is not thread-safe: no other thread may use SQLite while this runs.
+/// Call it before starting threads, as `main` does.
+pub unsafe fn configure_sqlite() {
     use rusqlite::ffi::{SQLITE_CONFIG_LOOKASIDE, SQLITE_CONFIG_PAGECACHE, sqlite3_config};
     use std::ffi::{c_int, c_void};
     // SAFETY: these are the argument lists sqlite3_config takes for these options (slot
     // size and count; buffer, slot size and count). Before sqlite3_initialize it only
     // stores them; after it, it returns SQLITE_MISUSE and changes nothing. The caller
-    // runs it before other threads use SQLite.
+    // guarantees that no other thread uses SQLite meanwhile.
     unsafe {
         sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0 as c_int, 0 as c_int);
         sqlite3_config(
@@ -141,6 +272,12 @@ pub fn configure_sqlite() {
     }
 }
 
+/// Fills a new, empty file with an empty catalog (the caller created it, exclusively).
+pub fn write_template(file: &mut File) -> std::io::Result<()> {
+    use std::io::Write as _;
+    file.write_all(TEMPLATE)
+}
+
 /// Writes a new catalog file (the caller renames it into place).
 pub struct CatalogWriter {
     conn: Connection,
@@ -149,20 +286,14 @@ pub struct CatalogWriter {
 }
 
 impl CatalogWriter {
-    /// Starts a new catalog at `path` (which must not exist) from the empty template.
+    /// Opens the file at `path`, which [`write_template`] filled, to write rows into.
     pub fn create(path: &Path) -> Result<CatalogWriter> {
-        let io_err = |e| Error::io(path, e);
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644) // as SQLite creates databases
-            .open(path)
-            .and_then(|mut f| f.write_all(TEMPLATE))
-            .map_err(io_err)?;
         let wrap = |e: rusqlite::Error| Error::io(path, std::io::Error::other(e.to_string()));
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(wrap)?;
         // The file is private until renamed into place and fsync'd by the caller, so a
@@ -185,8 +316,8 @@ impl CatalogWriter {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+                 ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
             ))
             .map_err(self.wrap())?;
         for e in entries {
@@ -206,9 +337,12 @@ impl CatalogWriter {
                 e.mtime,
                 e.mtime_sec,
                 e.mtime_nsec,
+                e.ctime_sec,
+                e.ctime_nsec,
                 e.link_target,
                 e.start_offset as i64,
                 e.digest,
+                row_crc(e),
             ])
             .map_err(|e| Error::io(&self.path, std::io::Error::other(e.to_string())))?;
         }
@@ -217,22 +351,10 @@ impl CatalogWriter {
 
     /// Writes the tape-wide facts, commits and closes the file.
     pub fn finish(self, meta: &TapeMeta) -> Result<()> {
-        let pairs: Vec<(&str, String)> = vec![
-            ("format_version", FORMAT_VERSION.to_string()),
-            ("fingerprint", meta.fingerprint.clone()),
-            ("total_size", meta.total_size.to_string()),
-            ("entry_count", meta.entry_count.to_string()),
-            ("data_size", meta.data_size.to_string()),
-            ("created_at", meta.created_at.to_string()),
-            (
-                "source_root",
-                meta.source_root.to_string_lossy().into_owned(),
-            ),
-            ("arc_root", hex(&meta.arc_root)),
-            ("anonymize", meta.anonymize.to_string()),
-            ("excludes", meta.excludes.join("\n")),
-            ("hash", meta.hash.map_or("none", HashAlgo::name).to_string()),
-        ];
+        let mut pairs = meta.pairs();
+        pairs.insert("layout_crc", crc32fast::hash(&self.sizes).to_string());
+        let crc = meta_crc(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+        pairs.insert("meta_crc", crc.to_string());
         {
             let mut stmt = self
                 .conn
@@ -256,14 +378,36 @@ impl CatalogWriter {
     }
 }
 
+/// The connections of an opened catalog.
+struct Pool {
+    idle: Mutex<PoolState>,
+    returned: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Connection>,
+    /// Connections in existence (idle or lent).
+    open: usize,
+    /// The catalog's path no longer leads to the opened file: no new connection.
+    closed: bool,
+}
+
+thread_local! {
+    /// Whether this thread holds a connection already: a nested request must not wait
+    /// for one to come back.
+    static HOLDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// An opened, validated catalog. Entry rows are fetched on demand; only the offset table
 /// is held in memory. Safe to share between threads: each caller borrows a connection
 /// from a small pool.
 pub struct Catalog {
     path: PathBuf,
+    /// The opened file: it pins the inode, which every connection must read.
+    file: File,
     meta: TapeMeta,
     offsets: OffsetTable,
-    pool: Mutex<Vec<Connection>>,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -272,30 +416,123 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
+/// Opens the catalog file for reading, refusing anything but a regular file before
+/// opening it (a FIFO would block, a device could act on the open).
+fn open_regular(path: &Path) -> Result<File> {
+    let unreadable = |problem: String| Error::CatalogUnreadable {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let st = match std::fs::metadata(path) {
+        Ok(st) => st,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::CatalogMissing(path.to_path_buf()));
+        }
+        Err(e) => return Err(unreadable(e.to_string())),
+    };
+    if !st.is_file() {
+        return Err(unreadable(format!(
+            "not a regular file (it is {})",
+            describe_type(st.file_type())
+        )));
+    }
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let opened = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+    if !opened.is_file() || (opened.dev(), opened.ino()) != (st.dev(), st.ino()) {
+        return Err(unreadable("replaced while being opened".into()));
+    }
+    Ok(file)
+}
+
+/// "a directory", "a FIFO", … for messages.
+pub fn describe_type(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "a regular file"
+    }
+}
+
+/// The `file:` URI SQLite opens `path` with: read-only and immutable (a catalog is never
+/// written in place; without locks and journal checks a read costs no extra syscalls).
+fn sqlite_uri(path: &Path) -> String {
+    use std::fmt::Write as _;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            let _ = write!(uri, "%{b:02X}");
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    uri
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags(
+        sqlite_uri(path),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(sql_err(path))
+}
+
 impl Catalog {
     /// Opens the catalog at `path` and validates what every read depends on: the
     /// version, the metadata, and the offset table (rebuilt from the stored sizes, so the
     /// offsets are prefix sums of footprints by construction, and checked against the
-    /// entry count and total size). Reading the table is O(entries) in memory but does
-    /// not touch the rows, so resuming a million-entry tape stays cheap.
+    /// entry count, data size and total size). Reading the table is O(entries) in memory
+    /// but does not touch the rows, so resuming a million-entry tape stays cheap.
     ///
-    /// Rows are checked against that table when fetched ([`Catalog::entry`]), before
-    /// anything is served from them; a full pass ([`Catalog::for_each_from`] from the
-    /// first entry, as `verify`, `ls` and the mount's start-up do) also checks that the
-    /// rows are contiguous and in tape order.
+    /// Rows are checked when fetched ([`Catalog::entry`]), before anything is served from
+    /// them; a full pass ([`Catalog::for_each_from`] from the first entry, as `verify`,
+    /// `ls` and the mount's start-up do) also checks that they are contiguous and in tape
+    /// order.
     pub fn open(path: &Path) -> Result<Catalog> {
-        if !path.exists() {
-            return Err(Error::CatalogMissing(path.to_path_buf()));
-        }
-        let conn = open_read_only(path)?;
-        let meta = read_meta(&conn, path)?;
-        let offsets = read_layout(&conn, path, &meta)?;
-        Ok(Catalog {
+        let file = open_regular(path)?;
+        let conn = connect(path)?;
+        let (meta, layout_crc) = read_meta(&conn, path)?;
+        let offsets = read_layout(&conn, path, &meta, layout_crc)?;
+        let catalog = Catalog {
             path: path.to_path_buf(),
+            file,
             meta,
             offsets,
-            pool: Mutex::new(vec![conn]),
-        })
+            pool: Pool {
+                idle: Mutex::new(PoolState {
+                    idle: vec![conn],
+                    open: 1,
+                    closed: false,
+                }),
+                returned: Condvar::new(),
+            },
+        };
+        // The connection opened the path, which may have led elsewhere by then.
+        if !catalog.path_leads_to_file() {
+            return Err(Error::CatalogUnreadable {
+                path: path.to_path_buf(),
+                problem: "replaced while being opened".into(),
+            });
+        }
+        Ok(catalog)
     }
 
     pub fn path(&self) -> &Path {
@@ -310,21 +547,88 @@ impl Catalog {
         &self.offsets
     }
 
+    /// Whether the catalog's path still leads to the file this catalog opened.
+    fn path_leads_to_file(&self) -> bool {
+        match (std::fs::metadata(&self.path), self.file.metadata()) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+
+    /// A new connection to the opened file, or `None` once its path leads elsewhere (the
+    /// catalog was recorded again or replaced): then only the existing ones serve.
+    fn connect_more(&self) -> Option<Connection> {
+        if !self.path_leads_to_file() {
+            return None;
+        }
+        let conn = connect(&self.path).ok()?;
+        let id: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'catalog_id'", [], |r| {
+                r.get(0)
+            })
+            .ok();
+        (id.as_deref() == Some(self.meta.catalog_id.as_str()) && self.path_leads_to_file())
+            .then_some(conn)
+    }
+
+    fn lock_pool(&self) -> MutexGuard<'_, PoolState> {
+        self.pool.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => open_read_only(&self.path)?,
+        let nested = HOLDING.with(|h| h.replace(true));
+        let conn = self.take_conn(nested);
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                HOLDING.with(|h| h.set(nested));
+                return Err(e);
+            }
         };
         let out = f(&conn);
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < 16 {
-            pool.push(conn);
-        }
+        HOLDING.with(|h| h.set(nested));
+        self.lock_pool().idle.push(conn);
+        self.pool.returned.notify_one();
         out
     }
 
-    /// Fetches one entry row.
+    fn take_conn(&self, nested: bool) -> Result<Connection> {
+        let mut pool = self.lock_pool();
+        loop {
+            if let Some(c) = pool.idle.pop() {
+                return Ok(c);
+            }
+            if !pool.closed && pool.open < MAX_CONNECTIONS {
+                pool.open += 1;
+                drop(pool);
+                let more = self.connect_more();
+                pool = self.lock_pool();
+                match more {
+                    Some(c) => return Ok(c),
+                    None => {
+                        pool.open -= 1;
+                        pool.closed = true;
+                    }
+                }
+                continue;
+            }
+            if nested {
+                return Err(Error::CatalogUnreadable {
+                    path: self.path.clone(),
+                    problem: "replaced while in use, and no connection to the opened file \
+                              is free"
+                        .into(),
+                });
+            }
+            pool = self
+                .pool
+                .returned
+                .wait(pool)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Fetches one entry row, checked.
     pub fn entry(&self, ordinal: Ordinal) -> Result<Entry> {
         self.with_conn(|conn| {
             let mut stmt = conn
@@ -340,52 +644,114 @@ impl Catalog {
                     Error::corrupt(&self.path, format!("entry {} missing", ordinal.0))
                 })?;
             self.check_row(&entry)?;
-            Ok(entry)
+            if entry.0.ordinal != ordinal {
+                return Err(Error::corrupt(
+                    &self.path,
+                    format!(
+                        "entry {} is stored as entry {}",
+                        ordinal.0, entry.0.ordinal.0
+                    ),
+                ));
+            }
+            Ok(entry.0)
         })
     }
 
-    /// Checks one row against the offset table and the rules every stored path obeys.
-    fn check_row(&self, e: &Entry) -> Result<()> {
-        let bad =
-            |what: String| Error::corrupt(&self.path, format!("entry {}: {what}", e.ordinal.0));
+    /// Checks one row read from the catalog: its CRC first, then every field.
+    fn check_row(&self, (e, crc): &(Entry, u32)) -> Result<()> {
+        if row_crc(e) != *crc {
+            return Err(Error::corrupt(
+                &self.path,
+                format!("entry {}: checksum mismatch", e.ordinal.0),
+            ));
+        }
+        self.check_fields(e)
+            .map_err(|what| Error::corrupt(&self.path, format!("entry {}: {what}", e.ordinal.0)))
+    }
+
+    /// Checks a row's fields against the offset table, the tape-wide facts and the rules
+    /// every recorded entry obeys.
+    fn check_fields(&self, e: &Entry) -> std::result::Result<(), String> {
         let i = e.ordinal;
         if i.0 >= self.offsets.len() as u64 {
-            return Err(bad("beyond the entry count".into()));
+            return Err("beyond the entry count".into());
         }
         if e.kind != Kind::File && e.size != 0 {
-            return Err(bad(format!("impossible size {} for a {}", e.size, e.kind)));
+            return Err(format!("impossible size {} for a {}", e.size, e.kind));
         }
         let (start, end) = (self.offsets.start(i), self.offsets.end(i));
         if e.start_offset != start
             || e.size.checked_add(BLOCK + padding(e.size)) != Some(end - start)
         {
-            return Err(bad(format!(
+            return Err(format!(
                 "start offset {} and size {} are not the prefix sum of footprints ({start}, {} bytes)",
                 e.start_offset,
                 e.size,
                 end - start
-            )));
+            ));
         }
-        check_rel_path(&e.rel_path).map_err(|p| bad(p.to_string()))?;
+        check_rel_path(&e.rel_path)?;
         // Every header field must fit as recording guaranteed.
         const OCTAL7: u64 = 0o7777777;
-        if u64::from(e.mode) > OCTAL7 || e.uid > OCTAL7 || e.gid > OCTAL7 {
-            return Err(bad("mode, uid or gid does not fit its header field".into()));
+        if e.uid > OCTAL7 || e.gid > OCTAL7 {
+            return Err("uid or gid does not fit its header field".into());
         }
-        if e.uname.len() > 31 || e.gname.len() > 31 || e.link_target.len() > 100 {
-            return Err(bad("a name does not fit its header field".into()));
+        if e.disk_mode > 0o7777 {
+            return Err(format!(
+                "mode {:o} is more than permission bits",
+                e.disk_mode
+            ));
         }
-        if e.kind != Kind::Symlink && !e.link_target.is_empty() {
-            return Err(bad("link target on a non-symlink".into()));
+        if e.mode != normalised_mode(e.kind, e.disk_mode, self.meta.anonymize) {
+            return Err(format!(
+                "header mode {:04o} is not the mode of disk mode {:04o}",
+                e.mode, e.disk_mode
+            ));
+        }
+        if e.uname.len() > 31 || e.gname.len() > 31 {
+            return Err("a user or group name does not fit its header field".into());
+        }
+        if e.link_target.len() > 100 {
+            return Err("link target does not fit its header field".into());
+        }
+        if (e.kind == Kind::Symlink) == e.link_target.is_empty() {
+            return Err("a symlink without target, or a target on a non-symlink".into());
         }
         if self.meta.anonymize
             && (e.uid, e.gid, e.uname.as_slice(), e.gname.as_slice()) != (0, 0, b"root", b"root")
         {
-            return Err(bad("owner is not root:root on an anonymised tape".into()));
+            return Err("owner is not root:root on an anonymised tape".into());
+        }
+        for (what, nsec) in [("mtime", e.mtime_nsec), ("ctime", e.ctime_nsec)] {
+            if !(0..1_000_000_000).contains(&nsec) {
+                return Err(format!("{what} nanoseconds {nsec} out of range"));
+            }
+        }
+        if e.mtime != python_mtime(e.mtime_sec, e.mtime_nsec) {
+            return Err(format!(
+                "mtime {} is not the whole seconds of {}.{:09}",
+                e.mtime, e.mtime_sec, e.mtime_nsec
+            ));
+        }
+        if e.kind != Kind::File && (e.ctime_sec, e.ctime_nsec) != (0, 0) {
+            return Err(format!("a ctime on a {}", e.kind));
+        }
+        let digest_ok = match (&e.digest, self.meta.hash) {
+            (None, None) => true,
+            (None, Some(_)) => e.kind != Kind::File,
+            (Some(d), Some(algo)) => {
+                e.kind == Kind::File
+                    && d.len() == algo.hex_len()
+                    && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            }
+            (Some(_), None) => false,
+        };
+        if !digest_ok {
+            return Err("digest does not match the tape's hash option".into());
         }
         let root = &self.meta.arc_root;
         let arc_ok = if e.rel_path.is_empty() {
-            e.arc_path == *root
+            e.arc_path == *root && e.kind == Kind::Dir && i.0 == 0
         } else {
             e.arc_path.len() == root.len() + 1 + e.rel_path.len()
                 && e.arc_path.starts_with(root)
@@ -393,15 +759,16 @@ impl Catalog {
                 && e.arc_path.ends_with(&e.rel_path)
         };
         if !arc_ok {
-            return Err(bad("arc path does not match its relative path".into()));
+            return Err("arc path does not match its relative path".into());
         }
         if split_path(&header_path(&e.arc_path, e.kind)).is_err() {
-            return Err(bad("path does not fit a ustar header".into()));
+            return Err("path does not fit a ustar header".into());
         }
         Ok(())
     }
 
     /// Calls `f` for each entry from `first` on, in tape order, until it returns `false`.
+    /// `f` must not call back into the catalog from the same thread.
     pub fn for_each_from(
         &self,
         first: Ordinal,
@@ -417,14 +784,15 @@ impl Catalog {
             let mut expected = first.0;
             let mut prev_arc: Vec<u8> = Vec::new();
             while let Some(row) = rows.next().map_err(sql_err(&self.path))? {
-                let entry = row_to_entry(row).map_err(sql_err(&self.path))?;
+                let row = row_to_entry(row).map_err(sql_err(&self.path))?;
+                self.check_row(&row)?;
+                let entry = row.0;
                 if entry.ordinal.0 != expected {
                     return Err(Error::corrupt(
                         &self.path,
                         format!("entry {expected} missing"),
                     ));
                 }
-                self.check_row(&entry)?;
                 if expected > first.0 && entry.arc_path <= prev_arc {
                     return Err(Error::corrupt(
                         &self.path,
@@ -464,15 +832,14 @@ impl Catalog {
     }
 }
 
-fn open_read_only(path: &Path) -> Result<Connection> {
-    Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql_err(path))
+/// A column holding a non-negative integer.
+fn get_u64(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    let v: i64 = row.get(idx)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v))
 }
 
-fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+/// A row as stored, with its CRC.
+fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Entry, u32)> {
     let kind_code: i64 = row.get(3)?;
     let kind = Kind::from_code(kind_code).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -481,35 +848,40 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
             format!("unknown entry kind {kind_code}").into(),
         )
     })?;
-    Ok(Entry {
-        ordinal: Ordinal(row.get::<_, i64>(0)? as u64),
+    let entry = Entry {
+        ordinal: Ordinal(get_u64(row, 0)?),
         arc_path: row.get(1)?,
         rel_path: row.get(2)?,
         kind,
-        size: row.get::<_, i64>(4)? as u64,
+        size: get_u64(row, 4)?,
         mode: row.get(5)?,
         disk_mode: row.get(6)?,
-        uid: row.get::<_, i64>(7)? as u64,
-        gid: row.get::<_, i64>(8)? as u64,
+        uid: get_u64(row, 7)?,
+        gid: get_u64(row, 8)?,
         uname: row.get(9)?,
         gname: row.get(10)?,
         mtime: row.get(11)?,
         mtime_sec: row.get(12)?,
         mtime_nsec: row.get(13)?,
-        link_target: row.get(14)?,
-        start_offset: row.get::<_, i64>(15)? as u64,
-        digest: row.get(16)?,
-    })
+        ctime_sec: row.get(14)?,
+        ctime_nsec: row.get(15)?,
+        link_target: row.get(16)?,
+        start_offset: get_u64(row, 17)?,
+        digest: row.get(18)?,
+    };
+    Ok((entry, row.get(19)?))
 }
 
-fn read_meta(conn: &Connection, path: &Path) -> Result<TapeMeta> {
+/// The tape-wide facts, and the CRC of the layout's sizes.
+fn read_meta(conn: &Connection, path: &Path) -> Result<(TapeMeta, u64)> {
+    let corrupt = |what: String| Error::corrupt(path, what);
     let app_id: i32 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(sql_err(path))?;
     if app_id != APPLICATION_ID {
-        return Err(Error::corrupt(path, "not a tartape catalog"));
+        return Err(corrupt("not a tartape catalog".into()));
     }
-    let mut map = std::collections::HashMap::new();
+    let mut map = BTreeMap::new();
     {
         let mut stmt = conn
             .prepare("SELECT key, value FROM meta")
@@ -522,61 +894,114 @@ fn read_meta(conn: &Connection, path: &Path) -> Result<TapeMeta> {
             map.insert(k, v);
         }
     }
+    // The version first: a catalog of another version has other keys.
+    let version = map
+        .get("format_version")
+        .ok_or_else(|| corrupt("metadata `format_version` missing".into()))?;
+    if version != &FORMAT_VERSION.to_string() {
+        return Err(corrupt(format!(
+            "unknown format version {version} (this tartape reads {FORMAT_VERSION}; record \
+             the tape again)"
+        )));
+    }
+    let stored_crc = map
+        .remove("meta_crc")
+        .ok_or_else(|| corrupt("metadata `meta_crc` missing".into()))?;
+    if meta_crc(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))).to_string() != stored_crc {
+        return Err(corrupt("metadata checksum mismatch".into()));
+    }
     let get = |key: &str| -> Result<&String> {
         map.get(key)
-            .ok_or_else(|| Error::corrupt(path, format!("metadata `{key}` missing")))
+            .ok_or_else(|| corrupt(format!("metadata `{key}` missing")))
     };
-    let num = |key: &str| -> Result<i64> {
+    let num = |key: &str| -> Result<u64> {
         get(key)?
-            .parse::<i64>()
-            .map_err(|_| Error::corrupt(path, format!("metadata `{key}` is not a number")))
+            .parse::<u64>()
+            .map_err(|_| corrupt(format!("metadata `{key}` is not a number")))
     };
-    let version = num("format_version")?;
-    if version != FORMAT_VERSION as i64 {
-        return Err(Error::corrupt(
-            path,
-            format!("unknown format version {version} (this tartape reads {FORMAT_VERSION})"),
-        ));
-    }
+    let flag = |key: &str| -> Result<bool> {
+        match get(key)?.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(corrupt(format!("metadata `{key}` is `{other}`"))),
+        }
+    };
+    let is_hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
     let fingerprint = get("fingerprint")?.clone();
-    if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::corrupt(path, "malformed fingerprint"));
+    if !is_hex(&fingerprint, 64) {
+        return Err(corrupt("malformed fingerprint".into()));
+    }
+    let catalog_id = get("catalog_id")?.clone();
+    if !is_hex(&catalog_id, 32) {
+        return Err(corrupt("malformed catalog id".into()));
     }
     let hash = match get("hash")?.as_str() {
         "none" => None,
-        other => Some(
-            HashAlgo::parse(other)
-                .ok_or_else(|| Error::corrupt(path, format!("unknown hash `{other}`")))?,
-        ),
+        other => {
+            Some(HashAlgo::parse(other).ok_or_else(|| corrupt(format!("unknown hash `{other}`")))?)
+        }
     };
     let excludes = get("excludes")?;
-    Ok(TapeMeta {
+    let created_at = get("created_at")?
+        .parse::<i64>()
+        .map_err(|_| corrupt("metadata `created_at` is not a number".into()))?;
+    let source_root =
+        unhex(get("source_root")?).ok_or_else(|| corrupt("malformed source_root".into()))?;
+    let meta = TapeMeta {
         fingerprint,
-        total_size: num("total_size")? as u64,
-        entry_count: num("entry_count")? as u64,
-        data_size: num("data_size")? as u64,
-        created_at: num("created_at")?,
-        source_root: PathBuf::from(get("source_root")?),
-        arc_root: unhex(get("arc_root")?)
-            .ok_or_else(|| Error::corrupt(path, "malformed arc_root"))?,
-        anonymize: get("anonymize")? == "true",
+        total_size: num("total_size")?,
+        entry_count: num("entry_count")?,
+        data_size: num("data_size")?,
+        created_at,
+        source_root: PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(source_root),
+        ),
+        root_dev: num("root_dev")?,
+        root_ino: num("root_ino")?,
+        arc_root: unhex(get("arc_root")?).ok_or_else(|| corrupt("malformed arc_root".into()))?,
+        anonymize: flag("anonymize")?,
         excludes: if excludes.is_empty() {
             Vec::new()
         } else {
-            excludes.lines().map(str::to_owned).collect()
+            excludes.split('\n').map(str::to_owned).collect()
         },
         hash,
-    })
+        skip_unreadable: flag("skip_unreadable")?,
+        catalog_id,
+    };
+    let layout_crc = num("layout_crc")?;
+    if meta.arc_root.is_empty() || meta.arc_root.contains(&b'/') || meta.arc_root.contains(&0) {
+        return Err(corrupt("malformed arc_root".into()));
+    }
+    // Keys this version does not write would be ignored; refuse them instead.
+    let known = meta.pairs();
+    if let Some(extra) = map
+        .keys()
+        .find(|k| k.as_str() != "layout_crc" && !known.contains_key(k.as_str()))
+    {
+        return Err(corrupt(format!("unknown metadata `{extra}`")));
+    }
+    Ok((meta, layout_crc))
 }
 
 /// Rebuilds the offset table from the stored sizes and checks it against the metadata.
-fn read_layout(conn: &Connection, path: &Path, meta: &TapeMeta) -> Result<OffsetTable> {
+fn read_layout(
+    conn: &Connection,
+    path: &Path,
+    meta: &TapeMeta,
+    layout_crc: u64,
+) -> Result<OffsetTable> {
     let sizes: Vec<u8> = conn
         .query_row("SELECT sizes FROM layout WHERE id = 0", [], |r| r.get(0))
         .optional()
         .map_err(sql_err(path))?
         .ok_or_else(|| Error::corrupt(path, "layout missing"))?;
-    if sizes.len() as u64 != meta.entry_count * 8 {
+    if u64::from(crc32fast::hash(&sizes)) != layout_crc {
+        return Err(Error::corrupt(path, "layout checksum mismatch"));
+    }
+    if sizes.len() as u64 != meta.entry_count.saturating_mul(8) {
         return Err(Error::corrupt(
             path,
             format!(
@@ -586,12 +1011,13 @@ fn read_layout(conn: &Connection, path: &Path, meta: &TapeMeta) -> Result<Offset
             ),
         ));
     }
-    let table = OffsetTable::from_sizes(
+    let sizes = || {
         sizes
             .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk"))),
-    )
-    .ok_or_else(|| Error::corrupt(path, "sizes add up to more than 2^64 bytes"))?;
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+    };
+    let table = OffsetTable::from_sizes(sizes())
+        .ok_or_else(|| Error::corrupt(path, "sizes add up to more than 2^64 bytes"))?;
     if table.total_size() != meta.total_size {
         return Err(Error::corrupt(
             path,
@@ -602,14 +1028,26 @@ fn read_layout(conn: &Connection, path: &Path, meta: &TapeMeta) -> Result<Offset
             ),
         ));
     }
-    let rows: i64 = conn
+    // Only files have sizes, so the sizes add up to the data size (no overflow: their
+    // footprints did not).
+    let data_size: u64 = sizes().sum();
+    if data_size != meta.data_size {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "data size {} is not the sum of the entries' sizes ({data_size})",
+                meta.data_size
+            ),
+        ));
+    }
+    let rows = conn
         .query_row(
             "SELECT coalesce(max(ordinal) + 1, 0) FROM entries",
             [],
-            |r| r.get(0),
+            |r| get_u64(r, 0),
         )
         .map_err(sql_err(path))?;
-    if rows as u64 != meta.entry_count {
+    if rows != meta.entry_count {
         return Err(Error::corrupt(
             path,
             format!("{rows} entries, metadata says {}", meta.entry_count),
@@ -620,35 +1058,24 @@ fn read_layout(conn: &Connection, path: &Path, meta: &TapeMeta) -> Result<Offset
 
 /// A stored relative path must stay inside the root: not absolute, no `.`/`..`
 /// components, no empty components, no NUL.
-fn check_rel_path(rel: &[u8]) -> std::result::Result<(), &'static str> {
+fn check_rel_path(rel: &[u8]) -> std::result::Result<(), String> {
     if rel.is_empty() {
         return Ok(());
     }
     if rel.contains(&0) {
-        return Err("relative path contains NUL");
+        return Err("relative path contains NUL".into());
     }
     if rel[0] == b'/' {
-        return Err("relative path is absolute");
+        return Err("relative path is absolute".into());
     }
     for comp in rel.split(|&b| b == b'/') {
         match comp {
-            b"" => return Err("relative path has an empty component"),
-            b"." | b".." => return Err("relative path escapes the root (`.` or `..`)"),
+            b"" => return Err("relative path has an empty component".into()),
+            b"." | b".." => return Err("relative path escapes the root (`.` or `..`)".into()),
             _ => {}
         }
     }
     Ok(())
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -657,23 +1084,32 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .map(|i| {
+            let pair = s.get(i..i + 2)?;
+            pair.bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                .then(|| u8::from_str_radix(pair, 16).ok())?
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::footprint;
 
     #[test]
     fn rel_path_checks() {
         assert!(check_rel_path(b"a/b").is_ok());
         assert!(check_rel_path(b"").is_ok());
+        assert!(check_rel_path(b"a/.b/c..").is_ok());
         assert!(check_rel_path(b"/etc/passwd").is_err());
         assert!(check_rel_path(b"a/../../x").is_err());
         assert!(check_rel_path(b"..").is_err());
         assert!(check_rel_path(b"a//b").is_err());
+        assert!(check_rel_path(b"a/").is_err());
         assert!(check_rel_path(b"./a").is_err());
+        assert!(check_rel_path(b"a\0b").is_err());
     }
 
     /// What a catalog's schema is: its objects and the pragmas `Catalog::open` checks.
@@ -718,22 +1154,15 @@ mod tests {
         create_schema(&Connection::open(&fresh).unwrap()).unwrap();
         if std::env::var_os("TARTAPE_WRITE_TEMPLATE").is_some() {
             let dest = concat!(env!("CARGO_MANIFEST_DIR"), "/src/catalog_template.db");
-            fs::copy(&fresh, dest).unwrap();
+            std::fs::copy(&fresh, dest).unwrap();
         }
         let from_template = dir.path().join("template.db");
-        fs::write(&from_template, TEMPLATE).unwrap();
+        write_template(&mut File::create(&from_template).unwrap()).unwrap();
         assert_eq!(
             describe(&from_template),
             describe(&fresh),
             "src/catalog_template.db is not SCHEMA: rewrite it with \
              TARTAPE_WRITE_TEMPLATE=1 cargo test --lib template_is_the_schema"
-        );
-        // A writer starts from it, and never over an existing file.
-        let written = dir.path().join("written.db");
-        CatalogWriter::create(&written).unwrap();
-        assert!(
-            CatalogWriter::create(&written).is_err(),
-            "an existing file is kept"
         );
     }
 
@@ -742,5 +1171,681 @@ mod tests {
         assert_eq!(hex(b"\x00\xffab"), "00ff6162");
         assert_eq!(unhex("00ff6162").unwrap(), b"\x00\xffab");
         assert!(unhex("abc").is_none());
+        assert!(unhex("0G").is_none());
+        // Only the lower-case form the writer produces.
+        assert!(unhex("FF").is_none());
+        assert!(unhex("+1").is_none());
+    }
+
+    /// A valid entry of a tape rooted at `r` (anonymised, no hash).
+    fn entry(ordinal: u64, rel: &str, kind: Kind, size: u64) -> Entry {
+        let arc = if rel.is_empty() {
+            b"r".to_vec()
+        } else {
+            format!("r/{rel}").into_bytes()
+        };
+        Entry {
+            ordinal: Ordinal(ordinal),
+            arc_path: arc,
+            rel_path: rel.as_bytes().to_vec(),
+            kind,
+            size,
+            mode: normalised_mode(kind, 0o600, true),
+            disk_mode: 0o600,
+            uid: 0,
+            gid: 0,
+            uname: b"root".to_vec(),
+            gname: b"root".to_vec(),
+            mtime: 1_700_000_000,
+            mtime_sec: 1_700_000_000,
+            mtime_nsec: 250_000_000,
+            ctime_sec: if kind == Kind::File { 1_700_000_001 } else { 0 },
+            ctime_nsec: if kind == Kind::File { 1 } else { 0 },
+            link_target: if kind == Kind::Symlink {
+                b"t".to_vec()
+            } else {
+                Vec::new()
+            },
+            start_offset: 0,
+            digest: None,
+        }
+    }
+
+    /// A footprint, also of sizes whose footprint does not fit.
+    fn footprint_or_max(size: u64) -> u64 {
+        size.saturating_add(BLOCK + padding(size))
+    }
+
+    /// The usual rows: the root, a file, a symlink, a directory.
+    fn rows() -> Vec<Entry> {
+        vec![
+            entry(0, "", Kind::Dir, 0),
+            entry(1, "a", Kind::File, 700),
+            entry(2, "b", Kind::Symlink, 0),
+            entry(3, "c", Kind::Dir, 0),
+        ]
+    }
+
+    fn meta_for(rows: &[Entry]) -> TapeMeta {
+        let data = rows.iter().fold(0u64, |a, e| a.wrapping_add(e.size));
+        let end = rows
+            .iter()
+            .fold(0u64, |a, e| a.wrapping_add(footprint_or_max(e.size)));
+        TapeMeta {
+            fingerprint: "ab".repeat(32),
+            total_size: end + 1024,
+            entry_count: rows.len() as u64,
+            data_size: data,
+            created_at: 1_700_000_100,
+            source_root: PathBuf::from("/src/r"),
+            root_dev: 1,
+            root_ino: 2,
+            arc_root: b"r".to_vec(),
+            anonymize: true,
+            excludes: vec!["*.tmp".into(), "x y".into()],
+            hash: None,
+            skip_unreadable: false,
+            catalog_id: new_catalog_id(),
+        }
+    }
+
+    /// Writes `rows` (offsets assigned in order) and `meta` as a catalog.
+    fn write(dir: &Path, name: &str, mut rows: Vec<Entry>, meta: &TapeMeta) -> PathBuf {
+        let path = dir.join(name);
+        write_template(&mut File::create(&path).unwrap()).unwrap();
+        let mut offset = 0u64;
+        for e in rows.iter_mut() {
+            e.start_offset = offset;
+            offset = offset.wrapping_add(footprint_or_max(e.size));
+        }
+        let mut w = CatalogWriter::create(&path).unwrap();
+        w.insert(rows.iter()).unwrap();
+        w.finish(meta).unwrap();
+        path
+    }
+
+    fn fixture() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = rows();
+        let path = write(dir.path(), "c.db", rows.clone(), &meta_for(&rows));
+        let catalog = Catalog::open(&path).unwrap();
+        (dir, catalog)
+    }
+
+    fn problem(dir: &Path, rows: Vec<Entry>, meta: &TapeMeta) -> String {
+        let path = write(dir, "p.db", rows, meta);
+        let out = Catalog::open(&path).and_then(|c| c.for_each_from(Ordinal(0), |_| Ok(true)));
+        let _ = std::fs::remove_file(&path);
+        match out {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_written_catalog_reads_back_as_written() {
+        let (_dir, c) = fixture();
+        let mut expected = rows();
+        let mut offset = 0;
+        for e in expected.iter_mut() {
+            e.start_offset = offset;
+            offset += footprint(e.size);
+        }
+        let mut got = Vec::new();
+        c.for_each_from(Ordinal(0), |e| {
+            got.push(e);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(c.entry(Ordinal(2)).unwrap(), expected[2]);
+        assert_eq!(c.find(b"r/c").unwrap().unwrap(), expected[3]);
+        assert_eq!(c.find(b"r/bb").unwrap(), None);
+        assert_eq!(c.meta().excludes, ["*.tmp", "x y"]);
+        assert_eq!(c.meta().source_root, Path::new("/src/r"));
+        // From the middle, and stopping early.
+        let mut seen = Vec::new();
+        c.for_each_from(Ordinal(1), |e| {
+            seen.push(e.ordinal.0);
+            Ok(e.ordinal.0 < 2)
+        })
+        .unwrap();
+        assert_eq!(seen, [1, 2]);
+        assert!(c.entry(Ordinal(4)).is_err());
+    }
+
+    #[test]
+    fn every_field_rule_has_its_edge() {
+        let (_dir, c) = fixture();
+        let base = |i: usize| {
+            let mut e = rows()[i].clone();
+            e.start_offset = c.offsets().start(Ordinal(i as u64));
+            e
+        };
+        for i in 0..4 {
+            assert_eq!(c.check_fields(&base(i)), Ok(()), "row {i}");
+        }
+        let refused = |e: Entry| c.check_fields(&e).is_err();
+        let file = || base(1);
+        let with = |f: &dyn Fn(&mut Entry)| {
+            let mut e = file();
+            f(&mut e);
+            e
+        };
+        // Ordinals and offsets.
+        assert!(refused(with(&|e| e.ordinal = Ordinal(4))));
+        assert!(refused(with(&|e| e.start_offset += 512)));
+        assert!(refused(with(&|e| e.size = 1100)));
+        assert!(refused(with(&|e| e.size = 1)));
+        // Sizes of 513..=1024 have the same footprint as 700: all agree with the layout.
+        assert_eq!(c.check_fields(&with(&|e| e.size = 1024)), Ok(()));
+        assert!(refused(with(&|e| e.size = 1025)));
+        assert!(refused(with(&|e| e.size = u64::MAX)));
+        let mut dir = base(3);
+        dir.size = 1;
+        assert!(refused(dir));
+        // Paths.
+        assert!(refused(with(&|e| e.rel_path = b"../a".to_vec())));
+        assert!(refused(with(&|e| e.arc_path = b"r/b".to_vec())));
+        assert!(refused(with(&|e| e.arc_path = b"rr/a".to_vec())));
+        assert!(refused(with(&|e| e.arc_path = b"s/a".to_vec())));
+        assert!(refused(with(&|e| e.arc_path = b"r-a".to_vec())));
+        assert!(refused(with(&|e| e.arc_path = b"r/ab".to_vec())));
+        let mut root = base(0);
+        root.arc_path = b"s".to_vec();
+        assert!(refused(root.clone()));
+        root.arc_path = b"r".to_vec();
+        root.kind = Kind::File;
+        root.mode = 0o644;
+        root.ctime_sec = 1;
+        assert!(refused(root));
+        let mut not_root = base(3);
+        not_root.rel_path.clear();
+        not_root.arc_path = b"r".to_vec();
+        assert!(refused(not_root));
+        // Owners and names (anonymised tape).
+        assert!(refused(with(&|e| e.uid = 1)));
+        assert!(refused(with(&|e| e.gid = 1)));
+        assert!(refused(with(&|e| e.uname = b"evil".to_vec())));
+        assert!(refused(with(&|e| e.gname = b"evil".to_vec())));
+        // Modes: header and disk mode must agree.
+        assert!(refused(with(&|e| e.mode = 0o755)));
+        assert!(refused(with(&|e| e.disk_mode = 0o700)));
+        assert_eq!(
+            c.check_fields(&with(&|e| e.disk_mode = 0o7666)),
+            Ok(()),
+            "set-id and sticky bits without execute still make 0644"
+        );
+        assert!(refused(with(&|e| e.disk_mode = 0o10600)));
+        // Times.
+        assert_eq!(c.check_fields(&with(&|e| e.mtime_nsec = 0)), Ok(()));
+        assert!(refused(with(&|e| e.mtime_nsec = -1)));
+        assert!(refused(with(&|e| e.mtime_nsec = 1_000_000_000)));
+        assert_eq!(
+            c.check_fields(&with(&|e| e.ctime_nsec = 999_999_999)),
+            Ok(())
+        );
+        assert_eq!(c.check_fields(&with(&|e| e.ctime_nsec = 0)), Ok(()));
+        assert!(refused(with(&|e| e.ctime_nsec = -1)));
+        assert!(refused(with(&|e| e.ctime_nsec = 1_000_000_000)));
+        assert!(refused(with(&|e| e.mtime += 1)));
+        assert!(refused(with(&|e| e.mtime_sec += 1)));
+        // (whole seconds of 999_999_999 ns round up, as Python's do)
+        assert!(refused(with(&|e| e.mtime_nsec = 999_999_999)));
+        assert_eq!(
+            c.check_fields(&with(&|e| {
+                e.mtime_nsec = 999_999_999;
+                e.mtime += 1;
+            })),
+            Ok(())
+        );
+        let mut dir = base(3);
+        dir.ctime_nsec = 1;
+        assert!(refused(dir.clone()));
+        dir.ctime_nsec = 0;
+        dir.ctime_sec = 1;
+        assert!(refused(dir));
+        // Symlink targets.
+        let mut link = base(2);
+        link.link_target = vec![b'x'; 100];
+        assert_eq!(c.check_fields(&link), Ok(()));
+        link.link_target.push(b'x');
+        assert!(refused(link.clone()));
+        link.link_target.clear();
+        assert!(refused(link));
+        assert!(refused(with(&|e| e.link_target = b"t".to_vec())));
+        // Digests on a tape without --hash.
+        assert!(refused(with(&|e| e.digest = Some("00".repeat(16)))));
+    }
+
+    #[test]
+    fn header_fields_must_fit_on_a_tape_with_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rows = rows();
+        for e in rows.iter_mut() {
+            e.mode = e.disk_mode;
+            e.uid = 0o7777777;
+            e.gid = 0o7777777;
+            e.uname = vec![b'u'; 31];
+            e.gname = vec![b'g'; 31];
+        }
+        let mut meta = meta_for(&rows);
+        meta.anonymize = false;
+        let path = write(dir.path(), "c.db", rows.clone(), &meta);
+        let c = Catalog::open(&path).unwrap();
+        let base = c.entry(Ordinal(1)).unwrap();
+        let refused = |f: &dyn Fn(&mut Entry)| {
+            let mut e = base.clone();
+            f(&mut e);
+            c.check_fields(&e).is_err()
+        };
+        assert_eq!(c.check_fields(&base), Ok(()));
+        assert!(refused(&|e| e.uid += 1));
+        assert!(refused(&|e| e.gid += 1));
+        assert!(refused(&|e| e.uname.push(b'u')));
+        assert!(refused(&|e| e.gname.push(b'g')));
+        // Without anonymisation the header mode is the disk mode.
+        assert!(refused(&|e| e.mode = 0o644));
+        assert!(!refused(&|e| {
+            e.mode = 0o4755;
+            e.disk_mode = 0o4755;
+        }));
+    }
+
+    #[test]
+    fn digests_follow_the_hash_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rows = rows();
+        rows[1].digest = Some("0f".repeat(16));
+        let mut meta = meta_for(&rows);
+        meta.hash = Some(HashAlgo::Md5);
+        let path = write(dir.path(), "c.db", rows, &meta);
+        let c = Catalog::open(&path).unwrap();
+        let file = c.entry(Ordinal(1)).unwrap();
+        let dir_row = c.entry(Ordinal(3)).unwrap();
+        assert_eq!(c.check_fields(&file), Ok(()));
+        assert_eq!(c.check_fields(&dir_row), Ok(()));
+        let refused = |e: &Entry, digest: Option<String>| {
+            let mut e = e.clone();
+            e.digest = digest;
+            c.check_fields(&e).is_err()
+        };
+        assert!(refused(&file, None));
+        assert!(refused(&file, Some("0f".repeat(32))));
+        assert!(refused(&file, Some("0F".repeat(16))));
+        assert!(refused(&file, Some("0g".repeat(16))));
+        assert!(refused(&dir_row, Some("0f".repeat(16))));
+        assert!(!refused(&file, Some("9a".repeat(16))));
+    }
+
+    #[test]
+    fn rows_out_of_order_missing_or_moved_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(problem(d, rows(), &meta_for(&rows())), "");
+        // Swapped paths: each row is valid on its own.
+        let mut swapped = rows();
+        swapped[1].rel_path = b"c".to_vec();
+        swapped[1].arc_path = b"r/c".to_vec();
+        swapped[3].rel_path = b"a".to_vec();
+        swapped[3].arc_path = b"r/a".to_vec();
+        assert!(problem(d, swapped, &meta_for(&rows())).contains("tape order"));
+        // The same path twice.
+        let mut twice = rows();
+        twice[3].rel_path = b"b".to_vec();
+        twice[3].arc_path = b"r/b".to_vec();
+        assert!(problem(d, twice, &meta_for(&rows())).contains("tape order"));
+        // A gap.
+        let mut gap = rows();
+        gap[2].ordinal = Ordinal(9);
+        let out = problem(d, gap, &meta_for(&rows()));
+        assert!(
+            out.contains("entry 2 missing") || out.contains("entries"),
+            "{out}"
+        );
+        // One row fewer than the layout says: written with four sizes, three rows.
+        let path = write(d, "short.db", rows(), &meta_for(&rows()));
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM entries WHERE ordinal = 3", [])
+            .unwrap();
+        drop(conn);
+        let err = Catalog::open(&path).unwrap_err().to_string();
+        assert!(err.contains("3 entries, metadata says 4"), "{err}");
+    }
+
+    #[test]
+    fn a_pass_that_stops_early_ends_early_and_a_full_one_checks_the_end() {
+        let (dir, c) = fixture();
+        let mut n = 0;
+        c.for_each_from(Ordinal(0), |_| {
+            n += 1;
+            Ok(false)
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        // A last row gone from the middle of a pass: the pass notices.
+        let path = c.path().to_path_buf();
+        drop(c);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM entries WHERE ordinal = 3", [])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO entries SELECT 3 + 0 * ordinal, arc_path, rel_path, kind, size, \
+             mode, disk_mode, uid, gid, uname, gname, mtime, mtime_sec, mtime_nsec, ctime_sec, \
+             ctime_nsec, link_target, start_offset, digest, crc FROM entries WHERE ordinal = 2",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let c = Catalog::open(&path).unwrap();
+        let err = c
+            .for_each_from(Ordinal(0), |_| Ok(true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        drop(dir);
+    }
+
+    /// Sets a metadata value and the CRC over all of them, as a careful forger would.
+    fn set_meta(path: &Path, key: &str, value: &str) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )
+        .unwrap();
+        drop(conn);
+        seal_meta(path);
+    }
+
+    /// Recomputes the metadata CRC over what is there.
+    fn seal_meta(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        let pairs: Vec<(String, String)> = conn
+            .prepare("SELECT key, value FROM meta WHERE key != 'meta_crc' ORDER BY key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let crc = meta_crc(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        conn.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'meta_crc'",
+            [crc.to_string()],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn metadata_is_checked_whole_and_each_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = rows();
+        let meta = meta_for(&rows);
+        let fresh = || {
+            let p = write(dir.path(), "m.db", rows.clone(), &meta);
+            (p.clone(), move || {
+                Catalog::open(&p).map(|_| ()).map_err(|e| e.to_string())
+            })
+        };
+        // Any change without the CRC.
+        let (p, open) = fresh();
+        Connection::open(&p)
+            .unwrap()
+            .execute("UPDATE meta SET value = '1' WHERE key = 'created_at'", [])
+            .unwrap();
+        assert!(open().unwrap_err().contains("metadata checksum mismatch"));
+        std::fs::remove_file(&p).unwrap();
+        let (p, open) = fresh();
+        Connection::open(&p)
+            .unwrap()
+            .execute("DELETE FROM meta WHERE key = 'meta_crc'", [])
+            .unwrap();
+        assert!(open().unwrap_err().contains("`meta_crc` missing"));
+        std::fs::remove_file(&p).unwrap();
+        // Values that no writer writes, even with a matching CRC.
+        for (key, value, why) in [
+            ("format_version", "1", "unknown format version 1"),
+            ("fingerprint", &"AB".repeat(32), "malformed fingerprint"),
+            ("fingerprint", &"ab".repeat(31), "malformed fingerprint"),
+            ("catalog_id", "00", "malformed catalog id"),
+            ("catalog_id", &"0G".repeat(16), "malformed catalog id"),
+            ("hash", "crc", "unknown hash"),
+            ("anonymize", "yes", "`anonymize` is `yes`"),
+            ("skip_unreadable", "1", "`skip_unreadable` is `1`"),
+            ("total_size", "-1", "`total_size` is not a number"),
+            ("entry_count", "x", "`entry_count` is not a number"),
+            ("root_dev", "", "`root_dev` is not a number"),
+            ("created_at", "1.5", "`created_at` is not a number"),
+            ("arc_root", "2f", "malformed arc_root"),
+            ("arc_root", "", "malformed arc_root"),
+            ("arc_root", "7200", "malformed arc_root"),
+            ("arc_root", "7", "malformed arc_root"),
+            ("source_root", "z", "malformed source_root"),
+            ("surprise", "1", "unknown metadata `surprise`"),
+            ("data_size", "699", "data size 699 is not the sum"),
+            ("total_size", "4608", "not the prefix sum of footprints"),
+            (
+                "entry_count",
+                "5",
+                "4 entries in the layout, metadata says 5",
+            ),
+            ("layout_crc", "1", "layout checksum mismatch"),
+        ] {
+            let (p, open) = fresh();
+            set_meta(&p, key, value);
+            let err = open().expect_err(key);
+            assert!(err.contains(why), "{key}={value}: {err}");
+            std::fs::remove_file(&p).unwrap();
+        }
+        // A key's absence.
+        for key in [
+            "fingerprint",
+            "hash",
+            "excludes",
+            "layout_crc",
+            "format_version",
+        ] {
+            let (p, open) = fresh();
+            Connection::open(&p)
+                .unwrap()
+                .execute("DELETE FROM meta WHERE key = ?1", [key])
+                .unwrap();
+            seal_meta(&p);
+            let err = open().expect_err(key);
+            assert!(err.contains(&format!("`{key}` missing")), "{key}: {err}");
+            std::fs::remove_file(&p).unwrap();
+        }
+        // Empty excludes read back as none; the other values as written.
+        let (p, _) = fresh();
+        set_meta(&p, "excludes", "");
+        assert!(Catalog::open(&p).unwrap().meta().excludes.is_empty());
+        std::fs::remove_file(&p).unwrap();
+        let (p, _) = fresh();
+        set_meta(&p, "anonymize", "false");
+        set_meta(&p, "skip_unreadable", "true");
+        set_meta(&p, "hash", "sha256");
+        let c = Catalog::open(&p).unwrap();
+        assert!(!c.meta().anonymize && c.meta().skip_unreadable);
+        assert_eq!(c.meta().hash, Some(HashAlgo::Sha256));
+        assert_eq!(
+            c.meta(),
+            &TapeMeta {
+                anonymize: false,
+                skip_unreadable: true,
+                hash: Some(HashAlgo::Sha256),
+                ..meta.clone()
+            }
+        );
+        // And a catalog of another program.
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert!(
+            Catalog::open(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("not a tartape catalog")
+        );
+    }
+
+    #[test]
+    fn sizes_are_checked_against_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut huge = rows();
+        huge[1].size = u64::MAX - 100;
+        let mut meta = meta_for(&rows());
+        meta.data_size = huge[1].size;
+        let out = problem(dir.path(), huge, &meta);
+        assert!(out.contains("more than 2^64"), "{out}");
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |p: &Path| Catalog::open(p).unwrap_err().to_string();
+        assert!(err(dir.path()).contains("not a regular file (it is a directory)"));
+        let fifo = dir.path().join("f.db");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        assert!(err(&fifo).contains("not a regular file (it is a FIFO)"));
+        assert!(err(Path::new("/dev/null")).contains("it is a character device"));
+        assert!(err(&dir.path().join("none.db")).contains("no catalog found"));
+        let garbage = dir.path().join("g.db");
+        std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
+        assert!(err(&garbage).contains("corrupted catalog"));
+        let empty = dir.path().join("e.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(err(&empty).contains("corrupted catalog"));
+    }
+
+    #[test]
+    fn a_replaced_catalog_is_never_read_by_an_opened_one() {
+        let (dir, c) = fixture();
+        let path = c.path().to_path_buf();
+        let before = c.entry(Ordinal(1)).unwrap();
+        assert!(c.connect_more().is_some());
+        // Recorded again: the same tape, another catalog file renamed over it.
+        let mut other = rows();
+        other[1].mtime_nsec = 0;
+        let new = write(dir.path(), "new.db", other.clone(), &meta_for(&other));
+        std::fs::rename(&new, &path).unwrap();
+        assert!(c.connect_more().is_none());
+        assert_eq!(c.entry(Ordinal(1)).unwrap(), before);
+        // A nested use cannot wait for the one connection: it fails, never reads the new.
+        let nested = c.for_each_from(Ordinal(0), |_| {
+            c.entry(Ordinal(1))?;
+            Ok(true)
+        });
+        assert!(
+            nested
+                .unwrap_err()
+                .to_string()
+                .contains("replaced while in use")
+        );
+        // Threads wait for the connection instead.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        assert_eq!(c.entry(Ordinal(1)).unwrap(), before);
+                    }
+                });
+            }
+        });
+        // The same path swapped back in: a catalog id tells them apart.
+        let mut same_rows = rows();
+        same_rows[1].mtime_nsec = 250_000_000;
+        let twin = write(
+            dir.path(),
+            "twin.db",
+            same_rows.clone(),
+            &meta_for(&same_rows),
+        );
+        std::fs::rename(&twin, &path).unwrap();
+        let (_d2, c2) = fixture();
+        assert!(c2.connect_more().is_some());
+        drop(c);
+    }
+
+    #[test]
+    fn sql_errors_say_what_happened() {
+        let path = Path::new("/x.db");
+        let corrupt = |e| matches!(sql_err(path)(e), Error::CatalogCorrupt { .. });
+        let failure = |code| {
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("m".into()))
+        };
+        assert!(corrupt(failure(rusqlite::ffi::SQLITE_CORRUPT)));
+        assert!(corrupt(failure(rusqlite::ffi::SQLITE_NOTADB)));
+        assert!(corrupt(failure(rusqlite::ffi::SQLITE_ERROR)));
+        assert!(corrupt(rusqlite::Error::IntegralValueOutOfRange(0, -1)));
+        assert!(!corrupt(failure(rusqlite::ffi::SQLITE_CANTOPEN)));
+        assert!(!corrupt(failure(rusqlite::ffi::SQLITE_IOERR)));
+        assert!(!corrupt(failure(rusqlite::ffi::SQLITE_PERM)));
+        assert!(!corrupt(rusqlite::Error::InvalidQuery));
+    }
+
+    #[test]
+    fn uris_escape_what_sqlite_would_read() {
+        assert_eq!(
+            sqlite_uri(Path::new("/a b/c?d#e%f.db")),
+            "file:/a%20b/c%3Fd%23e%25f.db?mode=ro&immutable=1"
+        );
+        assert_eq!(
+            sqlite_uri(Path::new("rel/x_y-z~.db")),
+            "file:rel/x_y-z~.db?mode=ro&immutable=1"
+        );
+    }
+
+    #[test]
+    fn crcs_cover_every_field() {
+        let mut e = entry(1, "a", Kind::File, 700);
+        e.digest = Some("ab".into());
+        let base = row_crc(&e);
+        type Change = Box<dyn Fn(&mut Entry)>;
+        let changed: Vec<Change> = vec![
+            Box::new(|e| e.ordinal = Ordinal(2)),
+            Box::new(|e| e.arc_path.push(b'x')),
+            Box::new(|e| e.rel_path.push(b'x')),
+            Box::new(|e| e.kind = Kind::Dir),
+            Box::new(|e| e.size += 1),
+            Box::new(|e| e.mode ^= 1),
+            Box::new(|e| e.disk_mode ^= 1),
+            Box::new(|e| e.uid += 1),
+            Box::new(|e| e.gid += 1),
+            Box::new(|e| e.uname.push(b'x')),
+            Box::new(|e| e.gname.push(b'x')),
+            Box::new(|e| e.mtime += 1),
+            Box::new(|e| e.mtime_sec += 1),
+            Box::new(|e| e.mtime_nsec += 1),
+            Box::new(|e| e.ctime_sec += 1),
+            Box::new(|e| e.ctime_nsec += 1),
+            Box::new(|e| e.link_target.push(b'x')),
+            Box::new(|e| e.start_offset += 1),
+            Box::new(|e| e.digest = None),
+            Box::new(|e| e.digest = Some("ac".into())),
+            // Bytes moved from one field to the next.
+            Box::new(|e| {
+                e.arc_path.push(b'a');
+                e.rel_path.remove(0);
+            }),
+        ];
+        for (i, change) in changed.iter().enumerate() {
+            let mut c = e.clone();
+            change(&mut c);
+            assert_ne!(row_crc(&c), base, "change {i}");
+        }
+        assert_ne!(
+            meta_crc([("a", "bc")]),
+            meta_crc([("ab", "c")]),
+            "keys and values are delimited"
+        );
+        assert_ne!(new_catalog_id(), new_catalog_id());
+        assert_eq!(new_catalog_id().len(), 32);
     }
 }

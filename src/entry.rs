@@ -83,6 +83,10 @@ pub struct Entry {
     /// Exact modification time for integrity: seconds and nanoseconds from lstat.
     pub mtime_sec: i64,
     pub mtime_nsec: i64,
+    /// Exact inode change time of a regular file (zero for other kinds). Users cannot set
+    /// it, so a write whose mtime was put back still shows here.
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
     /// Symlink target, raw bytes (empty for other kinds).
     pub link_target: Vec<u8>,
     /// Offset of the entry's header in the tape.
@@ -100,6 +104,21 @@ impl Entry {
     /// Offset one past the entry's last byte (header + content + padding).
     pub fn end_offset(&self) -> u64 {
         self.start_offset + crate::layout::footprint(self.size)
+    }
+}
+
+/// Header mode of an object (SPEC §1, anonymisation): with anonymisation, 0755 for
+/// directories, 0777 for symlinks, 0755 or 0644 for files depending on any execute bit;
+/// without, the permission bits as found.
+pub fn normalised_mode(kind: Kind, disk_mode: u32, anonymize: bool) -> u32 {
+    if !anonymize {
+        return disk_mode;
+    }
+    match kind {
+        Kind::Dir => 0o755,
+        Kind::Symlink => 0o777,
+        Kind::File if disk_mode & 0o111 != 0 => 0o755,
+        Kind::File => 0o644,
     }
 }
 
@@ -122,6 +141,16 @@ mod tests {
         // The double nearest 1700000000.999999999 is 1700000001.0.
         assert_eq!(python_mtime(1_700_000_000, 999_999_999), 1_700_000_001);
         assert_eq!(python_mtime(-2, 500_000_000), -1);
+    }
+
+    #[test]
+    fn anonymised_modes() {
+        assert_eq!(normalised_mode(Kind::File, 0o600, true), 0o644);
+        assert_eq!(normalised_mode(Kind::File, 0o700, true), 0o755);
+        assert_eq!(normalised_mode(Kind::File, 0o601, true), 0o755);
+        assert_eq!(normalised_mode(Kind::File, 0o4711, false), 0o4711);
+        assert_eq!(normalised_mode(Kind::Dir, 0o700, true), 0o755);
+        assert_eq!(normalised_mode(Kind::Symlink, 0o777, true), 0o777);
     }
 
     #[test]

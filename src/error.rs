@@ -23,6 +23,9 @@ pub enum Error {
     CatalogMissing(PathBuf),
     /// The catalog cannot be trusted: unknown version, truncated, corrupted, tampered.
     CatalogCorrupt { path: PathBuf, problem: String },
+    /// The catalog could not be read at all (not a regular file, permissions, I/O); says
+    /// nothing about its content.
+    CatalogUnreadable { path: PathBuf, problem: String },
     /// Recording found entries that cannot be written as ustar (all listed at once).
     Constraints { count: usize, report: String },
     /// Recording found unreadable inputs (all listed at once).
@@ -69,6 +72,14 @@ impl fmt::Display for Error {
             ),
             Error::CatalogCorrupt { path, problem } => {
                 write!(f, "{}: corrupted catalog: {}", path.display(), problem)
+            }
+            Error::CatalogUnreadable { path, problem } => {
+                write!(
+                    f,
+                    "{}: cannot read the catalog: {}",
+                    path.display(),
+                    problem
+                )
             }
             Error::Constraints { count, report } => write!(
                 f,

@@ -201,6 +201,8 @@ mod tests {
             mtime: 1_700_000_000,
             mtime_sec: 1_700_000_000,
             mtime_nsec: 0,
+            ctime_sec: 0,
+            ctime_nsec: 0,
             link_target: Vec::new(),
             start_offset: 0,
             digest: None,

@@ -12,15 +12,18 @@
 //! ```
 
 pub mod catalog;
+pub mod digest;
 pub mod entry;
 pub mod error;
 pub mod header;
 pub mod layout;
 pub mod mount;
 pub mod record;
+pub mod source;
 pub mod tape;
+pub mod walk;
 
-pub use catalog::HashAlgo;
+pub use digest::HashAlgo;
 pub use entry::{Entry, Kind, Ordinal};
 pub use error::{Error, Result};
 pub use record::{RecordSummary, TapeRecorder};

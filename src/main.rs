@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +16,7 @@ mod mount_cmd;
 use indicatif::{ProgressBar, ProgressStyle};
 use mount_cmd::MountArgs;
 
-use tartape::tape::{EntryLayout, Sink, copy_content};
+use tartape::tape::{EntryLayout, copy_content};
 use tartape::{Error, Event, HashAlgo, Kind, Located, Result, Tape, TapeRecorder, VerifyLevel};
 
 #[derive(Parser)]
@@ -155,8 +155,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Before anything uses SQLite, and before any thread starts.
-    tartape::catalog::configure_sqlite();
+    // SAFETY: before anything uses SQLite, and before any thread starts.
+    unsafe { tartape::catalog::configure_sqlite() };
+    raise_open_file_limit();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -224,27 +225,7 @@ fn run(command: Command) -> Result<ExitCode> {
             events,
         )?,
         Command::Verify { dir, catalog, deep } => {
-            let tape = Tape::open_with(&dir, catalog.catalog.as_deref())?;
-            let level = if deep {
-                VerifyLevel::Deep
-            } else {
-                VerifyLevel::Full
-            };
-            let found = tape.verify(level)?;
-            for d in &found {
-                println!("{d}");
-            }
-            if !found.is_empty() {
-                return Err(Error::Integrity {
-                    path: tape.root().display().to_string(),
-                    change: format!("{} discrepancies, the tape is not intact", found.len()),
-                });
-            }
-            println!(
-                "ok: {} entries match the recording ({})",
-                tape.entry_count(),
-                tape.fingerprint()
-            );
+            return Ok(verify(&dir, catalog.catalog.as_deref(), deep));
         }
         Command::Info { dir, catalog, json } => info(&dir, catalog.catalog.as_deref(), json)?,
         Command::Ls { dir, catalog, json } => ls(&dir, catalog.catalog.as_deref(), json)?,
@@ -258,6 +239,66 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Umount { mountpoint } => mount_cmd::run_umount(&mountpoint)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tartape verify`: 0 when the tape is intact, 1 when it is not (every discrepancy
+/// listed), 2 when it could not be checked (no catalog, an unreadable or corrupted one).
+fn verify(dir: &Path, catalog: Option<&Path>, deep: bool) -> ExitCode {
+    let level = if deep {
+        VerifyLevel::Deep
+    } else {
+        VerifyLevel::Full
+    };
+    let checked = Tape::open_with(dir, catalog).and_then(|tape| {
+        let bar = spinner("verifying");
+        let found = tape.verify(level);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        Ok((tape, found?))
+    });
+    match checked {
+        Ok((tape, found)) if found.is_empty() => {
+            println!(
+                "ok: {} entries match the recording ({})",
+                tape.entry_count(),
+                tape.fingerprint()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((tape, found)) => {
+            for d in &found {
+                println!("{d}");
+            }
+            eprintln!(
+                "error: {}: {} discrepanc{}, the tape is not intact",
+                tape.root().display(),
+                found.len(),
+                if found.len() == 1 { "y" } else { "ies" }
+            );
+            ExitCode::FAILURE
+        }
+        // The source is gone, or is not the recorded directory: not intact.
+        Err(e @ (Error::Integrity { .. } | Error::Source { .. })) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A walk holds one directory descriptor per level of depth: lift the soft limit on open
+/// files to the hard one, as many tools that walk trees do. Best effort.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
 }
 
 fn spinner(what: &'static str) -> Option<ProgressBar> {
@@ -285,23 +326,28 @@ fn stream(
             "--offset {offset} is past the end of the tape ({total} bytes)"
         )));
     }
-    let (out, out_fd): (Box<dyn Write>, RawFd) = match &output {
-        Some(p) => {
-            let f = File::create(p).map_err(|e| Error::io(p, e))?;
-            let fd = f.as_raw_fd();
-            (Box::new(f), fd)
-        }
-        None if io::stdout().is_terminal() => {
+    let stdout = io::stdout();
+    let file = match &output {
+        Some(p) => Some(File::create(p).map_err(|e| Error::io(p, e))?),
+        None if stdout.is_terminal() => {
             return Err(Error::Usage(
                 "refusing to write a binary tape to a terminal; use -o FILE or a pipe".into(),
             ));
         }
-        None => {
-            grow_pipe(libc::STDOUT_FILENO);
-            (Box::new(io::stdout().lock()), libc::STDOUT_FILENO)
-        }
+        None => None,
     };
-    let sink = Sink::of(out_fd);
+    let out_fd: BorrowedFd<'_> = match &file {
+        Some(f) => f.as_fd(),
+        None => stdout.as_fd(),
+    };
+    grow_pipe(out_fd);
+    // Into a regular file, large contents are copied inside the kernel (and checked after).
+    let regular_output = rustix::fs::fstat(out_fd)
+        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_file());
+    let out: Box<dyn Write> = match &file {
+        Some(f) => Box::new(f),
+        None => Box::new(stdout.lock()),
+    };
     let out_name = output.unwrap_or_else(|| PathBuf::from("<stdout>"));
     let mut out = BufWriter::with_capacity(STREAM_BUFFER, out);
     let events_to_stderr = events.as_deref() == Some(Path::new("-"));
@@ -324,10 +370,11 @@ fn stream(
         bar
     });
     let write_err = |e: io::Error| Error::io(&out_name, e);
+    let anonymize = tape.meta().anonymize;
     let result = tape
         .player()
         .md5(events_out.is_some())
-        .content_ranges((sink != Sink::Other).then_some(STREAM_BUFFER as u64))
+        .content_ranges(regular_output.then_some(STREAM_BUFFER as u64))
         .play(offset, length, |event| {
             match &event {
                 Event::Content {
@@ -338,7 +385,7 @@ fn stream(
                 } => {
                     // Everything before this range must reach the output first.
                     out.flush().map_err(write_err)?;
-                    copy_content(entry, file, *offset, *len, out_fd, sink)?;
+                    copy_content(entry, file, *offset, *len, out_fd, anonymize)?;
                     if let Some(b) = &bar {
                         b.inc(*len);
                     }
@@ -380,13 +427,12 @@ const STREAM_BUFFER: usize = 128 << 10;
 
 /// A larger pipe lets tartape and the reader run side by side instead of taking turns on
 /// the default 64 KiB; best effort (it stays as it is when the limit is lower).
-fn grow_pipe(fd: i32) {
-    // SAFETY: fcntl on a descriptor we own; failure is harmless.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO {
-            libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
-        }
+fn grow_pipe(fd: BorrowedFd<'_>) {
+    let is_pipe = rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+    });
+    if is_pipe {
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, 1 << 20);
     }
 }
 
@@ -447,7 +493,7 @@ fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
         }
         Ok(true)
     })?;
-    let overhead = meta.total_size - meta.data_size;
+    let overhead = meta.total_size.saturating_sub(meta.data_size);
     let hash = meta.hash.map_or("none", HashAlgo::name);
     let catalog_path = tape.catalog().path().display().to_string();
     let source = tape.root().display().to_string();

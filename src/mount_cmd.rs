@@ -74,7 +74,7 @@ pub struct MountArgs {
 
 /// `tartape mount SOURCE MOUNTPOINT`.
 pub fn run_mount(args: MountArgs) -> Result<(), Error> {
-    let source = tartape::record::canonical_source(&args.source)?;
+    let source = tartape::source::canonical_source(&args.source)?;
     let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
     if mountpoint.starts_with(&source) {
         // The mount would become part of what it serves, and moves its parent's mtime.

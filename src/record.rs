@@ -2,35 +2,28 @@
 //! offsets and the fingerprint, and write the catalog atomically (SPEC §2).
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use md5::Md5;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{CatalogWriter, HashAlgo, TapeMeta, hex};
-use crate::entry::{Entry, Kind, Ordinal, python_mtime};
+use crate::catalog::{self, CatalogWriter, TapeMeta};
+use crate::digest::{ContentHasher, HashAlgo, hex};
+use crate::entry::{Entry, Kind, Ordinal, normalised_mode, python_mtime};
 use crate::error::{Error, Result};
 use crate::header::{header_path, split_path};
 use crate::layout::{FOOTER_LEN, footprint};
-
-/// Name of the directory inside the source that holds the default catalog.
-pub const CATALOG_DIR: &str = ".tartape";
-/// File name of the default catalog.
-pub const CATALOG_FILE: &str = "index.db";
-
-/// The default catalog location for a source directory.
-pub fn default_catalog(dir: &Path) -> PathBuf {
-    dir.join(CATALOG_DIR).join(CATALOG_FILE)
-}
+use crate::source::{CATALOG_DIR, CATALOG_FILE, canonical_source, open_root, readable};
+use crate::walk::{Found, Observed, Visitor, Walker};
 
 /// Records a directory into a catalog.
 ///
@@ -193,54 +186,14 @@ impl TapeRecorder {
                 glob::Pattern::new(g).map_err(|e| Error::Usage(format!("--exclude {g:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-
-        let catalog = match &self.catalog {
-            Some(p) => absolute(p)?,
-            None => {
-                // Created before the walk so that it does not move the root's mtime later.
-                let dir = root.join(CATALOG_DIR);
-                match fs::create_dir(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => {
-                        return Err(Error::Usage(format!(
-                            "{}: cannot create the catalog directory ({e}); \
-                             use --catalog PATH to put the catalog elsewhere",
-                            dir.display()
-                        )));
-                    }
-                }
-                root.join(CATALOG_DIR).join(CATALOG_FILE)
-            }
-        };
-        // Writing the catalog changes its directory's mtime, which would break the tape
-        // at once: only DIR/.tartape, which is never recorded, may hold it.
-        if let Ok(rel) = catalog.strip_prefix(&root)
-            && !(rel.starts_with(CATALOG_DIR) && rel != Path::new(CATALOG_DIR))
-        {
-            return Err(Error::Usage(format!(
-                "{}: a catalog inside the recorded tree would change it; \
-                 put it outside {} or in {}/{CATALOG_DIR}",
-                catalog.display(),
-                root.display(),
-                root.display()
-            )));
-        }
-        if catalog.exists() && !self.force {
-            return Err(Error::CatalogExists(catalog));
-        }
-        let tmp = temp_path(&catalog);
-
-        let parent = catalog.parent().unwrap_or(Path::new("."));
-        if !parent.is_dir() {
-            return Err(Error::Usage(format!(
-                "{}: the catalog's directory does not exist",
-                parent.display()
-            )));
-        }
-        let _ = fs::remove_file(&tmp);
-        // From here on, any way out but success (an error, a panic) removes it.
-        let tmp_guard = RemoveOnDrop(Some(&tmp));
+        let (root_fd, _) = open_root(&root)?;
+        // Before the walk, so that creating DIR/.tartape does not move the root's mtime
+        // after it was recorded.
+        let target = CatalogTarget::locate(&root, root_fd.as_fd(), self.catalog.as_deref())?;
+        let root_stat = rustix::fs::fstat(&root_fd).map_err(|e| Error::io(&root, e.into()))?;
+        target.check_existing(self.force)?;
+        target.remove_stale_temps();
+        let tmp = target.create_temp()?;
         let started = std::time::Instant::now();
         // The walk emits entries in tape order; once a first batch is full, a second
         // thread numbers them, sums the offsets and fingerprint and writes the rows, so
@@ -249,17 +202,11 @@ impl TapeRecorder {
         // would cost more than it overlaps.
         let mut walk = Walk {
             root: &root,
-            patterns: &patterns,
+            arc_root: &arc_root,
             anonymize: self.anonymize,
             hash: self.hash,
-            // The catalog may be put inside the tree with --catalog: never record it.
-            skip_rel: [&catalog, &tmp]
-                .iter()
-                .filter_map(|p| p.strip_prefix(&root).ok())
-                .map(|r| r.as_os_str().as_bytes().to_vec())
-                .collect(),
             names: NameCache::default(),
-            tmp: &tmp,
+            tmp: &tmp.path,
             writer: None,
             batch: Vec::with_capacity(BATCH),
             seen: 0,
@@ -268,7 +215,10 @@ impl TapeRecorder {
             violations: Vec::new(),
             progress: self.progress.take(),
         };
-        let walked = walk.run(&arc_root);
+        let walker = Walker {
+            patterns: &patterns,
+        };
+        let walked = walker.run(root_fd.as_fd(), &root_stat, &mut walk);
         // The writer thread, if the walk started one, ends once its channel closes.
         let threaded = walk.writer.take().map(|(tx, writer)| {
             let last = std::mem::take(&mut walk.batch);
@@ -279,7 +229,7 @@ impl TapeRecorder {
             drop(tx);
             writer
                 .join()
-                .unwrap_or_else(|_| Err(Error::io(&tmp, io::Error::other("writer panicked"))))
+                .unwrap_or_else(|_| Err(Error::io(&tmp.path, io::Error::other("writer panicked"))))
         });
         let Walk {
             batch,
@@ -311,7 +261,7 @@ impl TapeRecorder {
             (Some(written), problem) => (written, problem),
             // Nothing was written: the problem is the whole story.
             (None, Some(e)) => return Err(e),
-            (None, None) => (write_rows(&tmp, [batch]), None),
+            (None, None) => (write_rows(&tmp.path, [batch]), None),
         };
         log::debug!("walked and wrote rows in {:?}", started.elapsed());
         // A writer failure comes first: it is also why the walk stopped, if it did. In the
@@ -330,6 +280,7 @@ impl TapeRecorder {
             (Ok(rows), None) => rows,
             (Err(e), _) | (Ok(_), Some(e)) => return Err(e),
         };
+        let observed_root = Observed::of(&root_stat);
         let meta = TapeMeta {
             fingerprint: rows.fingerprint.clone(),
             total_size: rows.end_offset + FOOTER_LEN,
@@ -339,17 +290,20 @@ impl TapeRecorder {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
             source_root: root.clone(),
+            root_dev: observed_root.dev,
+            root_ino: observed_root.ino,
             arc_root,
             anonymize: self.anonymize,
             excludes: self.excludes.clone(),
             hash: self.hash,
+            skip_unreadable: self.skip_unreadable,
+            catalog_id: catalog::new_catalog_id(),
         };
-        seal(rows.writer, &meta, &tmp, &catalog)?;
-        tmp_guard.keep();
+        tmp.seal(rows.writer, &meta, self.force)?;
         log::debug!("catalog in place in {:?}", started.elapsed());
         Ok(RecordSummary {
             fingerprint: meta.fingerprint,
-            catalog,
+            catalog: target.path,
             files: rows.files,
             dirs: rows.dirs,
             symlinks: rows.symlinks,
@@ -418,38 +372,298 @@ fn write_rows(tmp: &Path, batches: impl IntoIterator<Item = Vec<Entry>>) -> Resu
     })
 }
 
-/// Finishes the catalog, fsyncs it and renames it over the target (SPEC §2): a crash
-/// leaves the old catalog or the new one, never half of one.
-///
-/// The directory is not fsync'd: that would only make the rename itself durable, and a
-/// crash that loses it leaves the previous catalog (or none), which the spec allows and
-/// which `verify`/`stream` check against the tree like any other. It cost 0.15–0.2 ms, a
-/// tenth of recording a tree of a few files.
-fn seal(writer: CatalogWriter, meta: &TapeMeta, tmp: &Path, catalog: &Path) -> Result<()> {
-    writer.finish(meta)?;
-    fs::File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(tmp, e))?;
-    fs::rename(tmp, catalog).map_err(|e| Error::io(catalog, e))
+/// Where the catalog goes: its directory, held open (every later step works relative to
+/// that descriptor, so no symlink swapped in on the way is followed), and its name.
+struct CatalogTarget {
+    /// The catalog's path, for messages and the summary.
+    path: PathBuf,
+    dir: OwnedFd,
+    dir_path: PathBuf,
+    name: OsString,
+    /// The default location (in the source), not a `--catalog` path.
+    default: bool,
 }
 
-/// Resolves the source directory, with one clear error when it is missing or not a
-/// directory.
-pub fn canonical_source(dir: &Path) -> Result<PathBuf> {
-    let root = fs::canonicalize(dir).map_err(|e| Error::Source {
-        path: dir.to_path_buf(),
-        problem: match e.kind() {
-            io::ErrorKind::NotFound => "source does not exist".to_string(),
-            _ => e.to_string(),
-        },
-    })?;
-    if !root.is_dir() {
-        return Err(Error::Source {
-            path: dir.to_path_buf(),
-            problem: "source is not a directory".to_string(),
-        });
+impl CatalogTarget {
+    /// The default `DIR/.tartape/index.db`, created (the directory) if needed, or the
+    /// `--catalog` path. `DIR/.tartape` must be a real directory.
+    fn locate(
+        root: &Path,
+        root_fd: BorrowedFd<'_>,
+        catalog: Option<&Path>,
+    ) -> Result<CatalogTarget> {
+        let Some(p) = catalog else {
+            let dir_path = root.join(CATALOG_DIR);
+            match rustix::fs::mkdirat(root_fd, CATALOG_DIR, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(Error::Usage(format!(
+                        "{}: cannot create the catalog directory ({}); \
+                         use --catalog PATH to put the catalog elsewhere",
+                        dir_path.display(),
+                        io::Error::from(e)
+                    )));
+                }
+            }
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let dir =
+                rustix::fs::openat(root_fd, CATALOG_DIR, flags, Mode::empty()).map_err(|e| {
+                    match rustix::fs::statat(root_fd, CATALOG_DIR, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+                            Error::Usage(format!(
+                                "{}: is {}, not a directory; the catalog is never written through \
+                             it (remove it, or use --catalog PATH)",
+                                dir_path.display(),
+                                describe_mode(st.st_mode)
+                            ))
+                        }
+                        _ => Error::io(&dir_path, e.into()),
+                    }
+                })?;
+            return Ok(CatalogTarget {
+                path: dir_path.join(CATALOG_FILE),
+                dir,
+                dir_path,
+                name: OsString::from(CATALOG_FILE),
+                default: true,
+            });
+        };
+        let path = absolute(p)?;
+        // Writing the catalog changes its directory's mtime, which would break the tape
+        // at once: only DIR/.tartape, which is never recorded, may hold it.
+        if let Ok(rel) = path.strip_prefix(root)
+            && !(rel.starts_with(CATALOG_DIR) && rel != Path::new(CATALOG_DIR))
+        {
+            return Err(Error::Usage(format!(
+                "{}: a catalog inside the recorded tree would change it; \
+                 put it outside {} or in {}/{CATALOG_DIR}",
+                path.display(),
+                root.display(),
+                root.display()
+            )));
+        }
+        let (Some(dir_path), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::Usage(format!(
+                "{}: not a file path for the catalog",
+                p.display()
+            )));
+        };
+        let dir = rustix::fs::open(
+            dir_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => Error::Usage(format!(
+                "{}: the catalog's directory does not exist",
+                dir_path.display()
+            )),
+            e => Error::io(dir_path, e.into()),
+        })?;
+        Ok(CatalogTarget {
+            dir_path: dir_path.to_path_buf(),
+            name: name.to_os_string(),
+            path,
+            dir,
+            default: false,
+        })
     }
-    Ok(root)
+
+    /// An existing catalog is replaced only with `--force`, and only if it is a regular
+    /// file: never a device, FIFO, socket, directory or symlink.
+    fn check_existing(&self, force: bool) -> Result<()> {
+        match rustix::fs::statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::io(&self.path, e.into())),
+            Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
+                Err(Error::Usage(format!(
+                    "{}: is {}, not a catalog; refusing to replace it (--force replaces only \
+                     a regular file)",
+                    self.path.display(),
+                    describe_mode(st.st_mode)
+                )))
+            }
+            Ok(_) if !force => Err(Error::CatalogExists(self.path.clone())),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// The prefix of this catalog's temporary files.
+    fn temp_prefix(&self) -> Vec<u8> {
+        let mut prefix = self.name.as_bytes().to_vec();
+        prefix.extend_from_slice(b".tmp-");
+        prefix
+    }
+
+    /// Removes the temporary files that killed recordings of this catalog left: a live
+    /// recording holds an exclusive `flock` on its file from the moment it creates it, and
+    /// its pid (in the name) is alive.
+    fn remove_stale_temps(&self) {
+        let prefix = self.temp_prefix();
+        let Ok(listing) = rustix::fs::Dir::read_from(&self.dir) else {
+            return;
+        };
+        for dent in listing.flatten() {
+            let name = dent.file_name();
+            let Some(rest) = name.to_bytes().strip_prefix(prefix.as_slice()) else {
+                continue;
+            };
+            let pid = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok())
+                .and_then(rustix::process::Pid::from_raw);
+            // A pid that still runs may be between creating its file and locking it.
+            if pid.is_some_and(|p| rustix::process::test_kill_process(p).is_ok()) {
+                continue;
+            }
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            let Ok(fd) = rustix::fs::openat(&self.dir, name, flags, Mode::empty()) else {
+                continue;
+            };
+            let regular = rustix::fs::fstat(&fd)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
+            if regular
+                && rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok()
+                && rustix::fs::unlinkat(&self.dir, name, AtFlags::empty()).is_ok()
+            {
+                log::info!(
+                    "removed {}, left by a recording that did not finish",
+                    self.dir_path
+                        .join(OsStr::from_bytes(name.to_bytes()))
+                        .display()
+                );
+            }
+        }
+    }
+
+    /// Creates this recording's temporary file beside the catalog: a unique name, created
+    /// exclusively, locked at once, holding an empty catalog.
+    fn create_temp(&self) -> Result<TempCatalog<'_>> {
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        for _ in 0..100 {
+            let mut name = self.temp_prefix();
+            let id = catalog::new_catalog_id();
+            name.extend_from_slice(format!("{}-{}", std::process::id(), &id[..16]).as_bytes());
+            let path = self.dir_path.join(OsStr::from_bytes(&name));
+            let name = CString::new(name)
+                .map_err(|_| Error::io(&path, io::ErrorKind::InvalidInput.into()))?;
+            let fd = match rustix::fs::openat(&self.dir, &name, flags, Mode::from_raw_mode(0o644)) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(self.unwritable(&path, e.into())),
+            };
+            let mut tmp = TempCatalog {
+                target: self,
+                name,
+                path,
+                file: fs::File::from(fd),
+                kept: false,
+            };
+            rustix::fs::flock(&tmp.file, FlockOperation::NonBlockingLockExclusive)
+                .map_err(|e| Error::io(&tmp.path, e.into()))?;
+            catalog::write_template(&mut tmp.file).map_err(|e| Error::io(&tmp.path, e))?;
+            return Ok(tmp);
+        }
+        Err(Error::io(
+            &self.path,
+            io::Error::other("no unique temporary name beside it"),
+        ))
+    }
+
+    /// A write failure in the catalog's directory: in the default location, usually a
+    /// source the user may not write to.
+    fn unwritable(&self, path: &Path, e: io::Error) -> Error {
+        if self.default {
+            Error::Usage(format!(
+                "{}: cannot write the catalog ({e}); use --catalog PATH to put the catalog \
+                 elsewhere",
+                path.display()
+            ))
+        } else {
+            Error::io(path, e)
+        }
+    }
+}
+
+/// The temporary file a recording writes; removed when dropped, unless sealed.
+struct TempCatalog<'a> {
+    target: &'a CatalogTarget,
+    name: CString,
+    path: PathBuf,
+    file: fs::File,
+    kept: bool,
+}
+
+impl TempCatalog<'_> {
+    /// Finishes the catalog, fsyncs it and renames it over the target (SPEC §2): a crash
+    /// leaves the old catalog or the new one, never half of one.
+    ///
+    /// The directory is not fsync'd: that would only make the rename itself durable, and a
+    /// crash that loses it leaves the previous catalog (or none), which the spec allows and
+    /// which `verify`/`stream` check against the tree like any other. It cost 0.15–0.2 ms, a
+    /// tenth of recording a tree of a few files.
+    fn seal(mut self, writer: CatalogWriter, meta: &TapeMeta, force: bool) -> Result<()> {
+        writer.finish(meta)?;
+        self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        // What SQLite wrote by path must be the file this recording created and locked.
+        let ours = rustix::fs::fstat(&self.file).map_err(|e| Error::io(&self.path, e.into()))?;
+        let there = rustix::fs::statat(&self.target.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::io(&self.path, e.into()))?;
+        if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino) {
+            return Err(Error::io(
+                &self.path,
+                io::Error::other("replaced while the catalog was being written"),
+            ));
+        }
+        let t = self.target;
+        // Checked again: something may have appeared there during the walk.
+        t.check_existing(force)?;
+        let renamed = if force {
+            rustix::fs::renameat(&t.dir, &self.name, &t.dir, &t.name)
+        } else {
+            match rustix::fs::renameat_with(
+                &t.dir,
+                &self.name,
+                &t.dir,
+                &t.name,
+                RenameFlags::NOREPLACE,
+            ) {
+                // A filesystem without RENAME_NOREPLACE: the check above has to do.
+                Err(rustix::io::Errno::INVAL) => {
+                    rustix::fs::renameat(&t.dir, &self.name, &t.dir, &t.name)
+                }
+                Err(rustix::io::Errno::EXIST) => return Err(Error::CatalogExists(t.path.clone())),
+                other => other,
+            }
+        };
+        renamed.map_err(|e| Error::io(&t.path, e.into()))?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempCatalog<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = rustix::fs::unlinkat(&self.target.dir, &self.name, AtFlags::empty());
+        }
+    }
+}
+
+/// "a symlink", "a FIFO", … of an `st_mode`.
+fn describe_mode(mode: u32) -> &'static str {
+    match FileType::from_raw_mode(mode) {
+        FileType::Symlink => "a symlink",
+        FileType::Directory => "a directory",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::RegularFile => "a regular file",
+        _ => "an unknown kind of file",
+    }
 }
 
 /// The catalog path with its directory resolved (symlinks included), so that it can be
@@ -462,13 +676,226 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     }
 }
 
-fn temp_path(catalog: &Path) -> PathBuf {
-    let mut name = catalog
-        .file_name()
-        .unwrap_or(OsStr::new("index.db"))
-        .to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    catalog.with_file_name(name)
+/// The thread writing a catalog's rows, and the channel that feeds it batches.
+type RowWriter = (SyncSender<Vec<Entry>>, JoinHandle<Result<Rows>>);
+
+/// The recording's side of the walk: snapshots every object into an entry and sends the
+/// entries, in tape order, to the row writer.
+struct Walk<'a> {
+    root: &'a Path,
+    arc_root: &'a [u8],
+    anonymize: bool,
+    hash: Option<HashAlgo>,
+    names: NameCache,
+    /// The new catalog's temporary file.
+    tmp: &'a Path,
+    /// The thread writing rows and where to send them, in tape order; started by the
+    /// first full batch.
+    writer: Option<RowWriter>,
+    /// Entries not sent yet: sending one at a time costs a wake-up of the writer each.
+    batch: Vec<Entry>,
+    seen: u64,
+    special: Vec<(PathBuf, &'static str)>,
+    unreadable: Vec<(PathBuf, String)>,
+    violations: Vec<String>,
+    progress: Option<Box<dyn FnMut(u64)>>,
+}
+
+impl Visitor for Walk<'_> {
+    fn object(&mut self, found: &Found<'_>) -> Result<bool> {
+        let is_dir = found.kind == Kind::Dir;
+        if found.kind != Kind::Symlink && !readable(found.dir, found.name, found.stat, is_dir) {
+            if found.rel.is_empty() {
+                return Err(Error::Source {
+                    path: self.root.to_path_buf(),
+                    problem: "permission denied".to_string(),
+                });
+            }
+            let path = self.path(found.rel);
+            self.unreadable
+                .push((path, "permission denied".to_string()));
+            return Ok(false);
+        }
+        if let Some(entry) = self.snapshot(found) {
+            self.send(entry)?;
+        }
+        // A directory whose own entry could not be made (a violation) is still walked, so
+        // that every violation below it is reported too.
+        Ok(is_dir)
+    }
+
+    fn special(&mut self, rel: &[u8], what: &'static str) {
+        let path = self.path(rel);
+        self.special.push((path, what));
+    }
+
+    fn failed(&mut self, rel: &[u8], listing: bool, err: io::Error) -> Result<()> {
+        if rel.is_empty() && listing {
+            return Err(Error::Source {
+                path: self.root.to_path_buf(),
+                problem: err.to_string(),
+            });
+        }
+        let path = self.path(rel);
+        self.unreadable.push((path, err.to_string()));
+        Ok(())
+    }
+}
+
+impl Walk<'_> {
+    fn path(&self, rel: &[u8]) -> PathBuf {
+        self.root.join(OsStr::from_bytes(rel))
+    }
+
+    fn send(&mut self, entry: Entry) -> Result<()> {
+        self.seen += 1;
+        if self.seen.is_multiple_of(4096)
+            && let Some(p) = self.progress.as_mut()
+        {
+            p(self.seen);
+        }
+        self.batch.push(entry);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a full batch to the writer thread, starting it the first time.
+    fn flush(&mut self) -> Result<()> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let tx = match &self.writer {
+            Some((tx, _)) => tx,
+            None => {
+                // Sixteen batches in flight keep the walk from waiting on the writer.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(16);
+                let tmp = self.tmp.to_path_buf();
+                let writer = std::thread::Builder::new()
+                    .name("catalog-writer".to_string())
+                    .spawn(move || write_rows(&tmp, rx))
+                    .map_err(|e| Error::io(self.tmp, e))?;
+                &self.writer.insert((tx, writer)).0
+            }
+        };
+        tx.send(batch)
+            .map_err(|_| Error::io(self.root, io::Error::other("catalog writer stopped")))
+    }
+
+    /// Builds the entry of one object, or records why it cannot be one.
+    fn snapshot(&mut self, found: &Found<'_>) -> Option<Entry> {
+        let kind = found.kind;
+        let rel_path = found.rel.to_vec();
+        let mut arc_path = Vec::with_capacity(self.arc_root.len() + 1 + rel_path.len());
+        arc_path.extend_from_slice(self.arc_root);
+        if !rel_path.is_empty() {
+            arc_path.push(b'/');
+            arc_path.extend_from_slice(&rel_path);
+        }
+        let mut problems = Vec::new();
+        if let Err(p) = split_path(&header_path(&arc_path, kind)) {
+            problems.push(p.to_string());
+        }
+        let link_target = if kind == Kind::Symlink {
+            match rustix::fs::readlinkat(found.dir, found.name, Vec::new()) {
+                Ok(t) => {
+                    let t = t.into_bytes();
+                    if t.len() > 100 {
+                        problems.push(format!("symlink target is {} bytes (limit 100)", t.len()));
+                    }
+                    t
+                }
+                Err(e) => {
+                    let path = self.path(found.rel);
+                    self.unreadable.push((path, io::Error::from(e).to_string()));
+                    return None;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let st = Observed::of(found.stat);
+        let (uname, gname) = if self.anonymize {
+            (b"root".to_vec(), b"root".to_vec())
+        } else {
+            let (u, g) = (
+                self.names.user(st.uid as u32),
+                self.names.group(st.gid as u32),
+            );
+            for (what, name) in [("user", &u), ("group", &g)] {
+                if name.len() > 31 {
+                    problems.push(format!("{what} name is {} bytes (limit 31)", name.len()));
+                }
+            }
+            for (what, id) in [("uid", st.uid), ("gid", st.gid)] {
+                if id > 0o7777777 {
+                    problems.push(format!("{what} {id} does not fit 7 octal digits"));
+                }
+            }
+            (u, g)
+        };
+        if !problems.is_empty() {
+            let path = self.path(found.rel);
+            self.violations
+                .push(format!("{}: {}", path.display(), problems.join(", ")));
+            return None;
+        }
+        let file = kind == Kind::File;
+        let digest = match (self.hash, file) {
+            (Some(algo), true) => match digest_found(found, algo) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    let path = self.path(found.rel);
+                    self.unreadable.push((path, e.to_string()));
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        let anon = self.anonymize;
+        Some(Entry {
+            ordinal: Ordinal(0),
+            arc_path,
+            rel_path,
+            kind,
+            size: if file { st.size } else { 0 },
+            mode: normalised_mode(kind, st.perm, anon),
+            disk_mode: st.perm,
+            uid: if anon { 0 } else { st.uid },
+            gid: if anon { 0 } else { st.gid },
+            uname,
+            gname,
+            mtime: python_mtime(st.mtime.0, st.mtime.1),
+            mtime_sec: st.mtime.0,
+            mtime_nsec: st.mtime.1,
+            ctime_sec: if file { st.ctime.0 } else { 0 },
+            ctime_nsec: if file { st.ctime.1 } else { 0 },
+            link_target,
+            start_offset: 0,
+            digest,
+        })
+    }
+}
+
+/// Digest of the whole content of a file the walk found, read through a descriptor
+/// opened beside it without following a symlink, and checked to be the object lstat'ed.
+fn digest_found(found: &Found<'_>, algo: HashAlgo) -> io::Result<String> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(found.dir, found.name, flags, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    if (st.st_dev, st.st_ino) != (found.stat.st_dev, found.stat.st_ino) {
+        return Err(io::Error::other("replaced while being recorded"));
+    }
+    let mut f = fs::File::from(fd);
+    let mut hasher = ContentHasher::new(algo);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finish())
 }
 
 /// uid/gid → name lookups, cached (only used without anonymisation).
@@ -528,448 +955,83 @@ fn lookup_name(id: u32, user: bool) -> Vec<u8> {
         .to_vec()
 }
 
-/// Header mode of an object (SPEC §1, anonymisation).
-pub fn normalised_mode(kind: Kind, disk_mode: u32, anonymize: bool) -> u32 {
-    if !anonymize {
-        return disk_mode;
-    }
-    match kind {
-        Kind::Dir => 0o755,
-        Kind::Symlink => 0o777,
-        Kind::File if disk_mode & 0o111 != 0 => 0o755,
-        Kind::File => 0o644,
-    }
-}
-
-/// Whether the current process may read an object with these permissions (no syscall:
-/// recording must stay as cheap as `find`). ACLs are not considered.
-fn readable(meta: &fs::Metadata, need_exec: bool) -> bool {
-    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    // SAFETY: geteuid cannot fail.
-    let euid = *EUID.get_or_init(|| unsafe { libc::geteuid() });
-    if euid == 0 {
-        return true;
-    }
-    let mode = meta.mode();
-    let (r, x) = if meta.uid() == euid {
-        (0o400, 0o100)
-    } else if in_group(meta.gid()) {
-        (0o040, 0o010)
-    } else {
-        (0o004, 0o001)
-    };
-    mode & r != 0 && (!need_exec || mode & x != 0)
-}
-
-fn in_group(gid: u32) -> bool {
-    thread_local! {
-        static GROUPS: Vec<u32> = {
-            let mut groups = vec![0 as libc::gid_t; 256];
-            let n = unsafe { libc::getgroups(groups.len() as i32, groups.as_mut_ptr()) };
-            groups.truncate(n.max(0) as usize);
-            groups.push(unsafe { libc::getegid() });
-            groups
-        };
-    }
-    GROUPS.with(|g| g.contains(&gid))
-}
-
-/// Removes a file when dropped, unless told to keep it.
-struct RemoveOnDrop<'a>(Option<&'a Path>);
-
-impl RemoveOnDrop<'_> {
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(path) = self.0 {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
-/// The thread writing a catalog's rows, and the channel that feeds it batches.
-type RowWriter = (SyncSender<Vec<Entry>>, JoinHandle<Result<Rows>>);
-
-struct Walk<'a> {
-    root: &'a Path,
-    patterns: &'a [glob::Pattern],
-    anonymize: bool,
-    hash: Option<HashAlgo>,
-    /// Relative paths of the catalog and its temporary file when they are in the tree.
-    skip_rel: Vec<Vec<u8>>,
-    names: NameCache,
-    /// The new catalog's temporary file.
-    tmp: &'a Path,
-    /// The thread writing rows and where to send them, in tape order; started by the
-    /// first full batch.
-    writer: Option<RowWriter>,
-    /// Entries not sent yet: sending one at a time costs a wake-up of the writer each.
-    batch: Vec<Entry>,
-    seen: u64,
-    special: Vec<(PathBuf, &'static str)>,
-    unreadable: Vec<(PathBuf, String)>,
-    violations: Vec<String>,
-    progress: Option<Box<dyn FnMut(u64)>>,
-}
-
-impl Walk<'_> {
-    /// Whether to leave out the child `name` at relative path `rel`: the catalog's own
-    /// files, or a match of an `--exclude` glob. Compared as bytes: this runs per entry.
-    fn excluded(&self, rel: &[u8], name: &[u8]) -> bool {
-        if rel == CATALOG_DIR.as_bytes() || self.skip_rel.iter().any(|s| s == rel) {
-            return true;
-        }
-        if self.patterns.is_empty() {
-            return false;
-        }
-        let rel_s = String::from_utf8_lossy(rel);
-        let name = String::from_utf8_lossy(name);
-        self.patterns
-            .iter()
-            .any(|p| p.matches(&rel_s) || p.matches(&name))
-    }
-
-    /// Walks the tree and emits entries in tape order (memcmp order of arc paths) without
-    /// a global sort. Within a directory, each child `c` is emitted at the position of the
-    /// key `c`, and a child directory's contents at the key `c/`: every path below `c`
-    /// starts with `c/`, so sorting these keys per directory gives exactly the global byte
-    /// order (`d` < `d.txt` < `d/x`, because `.` < `/`).
-    ///
-    /// `std::fs::read_dir` entries are lstat'ed relative to their open directory
-    /// (`fstatat`), as `find` does; `walkdir` lstats full paths, which cost 40%.
-    fn run(&mut self, arc_root: &[u8]) -> Result<()> {
-        let root = self.root;
-        let root_meta = fs::symlink_metadata(root).map_err(|e| Error::Source {
-            path: root.to_path_buf(),
-            problem: e.to_string(),
-        })?;
-        if !readable(&root_meta, true) {
-            return Err(Error::Source {
-                path: root.to_path_buf(),
-                problem: "permission denied".to_string(),
-            });
-        }
-        if let Some(entry) = self.snapshot(root, b"", Kind::Dir, &root_meta, arc_root) {
-            self.send(entry)?;
-        }
-        self.walk_dir(root, &[], arc_root)
-    }
-
-    fn send(&mut self, entry: Entry) -> Result<()> {
-        self.seen += 1;
-        if self.seen.is_multiple_of(4096)
-            && let Some(p) = self.progress.as_mut()
-        {
-            p(self.seen);
-        }
-        self.batch.push(entry);
-        if self.batch.len() >= BATCH {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Sends a full batch to the writer thread, starting it the first time.
-    fn flush(&mut self) -> Result<()> {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        let tx = match &self.writer {
-            Some((tx, _)) => tx,
-            None => {
-                // Sixteen batches in flight keep the walk from waiting on the writer.
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(16);
-                let tmp = self.tmp.to_path_buf();
-                let writer = std::thread::Builder::new()
-                    .name("catalog-writer".to_string())
-                    .spawn(move || write_rows(&tmp, rx))
-                    .map_err(|e| Error::io(self.tmp, e))?;
-                &self.writer.insert((tx, writer)).0
-            }
-        };
-        tx.send(batch)
-            .map_err(|_| Error::io(self.root, io::Error::other("catalog writer stopped")))
-    }
-
-    fn walk_dir(&mut self, dir: &Path, dir_rel: &[u8], arc_root: &[u8]) -> Result<()> {
-        let read = match fs::read_dir(dir) {
-            Ok(r) => r,
-            Err(e) if dir_rel.is_empty() => {
-                return Err(Error::Source {
-                    path: dir.to_path_buf(),
-                    problem: e.to_string(),
-                });
-            }
-            Err(e) => {
-                self.unreadable.push((dir.to_path_buf(), e.to_string()));
-                return Ok(());
-            }
-        };
-        let mut children: Vec<(Vec<u8>, Kind, fs::Metadata)> = Vec::new();
-        for dent in read {
-            let dent = match dent {
-                Ok(d) => d,
-                Err(e) => {
-                    self.unreadable.push((dir.to_path_buf(), e.to_string()));
-                    break;
-                }
-            };
-            let mut rel = Vec::with_capacity(dir_rel.len() + 1 + 16);
-            if !dir_rel.is_empty() {
-                rel.extend_from_slice(dir_rel);
-                rel.push(b'/');
-            }
-            let name = dent.file_name();
-            rel.extend_from_slice(name.as_bytes());
-            if self.excluded(&rel, name.as_bytes()) {
-                continue;
-            }
-            let root = self.root;
-            let path = || root.join(OsStr::from_bytes(&rel));
-            let meta = match dent.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    self.unreadable.push((path(), e.to_string()));
-                    continue;
-                }
-            };
-            let ft = meta.file_type();
-            let kind = if ft.is_dir() {
-                Kind::Dir
-            } else if ft.is_file() {
-                Kind::File
-            } else if ft.is_symlink() {
-                Kind::Symlink
-            } else {
-                let what = if ft.is_socket() {
-                    "socket"
-                } else if ft.is_fifo() {
-                    "fifo"
-                } else if ft.is_block_device() {
-                    "block device"
-                } else {
-                    "character device"
-                };
-                self.special.push((path(), what));
-                continue;
-            };
-            if kind != Kind::Symlink && !readable(&meta, kind == Kind::Dir) {
-                self.unreadable
-                    .push((path(), "permission denied".to_string()));
-                continue;
-            }
-            children.push((rel, kind, meta));
-        }
-        // (key, child index, is the subtree): `name` for the child, `name/` for its contents.
-        let name_at = dir_rel.len() + usize::from(!dir_rel.is_empty());
-        let mut keys: Vec<(&[u8], usize, bool)> = Vec::with_capacity(children.len() + 8);
-        for (i, (rel, kind, _)) in children.iter().enumerate() {
-            keys.push((&rel[name_at..], i, false));
-            if *kind == Kind::Dir {
-                keys.push((&rel[name_at..], i, true));
-            }
-        }
-        keys.sort_unstable_by(|a, b| key_cmp(a.0, a.2, b.0, b.2));
-        let order: Vec<(usize, bool)> = keys.into_iter().map(|(_, i, sub)| (i, sub)).collect();
-        for (i, subtree) in order {
-            let (rel, kind, meta) = &children[i];
-            let path = self.root.join(OsStr::from_bytes(rel));
-            if subtree {
-                // A directory whose own entry could not be made (a violation) is still
-                // walked, so that every violation below it is reported too.
-                self.walk_dir(&path, rel, arc_root)?;
-            } else if let Some(entry) = self.snapshot(&path, rel, *kind, meta, arc_root) {
-                self.send(entry)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Builds the entry of one object, or records why it cannot be one.
-    fn snapshot(
-        &mut self,
-        path: &Path,
-        rel: &[u8],
-        kind: Kind,
-        meta: &fs::Metadata,
-        arc_root: &[u8],
-    ) -> Option<Entry> {
-        let rel_path = rel.to_vec();
-        let mut arc_path = Vec::with_capacity(arc_root.len() + 1 + rel_path.len());
-        arc_path.extend_from_slice(arc_root);
-        if !rel_path.is_empty() {
-            arc_path.push(b'/');
-            arc_path.extend_from_slice(&rel_path);
-        }
-        let mut problems = Vec::new();
-        if let Err(p) = split_path(&header_path(&arc_path, kind)) {
-            problems.push(p.to_string());
-        }
-        let link_target = if kind == Kind::Symlink {
-            match fs::read_link(path) {
-                Ok(t) => {
-                    let t = t.into_os_string().into_vec();
-                    if t.len() > 100 {
-                        problems.push(format!("symlink target is {} bytes (limit 100)", t.len()));
-                    }
-                    t
-                }
-                Err(e) => {
-                    self.unreadable.push((path.to_path_buf(), e.to_string()));
-                    return None;
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        let (uname, gname) = if self.anonymize {
-            (b"root".to_vec(), b"root".to_vec())
-        } else {
-            let (u, g) = (self.names.user(meta.uid()), self.names.group(meta.gid()));
-            for (what, name) in [("user", &u), ("group", &g)] {
-                if name.len() > 31 {
-                    problems.push(format!("{what} name is {} bytes (limit 31)", name.len()));
-                }
-            }
-            for (what, id) in [("uid", meta.uid()), ("gid", meta.gid())] {
-                if id > 0o7777777 {
-                    problems.push(format!("{what} {id} does not fit 7 octal digits"));
-                }
-            }
-            (u, g)
-        };
-        if !problems.is_empty() {
-            self.violations
-                .push(format!("{}: {}", path.display(), problems.join(", ")));
-            return None;
-        }
-        let size = if kind == Kind::File { meta.size() } else { 0 };
-        let digest = match (self.hash, kind) {
-            (Some(algo), Kind::File) => match digest_file(path, algo) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.unreadable.push((path.to_path_buf(), e.to_string()));
-                    return None;
-                }
-            },
-            _ => None,
-        };
-        let disk_mode = meta.mode() & 0o7777;
-        let (anon, uid, gid) = (self.anonymize, meta.uid() as u64, meta.gid() as u64);
-        Some(Entry {
-            ordinal: Ordinal(0),
-            arc_path,
-            rel_path,
-            kind,
-            size,
-            mode: normalised_mode(kind, disk_mode, anon),
-            disk_mode,
-            uid: if anon { 0 } else { uid },
-            gid: if anon { 0 } else { gid },
-            uname,
-            gname,
-            mtime: python_mtime(meta.mtime(), meta.mtime_nsec()),
-            mtime_sec: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-            link_target,
-            start_offset: 0,
-            digest,
-        })
-    }
-}
-
-/// Compares `a` (followed by `/` when `a_slash`) with `b` (likewise) as bytes.
-fn key_cmp(a: &[u8], a_slash: bool, b: &[u8], b_slash: bool) -> std::cmp::Ordering {
-    let n = a.len().min(b.len());
-    a[..n].cmp(&b[..n]).then_with(|| {
-        let rest_a = a[n..].iter().chain(if a_slash { &b"/"[..] } else { &[] });
-        let rest_b = b[n..].iter().chain(if b_slash { &b"/"[..] } else { &[] });
-        rest_a.cmp(rest_b)
-    })
-}
-
-/// Digest of a whole file, lower-case hex.
-pub fn digest_file(path: &Path, algo: HashAlgo) -> io::Result<String> {
-    let mut f = fs::File::open(path)?;
-    let mut hasher = ContentHasher::new(algo);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finish())
-}
-
-/// MD5 or SHA-256 behind one interface.
-pub enum ContentHasher {
-    Md5(Md5),
-    Sha256(Sha256),
-}
-
-impl ContentHasher {
-    pub fn new(algo: HashAlgo) -> ContentHasher {
-        match algo {
-            HashAlgo::Md5 => ContentHasher::Md5(Md5::new()),
-            HashAlgo::Sha256 => ContentHasher::Sha256(Sha256::new()),
-        }
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        match self {
-            ContentHasher::Md5(h) => h.update(data),
-            ContentHasher::Sha256(h) => h.update(data),
-        }
-    }
-
-    pub fn finish(self) -> String {
-        match self {
-            ContentHasher::Md5(h) => hex(&h.finalize()),
-            ContentHasher::Sha256(h) => hex(&h.finalize()),
-        }
-    }
-}
-
-use std::os::unix::ffi::OsStringExt;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn anonymised_modes() {
-        assert_eq!(normalised_mode(Kind::File, 0o600, true), 0o644);
-        assert_eq!(normalised_mode(Kind::File, 0o700, true), 0o755);
-        assert_eq!(normalised_mode(Kind::File, 0o4711, false), 0o4711);
-        assert_eq!(normalised_mode(Kind::Dir, 0o700, true), 0o755);
-        assert_eq!(normalised_mode(Kind::Symlink, 0o777, true), 0o777);
+    /// A small tree and a recorder for it, catalog outside the tree.
+    fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("a.txt"), b"hello\n").unwrap();
+        fs::write(src.join("d/b"), vec![7u8; 2000]).unwrap();
+        let cat = dir.path().join("c.db");
+        (dir, src, cat)
+    }
+
+    fn temps(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect()
     }
 
     #[test]
-    fn sibling_keys_give_memcmp_order_of_paths() {
-        use std::cmp::Ordering::*;
-        // `d.txt` < `d/…` but `d` < `d.txt`
-        assert_eq!(key_cmp(b"d", false, b"d.txt", false), Less);
-        assert_eq!(key_cmp(b"d.txt", false, b"d", true), Less);
-        assert_eq!(key_cmp(b"d", false, b"d", true), Less);
-        assert_eq!(key_cmp(b"D", false, b"d", false), Less);
-        assert_eq!(key_cmp(b"d", true, b"d0", false), Less);
-        assert_eq!(key_cmp(b"d-", false, b"d", true), Less);
+    fn two_recorders_in_one_process_keep_their_own_temporary_files() {
+        let (dir, src, cat) = tree();
+        TapeRecorder::new(&src)
+            .catalog(Some(cat.clone()))
+            .commit()
+            .unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (src, cat) = (src.clone(), cat.clone());
+                std::thread::spawn(move || {
+                    TapeRecorder::new(&src)
+                        .catalog(Some(cat))
+                        .force(true)
+                        .commit()
+                        .map(|s| s.fingerprint)
+                })
+            })
+            .collect();
+        let fingerprints: Vec<String> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().expect("every recorder succeeds"))
+            .collect();
+        assert!(fingerprints.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(temps(dir.path()), Vec::<String>::new());
+        crate::catalog::Catalog::open(&cat).unwrap();
     }
 
     #[test]
-    fn temp_path_is_beside_target() {
-        let t = temp_path(Path::new("/a/b/index.db"));
-        assert_eq!(t.parent(), Some(Path::new("/a/b")));
-        assert!(
-            t.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("index.db.tmp-")
+    fn stale_temporaries_go_live_and_locked_ones_stay() {
+        let (dir, src, cat) = tree();
+        // A dead pid (never a running process: pid_max is far below it) and a name of
+        // the old scheme.
+        let dead = dir.path().join("c.db.tmp-2147483600-00");
+        fs::write(&dead, b"left over").unwrap();
+        let old = dir.path().join("c.db.tmp-2147483601");
+        fs::write(&old, b"left over").unwrap();
+        // A live recording elsewhere in this process: our pid, locked.
+        let live = dir
+            .path()
+            .join(format!("c.db.tmp-{}-live", std::process::id()));
+        let live_file = fs::File::create(&live).unwrap();
+        rustix::fs::flock(&live_file, FlockOperation::NonBlockingLockExclusive).unwrap();
+        // Unrelated files stay.
+        fs::write(dir.path().join("other.db.tmp-1-x"), b"x").unwrap();
+        TapeRecorder::new(&src).catalog(Some(cat)).commit().unwrap();
+        let mut left = temps(dir.path());
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!("c.db.tmp-{}-live", std::process::id()),
+                "other.db.tmp-1-x".to_string()
+            ]
         );
     }
 }

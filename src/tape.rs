@@ -1,23 +1,35 @@
 //! An opened tape: integrity checks against the snapshot, the thread-safe random-access
 //! reader, and the player that turns a byte range into events (SPEC §3, §4).
+//!
+//! The rules every byte obeys here:
+//! * the tape is bound to the directory it was recorded from (device and inode of the
+//!   root, checked when the tape is opened; the root entry too, before any byte);
+//! * source files are opened beneath the root without following a symlink, and the open
+//!   descriptor is compared with the snapshot;
+//! * bytes read from a source file are handed on only after an `fstat` taken after the
+//!   read still matches the snapshot, ctime included (a writer updates it before it
+//!   changes any byte, and nobody can put it back);
+//! * no page of a source file is ever handed to the reader by reference (no `splice`):
+//!   a change made after the check, even after tartape exited, would reach the reader.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use md5::{Digest, Md5};
+use rustix::fs::{AtFlags, Mode, OFlags};
 
-use crate::catalog::{Catalog, HashAlgo, TapeMeta, hex};
-use crate::entry::{Entry, Kind, Ordinal};
+use crate::catalog::{Catalog, TapeMeta};
+use crate::digest::{ContentHasher, HashAlgo, hex};
+use crate::entry::{Entry, Kind, Ordinal, normalised_mode};
 use crate::error::{Error, Result};
 use crate::header::{BLOCK, Header};
 use crate::layout::{Part, Position, padding};
-use crate::record::{ContentHasher, canonical_source, default_catalog, normalised_mode};
+use crate::source::{canonical_source, default_catalog, open_beneath, open_root, readable};
+use crate::walk::{Found, Observed, Visitor, Walker};
 
 /// Direct-mapped cache sizes: bounded memory however many reads a mount serves.
 const ENTRY_CACHE_SLOTS: usize = 4096;
@@ -28,9 +40,9 @@ const FD_CACHE_SLOTS: usize = 64;
 pub enum VerifyLevel {
     /// Every directory and a sample of the other entries.
     Quick,
-    /// Every entry's metadata.
+    /// Every entry's metadata, and every object added since recording.
     Full,
-    /// Every entry's metadata and every file's content against the recorded digests.
+    /// As `Full`, and every file's content against the recorded digests.
     Deep,
 }
 
@@ -53,6 +65,14 @@ impl From<Discrepancy> for Error {
             path: d.arc_path,
             change: d.change,
         }
+    }
+}
+
+/// An integrity error about `entry`.
+fn broken(entry: &Entry, change: impl Into<String>) -> Error {
+    Error::Integrity {
+        path: entry.display_path(),
+        change: change.into(),
     }
 }
 
@@ -98,7 +118,6 @@ pub enum Located {
 struct OpenFile {
     ordinal: Ordinal,
     file: Arc<File>,
-    rel: CString,
     dev: u64,
     ino: u64,
 }
@@ -139,29 +158,30 @@ impl Tape {
         Tape::open_with(dir.as_ref(), Some(catalog.as_ref()))
     }
 
-    /// Opens from `catalog`, or from the default location when `None`.
+    /// Opens from `catalog`, or from the default location when `None`, and binds the tape
+    /// to `dir`: it must be the directory the tape was recorded from (same device and
+    /// inode; SPEC §3). A copy, a twin or a symlink swapped in for it is refused.
     pub fn open_with(dir: &Path, catalog: Option<&Path>) -> Result<Tape> {
         let root = canonical_source(dir)?;
         let catalog_path = catalog.map_or_else(|| default_catalog(&root), Path::to_path_buf);
         let catalog = Catalog::open(&catalog_path)?;
-        let c_root = CString::new(root.as_os_str().as_bytes()).map_err(|_| {
-            Error::io(
-                &root,
-                io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"),
-            )
-        })?;
-        // SAFETY: plain syscall on a valid C string; the fd is owned below.
-        let fd = unsafe {
-            libc::open(
-                c_root.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(Error::io(&root, io::Error::last_os_error()));
+        let (root_fd, root_stat) = open_root(&root)?;
+        let st = Observed::of(&root_stat);
+        let meta = catalog.meta();
+        if (st.dev, st.ino) != (meta.root_dev, meta.root_ino) {
+            return Err(Error::Integrity {
+                path: root.display().to_string(),
+                change: format!(
+                    "not the directory this tape was recorded from ({}: device {} inode {}; \
+                     this is device {} inode {})",
+                    meta.source_root.display(),
+                    meta.root_dev,
+                    meta.root_ino,
+                    st.dev,
+                    st.ino
+                ),
+            });
         }
-        // SAFETY: fd was just returned by open and is owned by nobody else.
-        let root_fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Tape {
             root,
             root_fd,
@@ -207,6 +227,13 @@ impl Tape {
         self.catalog.offsets().len() as u64
     }
 
+    /// Checks the root entry against the source root: before any byte of a stream, at any
+    /// offset, and before a mount serves.
+    pub fn check_root(&self) -> Result<()> {
+        let root = self.catalog.entry(Ordinal(0))?;
+        self.check_entry(&root).map_err(Error::from)
+    }
+
     /// Which entry (and which part of it) covers byte `offset`.
     pub fn locate(&self, offset: u64) -> Result<Located> {
         let offsets = self.catalog.offsets();
@@ -250,20 +277,25 @@ impl Tape {
             return Ok(Arc::clone(c));
         }
         let entry = self.catalog.entry(ordinal)?;
-        let header = Header::for_entry(&entry).map_err(|p| {
-            Error::corrupt(
-                self.catalog.path(),
-                format!("{}: {p}", entry.display_path()),
-            )
-        })?;
+        let header = self.header(&entry)?;
         let cached = Arc::new(CachedEntry { entry, header });
         *lock(slot) = Some(Arc::clone(&cached));
         Ok(cached)
     }
 
+    fn header(&self, entry: &Entry) -> Result<Header> {
+        Header::for_entry(entry).map_err(|p| {
+            Error::corrupt(
+                self.catalog.path(),
+                format!("{}: {p}", entry.display_path()),
+            )
+        })
+    }
+
     /// Reads tape bytes `[offset, offset + buf.len())` into `buf`; returns how many were
     /// read (fewer only at the end of the tape). Every entry the range touches is checked
-    /// against the snapshot first; a mismatch is an [`Error::Integrity`].
+    /// against the snapshot, and content after it was read; a mismatch is an
+    /// [`Error::Integrity`] and then nothing of `buf` may be used.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let total = self.total_size();
         let offsets = self.catalog.offsets();
@@ -284,6 +316,7 @@ impl Tape {
             let end = offsets.end(ordinal);
             let mut within = pos - entry.start_offset;
             let stop = filled + want.min((end - pos) as usize);
+            let mut read_content_bytes = false;
             while filled < stop {
                 let out = &mut buf[filled..stop];
                 let n = if within < BLOCK {
@@ -296,6 +329,7 @@ impl Tape {
                     let n = out.len().min((entry.size - at) as usize);
                     let f = file.as_ref().expect("regular files are opened");
                     read_content(f, entry, at, &mut out[..n])?;
+                    read_content_bytes = true;
                     n
                 } else {
                     out.fill(0);
@@ -304,13 +338,18 @@ impl Tape {
                 filled += n;
                 within += n as u64;
             }
+            if read_content_bytes {
+                // Check after read: only bytes of the unchanged snapshot are handed on.
+                let f = file.as_ref().expect("regular files are opened");
+                check_open_file(entry, f, self.meta().anonymize)?;
+            }
             pos = entry.start_offset + within;
         }
         Ok(filled)
     }
 
     /// Checks `entry` against the source; for a regular file returns the open descriptor
-    /// (from the cache when possible, re-checked with `fstat`).
+    /// (from the cache when possible, its path checked again with one `fstatat`).
     fn checked_source(&self, entry: &Entry) -> Result<Option<Arc<File>>> {
         if entry.kind != Kind::File {
             self.check_entry(entry).map_err(Error::from)?;
@@ -320,36 +359,32 @@ impl Tape {
         {
             let cached = lock(slot);
             if let Some(open) = cached.as_ref().filter(|o| o.ordinal == entry.ordinal) {
-                // One lstat of the path: it must still be the same, unchanged file (a
-                // deleted or replaced path fails here even though the descriptor lives).
-                let st = fstatat_nofollow(self.root_fd.as_raw_fd(), &open.rel)
-                    .map_err(|e| open_error(entry, e))?;
-                if (st.st_dev, st.st_ino) != (open.dev, open.ino) {
-                    return Err(Error::Integrity {
-                        path: entry.display_path(),
-                        change: "replaced by another file".into(),
-                    });
+                // The path must still lead to the same, unchanged file (a deleted or
+                // replaced path fails here even though the descriptor lives).
+                let st = rustix::fs::statat(
+                    &self.root_fd,
+                    entry.rel_path.as_slice(),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map(|st| Observed::of(&st))
+                .map_err(|e| open_error(entry, e.into()))?;
+                if (st.dev, st.ino) != (open.dev, open.ino) {
+                    return Err(broken(entry, "replaced by another file"));
                 }
                 if let Some(change) = compare(entry, &st, self.meta().anonymize) {
-                    return Err(Error::Integrity {
-                        path: entry.display_path(),
-                        change,
-                    });
+                    return Err(broken(entry, change));
                 }
                 return Ok(Some(Arc::clone(&open.file)));
             }
         }
         let f = self.open_file(entry)?;
-        let st = fstat(f.as_raw_fd()).map_err(|e| open_error(entry, e))?;
-        let rel = CString::new(entry.rel_path.clone())
-            .map_err(|_| open_error(entry, io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let st = fstat(&f).map_err(|e| open_error(entry, e))?;
         let f = Arc::new(f);
         *lock(slot) = Some(OpenFile {
             ordinal: entry.ordinal,
             file: Arc::clone(&f),
-            rel,
-            dev: st.st_dev,
-            ino: st.st_ino,
+            dev: st.dev,
+            ino: st.ino,
         });
         Ok(Some(f))
     }
@@ -359,9 +394,13 @@ impl Tape {
     pub fn open_file(&self, entry: &Entry) -> Result<File> {
         // O_NONBLOCK: a FIFO put where a file was must not block the open; it is then
         // refused by the type check. (No effect on reads of regular files.)
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-        let f = open_beneath(self.root_fd.as_raw_fd(), &entry.rel_path, flags)
-            .map_err(|e| open_error(entry, e))?;
+        let fd = open_beneath(
+            self.root_fd.as_fd(),
+            &entry.rel_path,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+        )
+        .map_err(|e| open_error(entry, e))?;
+        let f = File::from(fd);
         check_open_file(entry, &f, self.meta().anonymize)?;
         Ok(f)
     }
@@ -372,95 +411,108 @@ impl Tape {
             arc_path: entry.display_path(),
             change,
         };
-        let path_fd = open_beneath(
-            self.root_fd.as_raw_fd(),
-            &entry.rel_path,
-            libc::O_PATH | libc::O_NOFOLLOW,
-        )
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) => discrepancy("missing".into()),
-            Some(libc::ELOOP) | Some(libc::EXDEV) => {
-                discrepancy("a parent directory was replaced by a symlink".into())
-            }
-            _ => discrepancy(format!("cannot be opened: {e}")),
-        })?;
-        let st = fstat(path_fd.as_raw_fd()).map_err(|e| discrepancy(e.to_string()))?;
+        let path_fd = open_beneath(self.root_fd.as_fd(), &entry.rel_path, OFlags::PATH).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::ENOENT) => discrepancy("missing".into()),
+                Some(libc::ELOOP) | Some(libc::EXDEV) => {
+                    discrepancy("a parent directory was replaced by a symlink".into())
+                }
+                _ => discrepancy(format!("cannot be opened: {e}")),
+            },
+        )?;
+        let st = fstat(&path_fd).map_err(|e| discrepancy(e.to_string()))?;
         if let Some(change) = compare(entry, &st, self.meta().anonymize) {
             return Err(discrepancy(change));
         }
         if entry.kind == Kind::Symlink {
-            let target =
-                readlink_fd(path_fd.as_raw_fd()).map_err(|e| discrepancy(e.to_string()))?;
-            if target != entry.link_target {
-                return Err(discrepancy(format!(
-                    "symlink target {} → {}",
-                    String::from_utf8_lossy(&entry.link_target),
-                    String::from_utf8_lossy(&target)
-                )));
+            let target = rustix::fs::readlinkat(&path_fd, c"", Vec::new())
+                .map_err(|e| discrepancy(io::Error::from(e).to_string()))?
+                .into_bytes();
+            if let Some(change) = compare_target(entry, &target) {
+                return Err(discrepancy(change));
             }
         }
         Ok(())
     }
 
     /// Checks the tape against its source and returns every discrepancy found.
+    ///
+    /// `Full` and `Deep` walk the source the way recording does (directory descriptors,
+    /// tape order) beside the catalog's rows, so that they cost about what recording
+    /// costs and also name every object added since. `Quick` looks up every directory and
+    /// a sample of about a thousand other entries, path by path.
     pub fn verify(&self, level: VerifyLevel) -> Result<Vec<Discrepancy>> {
-        let mut found = Vec::new();
-        let count = self.entry_count().max(1);
-        // Quick: all directories plus about 1000 evenly spread other entries.
-        let stride = (count / 1000).max(1);
         let deep = level == VerifyLevel::Deep;
         if deep && self.meta().hash.is_none() {
             return Err(Error::Usage(
                 "verify --deep needs content digests: record with --hash md5|sha256".into(),
             ));
         }
+        if level == VerifyLevel::Quick {
+            return self.verify_sample();
+        }
+        let patterns = self
+            .meta()
+            .excludes
+            .iter()
+            .map(|g| {
+                glob::Pattern::new(g)
+                    .map_err(|e| Error::corrupt(self.catalog.path(), format!("exclude {g:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let root_stat =
+            rustix::fs::fstat(&self.root_fd).map_err(|e| Error::io(&self.root, e.into()))?;
+        std::thread::scope(|scope| {
+            // The rows come from a second thread while this one walks.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Entry>>>(16);
+            let catalog = &self.catalog;
+            scope.spawn(move || {
+                let mut batch = Vec::with_capacity(512);
+                let read = catalog.for_each_from(Ordinal(0), |e| {
+                    batch.push(e);
+                    if batch.len() == 512 {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(512));
+                        // The walk stopped early: so do we.
+                        return Ok(tx.send(Ok(full)).is_ok());
+                    }
+                    Ok(true)
+                });
+                let _ = tx.send(read.map(|()| batch));
+            });
+            let mut checker = Checker {
+                tape: self,
+                rows: rx,
+                pending: Vec::new().into_iter().peekable(),
+                deep,
+                found: Vec::new(),
+                unlistable: Vec::new(),
+            };
+            let walker = Walker {
+                patterns: &patterns,
+            };
+            walker.run(self.root_fd.as_fd(), &root_stat, &mut checker)?;
+            while let Some(row) = checker.next_row()? {
+                checker.missing(&row);
+            }
+            Ok(checker.found)
+        })
+    }
+
+    /// `Quick`: every directory, and about a thousand other entries spread evenly.
+    fn verify_sample(&self) -> Result<Vec<Discrepancy>> {
+        let mut found = Vec::new();
+        let count = self.entry_count().max(1);
+        let stride = (count / 1000).max(1);
         self.catalog.for_each_from(Ordinal(0), |entry| {
-            let sampled = level != VerifyLevel::Quick
-                || entry.kind == Kind::Dir
+            let sampled = entry.kind == Kind::Dir
                 || entry.ordinal.0 % stride == 0
                 || entry.ordinal.0 + 1 == count;
-            if !sampled {
-                return Ok(true);
-            }
-            match self.check_entry(&entry) {
-                Err(d) => found.push(d),
-                Ok(()) if deep && entry.kind == Kind::File => {
-                    if let Err(e) = self.check_digest(&entry) {
-                        found.push(match e {
-                            Error::Integrity { path, change } => Discrepancy {
-                                arc_path: path,
-                                change,
-                            },
-                            other => Discrepancy {
-                                arc_path: entry.display_path(),
-                                change: other.to_string(),
-                            },
-                        });
-                    }
-                }
-                Ok(()) => {}
+            if sampled && let Err(d) = self.check_entry(&entry) {
+                found.push(d);
             }
             Ok(true)
         })?;
         Ok(found)
-    }
-
-    fn check_digest(&self, entry: &Entry) -> Result<()> {
-        let (Some(algo), Some(expected)) = (self.meta().hash, entry.digest.as_ref()) else {
-            return Ok(());
-        };
-        let f = self.open_file(entry)?;
-        let mut hasher = ContentHasher::new(algo);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < entry.size {
-            let n = buf.len().min((entry.size - at) as usize);
-            read_content(&f, entry, at, &mut buf[..n])?;
-            hasher.update(&buf[..n]);
-            at += n as u64;
-        }
-        check_not_grown(entry, &f, self.meta().anonymize)?;
-        compare_digest(entry, algo, expected, hasher)
     }
 
     /// A player over this tape.
@@ -473,8 +525,174 @@ impl Tape {
     }
 }
 
+/// `verify`'s side of the walk: merges the objects found with the catalog's rows, both in
+/// tape order.
+struct Checker<'t> {
+    tape: &'t Tape,
+    rows: std::sync::mpsc::Receiver<Result<Vec<Entry>>>,
+    pending: std::iter::Peekable<std::vec::IntoIter<Entry>>,
+    deep: bool,
+    found: Vec<Discrepancy>,
+    /// Relative paths of directories that could not be listed: their rows are not
+    /// reported missing one by one.
+    unlistable: Vec<Vec<u8>>,
+}
+
+impl Checker<'_> {
+    fn peek_row(&mut self) -> Result<Option<&Entry>> {
+        while self.pending.peek().is_none() {
+            match self.rows.recv() {
+                Ok(batch) => self.pending = batch?.into_iter().peekable(),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(self.pending.peek())
+    }
+
+    fn next_row(&mut self) -> Result<Option<Entry>> {
+        self.peek_row()?;
+        Ok(self.pending.next())
+    }
+
+    fn arc_path(&self, rel: &[u8]) -> String {
+        let mut p = self.tape.meta().arc_root.clone();
+        if !rel.is_empty() {
+            p.push(b'/');
+            p.extend_from_slice(rel);
+        }
+        String::from_utf8_lossy(&p).into_owned()
+    }
+
+    fn push(&mut self, arc_path: String, change: impl Into<String>) {
+        self.found.push(Discrepancy {
+            arc_path,
+            change: change.into(),
+        });
+    }
+
+    fn missing(&mut self, row: &Entry) {
+        let below_unlistable = self.unlistable.iter().any(|d| {
+            d.is_empty()
+                || (row.rel_path.starts_with(d) && row.rel_path.get(d.len()) == Some(&b'/'))
+        });
+        if !below_unlistable {
+            self.push(row.display_path(), "missing");
+        }
+    }
+
+    fn added(&mut self, found: &Found<'_>) -> bool {
+        let would_be_skipped = self.tape.meta().skip_unreadable
+            && found.kind != Kind::Symlink
+            && !readable(found.dir, found.name, found.stat, found.kind == Kind::Dir);
+        if !would_be_skipped {
+            let what = format!("added ({})", found.kind);
+            self.push(self.arc_path(found.rel), what);
+        }
+        false
+    }
+
+    /// Compares the recorded `row` with the object found at its path.
+    fn matched(&mut self, row: &Entry, found: &Found<'_>) -> Result<bool> {
+        let anonymize = self.tape.meta().anonymize;
+        if let Some(change) = compare(row, &Observed::of(found.stat), anonymize) {
+            self.push(row.display_path(), change);
+            // A directory that changed is still walked: what changed in it is named too.
+            return Ok(row.kind == Kind::Dir && found.kind == Kind::Dir);
+        }
+        match row.kind {
+            Kind::Dir => return Ok(true),
+            Kind::Symlink => match rustix::fs::readlinkat(found.dir, found.name, Vec::new()) {
+                Ok(target) => {
+                    if let Some(change) = compare_target(row, target.as_bytes()) {
+                        self.push(row.display_path(), change);
+                    }
+                }
+                Err(e) => self.push(
+                    row.display_path(),
+                    format!("cannot be read: {}", io::Error::from(e)),
+                ),
+            },
+            Kind::File if self.deep => {
+                if let Err(e) = self.check_digest(row, found) {
+                    let change = match e {
+                        Error::Integrity { change, .. } => change,
+                        other => other.to_string(),
+                    };
+                    self.push(row.display_path(), change);
+                }
+            }
+            Kind::File => {}
+        }
+        Ok(false)
+    }
+
+    /// Re-reads a file and compares it with its recorded digest.
+    fn check_digest(&self, entry: &Entry, found: &Found<'_>) -> Result<()> {
+        let (Some(algo), Some(expected)) = (self.tape.meta().hash, entry.digest.as_ref()) else {
+            return Ok(());
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(found.dir, found.name, flags, Mode::empty())
+            .map_err(|e| open_error(entry, e.into()))?;
+        let f = File::from(fd);
+        let anonymize = self.tape.meta().anonymize;
+        check_open_file(entry, &f, anonymize)?;
+        let mut hasher = ContentHasher::new(algo);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < entry.size {
+            let n = buf.len().min((entry.size - at) as usize);
+            read_content(&f, entry, at, &mut buf[..n])?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        check_not_grown(entry, &f, anonymize)?;
+        compare_digest(entry, algo, expected, hasher)
+    }
+}
+
+impl Visitor for Checker<'_> {
+    fn object(&mut self, found: &Found<'_>) -> Result<bool> {
+        loop {
+            let Some(row) = self.peek_row()? else {
+                return Ok(self.added(found));
+            };
+            match row.rel_path.as_slice().cmp(found.rel) {
+                std::cmp::Ordering::Less => {
+                    let row = self.next_row()?.expect("peeked");
+                    self.missing(&row);
+                }
+                std::cmp::Ordering::Equal => {
+                    let row = self.next_row()?.expect("peeked");
+                    return self.matched(&row, found);
+                }
+                std::cmp::Ordering::Greater => return Ok(self.added(found)),
+            }
+        }
+    }
+
+    fn special(&mut self, _rel: &[u8], _what: &'static str) {
+        // Never recorded: a new one shows as its directory's new mtime.
+    }
+
+    fn failed(&mut self, rel: &[u8], listing: bool, err: io::Error) -> Result<()> {
+        if listing {
+            self.unlistable.push(rel.to_vec());
+            self.push(self.arc_path(rel), format!("cannot be listed: {err}"));
+        } else if err.kind() != io::ErrorKind::NotFound {
+            // (Gone since it was listed: a recorded one is reported missing.)
+            self.push(self.arc_path(rel), format!("cannot be examined: {err}"));
+        }
+        Ok(())
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fstat(fd: impl AsFd) -> io::Result<Observed> {
+    Ok(Observed::of(&rustix::fs::fstat(fd)?))
 }
 
 /// Reads exactly `buf.len()` content bytes at `at`; fewer means the file shrank.
@@ -496,24 +714,18 @@ fn read_content_probing(
     while done < len {
         match f.read_at(&mut buf[done..], at + done as u64) {
             Ok(0) => {
-                return Err(Discrepancy {
-                    arc_path: entry.display_path(),
-                    change: format!(
+                return Err(broken(
+                    entry,
+                    format!(
                         "file shrank: read ended at {} of {} bytes",
                         at + done as u64,
                         entry.size
                     ),
-                }
-                .into());
+                ));
             }
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(Error::Integrity {
-                    path: entry.display_path(),
-                    change: format!("read failed: {e}"),
-                });
-            }
+            Err(e) => return Err(broken(entry, format!("read failed: {e}"))),
         }
     }
     Ok(done)
@@ -528,11 +740,10 @@ fn compare_digest(
 ) -> Result<()> {
     let got = hasher.finish();
     if got != expected {
-        return Err(Discrepancy {
-            arc_path: entry.display_path(),
-            change: format!("content {} {expected} → {got}", algo.name()),
-        }
-        .into());
+        return Err(broken(
+            entry,
+            format!("content {} {expected} → {got}", algo.name()),
+        ));
     }
     Ok(())
 }
@@ -541,32 +752,24 @@ fn compare_digest(
 fn check_not_grown(entry: &Entry, f: &File, anonymize: bool) -> Result<()> {
     let mut one = [0u8; 1];
     let past_end = f.read_at(&mut one, entry.size).unwrap_or(0);
-    check_end_and_metadata(entry, f, anonymize, past_end)
-}
-
-/// `past_end` bytes were read past the recorded size of a whole file read: any means the
-/// file grew. Then its metadata must not have changed either.
-fn check_end_and_metadata(entry: &Entry, f: &File, anonymize: bool, past_end: usize) -> Result<()> {
     if past_end > 0 {
-        return Err(Discrepancy {
-            arc_path: entry.display_path(),
-            change: format!("file grew past {} bytes while being read", entry.size),
-        }
-        .into());
+        return Err(grew(entry));
     }
     check_open_file(entry, f, anonymize)
 }
 
+fn grew(entry: &Entry) -> Error {
+    broken(
+        entry,
+        format!("file grew past {} bytes while being read", entry.size),
+    )
+}
+
+/// The open descriptor (`fstat`) must still match the snapshot.
 fn check_open_file(entry: &Entry, f: &File, anonymize: bool) -> Result<()> {
-    let st = fstat(f.as_raw_fd()).map_err(|e| Error::Integrity {
-        path: entry.display_path(),
-        change: e.to_string(),
-    })?;
+    let st = fstat(f).map_err(|e| broken(entry, e.to_string()))?;
     match compare(entry, &st, anonymize) {
-        Some(change) => Err(Error::Integrity {
-            path: entry.display_path(),
-            change,
-        }),
+        Some(change) => Err(broken(entry, change)),
         None => Ok(()),
     }
 }
@@ -578,226 +781,139 @@ fn open_error(entry: &Entry, e: io::Error) -> Error {
         Some(libc::EXDEV) => "path leaves the source root".to_string(),
         _ => format!("cannot be opened: {e}"),
     };
-    Error::Integrity {
-        path: entry.display_path(),
-        change,
-    }
-}
-
-fn kind_of(st: &libc::stat) -> &'static str {
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => "file",
-        libc::S_IFDIR => "dir",
-        libc::S_IFLNK => "symlink",
-        libc::S_IFIFO => "fifo",
-        libc::S_IFSOCK => "socket",
-        _ => "device",
-    }
+    broken(entry, change)
 }
 
 /// Describes how `st` differs from the snapshot of `entry`, if it does.
-fn compare(entry: &Entry, st: &libc::stat, anonymize: bool) -> Option<String> {
-    let kind = kind_of(st);
-    if kind != entry.kind.name() {
-        return Some(format!("type {} → {kind}", entry.kind.name()));
+fn compare(entry: &Entry, st: &Observed, anonymize: bool) -> Option<String> {
+    if st.kind != Some(entry.kind) {
+        return Some(format!("type {} → {}", entry.kind.name(), st.kind_name));
     }
     let mut changes = Vec::new();
-    if entry.kind == Kind::File && st.st_size as u64 != entry.size {
-        changes.push(format!("size {} → {}", entry.size, st.st_size));
+    let file = entry.kind == Kind::File;
+    if file && st.size != entry.size {
+        changes.push(format!("size {} → {}", entry.size, st.size));
     }
-    if (st.st_mtime, st.st_mtime_nsec) != (entry.mtime_sec, entry.mtime_nsec) {
+    if st.mtime != (entry.mtime_sec, entry.mtime_nsec) {
         changes.push(format!(
             "mtime {}.{:09} → {}.{:09}",
-            entry.mtime_sec, entry.mtime_nsec, st.st_mtime, st.st_mtime_nsec
+            entry.mtime_sec, entry.mtime_nsec, st.mtime.0, st.mtime.1
         ));
     }
-    let mode = normalised_mode(entry.kind, st.st_mode & 0o7777, anonymize);
+    let mode = normalised_mode(entry.kind, st.perm, anonymize);
     if mode != entry.mode {
         changes.push(format!("mode {:04o} → {mode:04o}", entry.mode));
     }
-    if !anonymize && (st.st_uid as u64, st.st_gid as u64) != (entry.uid, entry.gid) {
+    if !anonymize && (st.uid, st.gid) != (entry.uid, entry.gid) {
         changes.push(format!(
             "owner {}:{} → {}:{}",
-            entry.uid, entry.gid, st.st_uid, st.st_gid
+            entry.uid, entry.gid, st.uid, st.gid
+        ));
+    }
+    if file && st.ctime != (entry.ctime_sec, entry.ctime_nsec) {
+        changes.push(format!(
+            "ctime {}.{:09} → {}.{:09} (changed since recording)",
+            entry.ctime_sec, entry.ctime_nsec, st.ctime.0, st.ctime.1
         ));
     }
     (!changes.is_empty()).then(|| changes.join(", "))
 }
 
-fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter; fd is a live descriptor.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-fn fstatat_nofollow(dir: RawFd, rel: &CString) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-parameter; `rel` is NUL-terminated.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatat(dir, rel.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: an empty path with an O_PATH descriptor reads the link itself.
-    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
-}
-
-/// Opens `rel` beneath the directory `root` without following any symlink on the way
-/// (openat2 with RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH). On kernels without openat2,
-/// falls back to openat with O_NOFOLLOW on the last component.
-fn open_beneath(root: RawFd, rel: &[u8], flags: i32) -> io::Result<File> {
-    let rel = if rel.is_empty() { &b"."[..] } else { rel };
-    let c = CString::new(rel)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW;
-    // SAFETY: open_how is plain data; all-zero is its neutral value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_BENEATH;
-    // SAFETY: valid C string and open_how; the returned fd is owned by the File.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root,
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
+fn compare_target(entry: &Entry, target: &[u8]) -> Option<String> {
+    (target != entry.link_target.as_slice()).then(|| {
+        format!(
+            "symlink target {} → {}",
+            String::from_utf8_lossy(&entry.link_target),
+            String::from_utf8_lossy(target)
         )
-    } as i32;
-    let fd = if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-        unsafe { libc::openat(root, c.as_ptr(), flags) }
-    } else {
-        fd
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor owned by nobody else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    })
 }
 
-/// How [`copy_content`] can move bytes to its destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sink {
-    /// A pipe: `splice` moves page-cache pages without copying them.
-    Pipe,
-    /// A regular file: `copy_file_range` copies inside the kernel.
-    File,
-    /// Anything else: `pread` + `write`.
-    Other,
-}
-
-impl Sink {
-    /// Classifies an open descriptor.
-    pub fn of(fd: RawFd) -> Sink {
-        match fstat(fd).map(|st| st.st_mode & libc::S_IFMT) {
-            Ok(libc::S_IFIFO) => Sink::Pipe,
-            Ok(libc::S_IFREG) => Sink::File,
-            _ => Sink::Other,
-        }
-    }
-}
-
-/// Writes `len` content bytes of `entry`, from `offset` in `src`, to the descriptor `dst`
-/// (at its current position) without passing them through user space where the kernel
-/// allows. A source that ends early is an integrity error (the file shrank).
+/// Writes `len` content bytes of `entry`, from `offset` in `src` (opened and checked by
+/// the player), to the regular file `dst` at its current position, which must be its end.
+/// `copy_file_range` copies at call time, inside the kernel; the source is checked after
+/// it, and if it changed, `dst` is cut back to where it was, so that what it holds is
+/// still a correct prefix of the tape. Where `copy_file_range` cannot serve (another
+/// kind of output, `O_APPEND`, a filesystem without it), the bytes go through a buffer,
+/// each chunk checked before it is written. A source that ends early is an integrity
+/// error (the file shrank).
 pub fn copy_content(
     entry: &Entry,
     src: &File,
     offset: u64,
     len: u64,
-    dst: RawFd,
-    sink: Sink,
+    dst: BorrowedFd<'_>,
+    anonymize: bool,
 ) -> Result<()> {
-    let mut off = offset as libc::loff_t;
+    let out_err = |e: io::Error| Error::io("<output>", e);
+    let start = rustix::fs::seek(dst, rustix::fs::SeekFrom::Current(0)).ok();
+    let at_end = start.is_some_and(|pos| {
+        rustix::fs::fstat(dst).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+                && st.st_size as u64 == pos
+        })
+    });
+    let mut off = offset;
     let mut left = len;
-    let mut mode = sink;
-    let mut buf = Vec::new();
+    if let (true, Some(start)) = (at_end, start) {
+        while left > 0 {
+            let chunk = left.min(1 << 30) as usize;
+            let mut from = off;
+            match rustix::fs::copy_file_range(src, Some(&mut from), dst, None, chunk) {
+                Ok(0) => {
+                    let _ = rustix::fs::ftruncate(dst, start);
+                    let _ = rustix::fs::seek(dst, rustix::fs::SeekFrom::Start(start));
+                    return Err(broken(
+                        entry,
+                        format!("file shrank: read ended at {off} of {} bytes", entry.size),
+                    ));
+                }
+                Ok(n) => {
+                    off += n as u64;
+                    left -= n as u64;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                // Not supported between these two: copy through a buffer instead.
+                Err(
+                    rustix::io::Errno::INVAL
+                    | rustix::io::Errno::XDEV
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::OPNOTSUPP
+                    | rustix::io::Errno::BADF,
+                ) if off == offset => break,
+                Err(e) => return Err(out_err(e.into())),
+            }
+        }
+        if left == 0 {
+            // Check after the copy: a change during it means the copy may hold changed
+            // bytes; cut them off.
+            if let Err(e) = check_open_file(entry, src, anonymize) {
+                let _ = rustix::fs::ftruncate(dst, start);
+                let _ = rustix::fs::seek(dst, rustix::fs::SeekFrom::Start(start));
+                return Err(e);
+            }
+            return Ok(());
+        }
+    }
+    let mut buf = vec![0u8; (left.min(1 << 20)) as usize];
     while left > 0 {
-        let chunk = left.min(1 << 30) as usize;
-        // SAFETY: plain syscalls on live descriptors; `off` is ours.
-        let n = match mode {
-            Sink::Pipe => unsafe {
-                libc::splice(
-                    src.as_raw_fd(),
-                    &mut off,
-                    dst,
-                    std::ptr::null_mut(),
-                    chunk,
-                    libc::SPLICE_F_MOVE,
-                )
-            },
-            Sink::File => unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut off,
-                    dst,
-                    std::ptr::null_mut(),
-                    chunk,
-                    0,
-                )
-            },
-            Sink::Other => {
-                if buf.is_empty() {
-                    buf = vec![0u8; 1 << 20];
-                }
-                let n = buf.len().min(left as usize);
-                read_content(src, entry, off as u64, &mut buf[..n])?;
-                write_all_fd(dst, &buf[..n]).map_err(|e| Error::io("<output>", e))?;
-                off += n as i64;
-                n as isize
-            }
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                // Not supported between these two: fall back to copying.
-                // (EBADF: an O_APPEND output refuses copy_file_range.)
-                Some(
-                    libc::EINVAL | libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF,
-                ) if mode != Sink::Other => {
-                    mode = Sink::Other;
-                    continue;
-                }
-                _ => return Err(Error::io("<output>", e)),
-            }
-        }
-        if n == 0 {
-            return Err(Discrepancy {
-                arc_path: entry.display_path(),
-                change: format!("file shrank: read ended at {} of {} bytes", off, entry.size),
-            }
-            .into());
-        }
+        let n = buf.len().min(left as usize);
+        read_content(src, entry, off, &mut buf[..n])?;
+        check_open_file(entry, src, anonymize)?;
+        write_all_fd(dst, &buf[..n]).map_err(out_err)?;
+        off += n as u64;
         left -= n as u64;
     }
     Ok(())
 }
 
-fn write_all_fd(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
-        // SAFETY: writes from a valid slice to a live descriptor.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
-        data = &data[n as usize..];
     }
     Ok(())
 }
@@ -813,11 +929,11 @@ pub enum Event<'a> {
         resumed: bool,
     },
     /// Bytes of the tape, in order (header, content, padding of the current entry, or
-    /// the footer).
+    /// the footer). Content bytes were checked against the snapshot after they were read.
     Data(&'a [u8]),
     /// With [`TapePlayer::content_ranges`]: the next `len` tape bytes are the content of
-    /// `entry` from `offset` in `file` (already checked against the snapshot). The sink
-    /// must deliver all of them; [`copy_content`] does it and detects a shrunk file.
+    /// `entry` from `offset` in `file` (opened and checked against the snapshot). The sink
+    /// must deliver all of them, checked: [`copy_content`] does it into a regular file.
     Content {
         entry: &'a Entry,
         file: &'a File,
@@ -842,6 +958,9 @@ pub struct TapePlayer<'t> {
     content_ranges: Option<u64>,
 }
 
+/// Bytes read from a source file at a time by the player.
+const PLAY_CHUNK: usize = 1 << 20;
+
 impl TapePlayer<'_> {
     /// Whether to compute MD5s for `FileEnd` (costly on large files; on by default).
     pub fn md5(mut self, yes: bool) -> Self {
@@ -850,10 +969,10 @@ impl TapePlayer<'_> {
     }
 
     /// Emit file content of at least `min_len` bytes as [`Event::Content`] ranges of the
-    /// open source file instead of bytes, so that the sink can move them without a copy
-    /// through user space (splice, copy_file_range). Smaller content is cheaper to copy
+    /// open source file instead of bytes, so that a sink writing to a regular file can
+    /// copy them inside the kernel (`copy_file_range`). Smaller content is cheaper to copy
     /// into the sink's buffer than to hand over with syscalls of its own. Only where no
-    /// MD5 is computed: hashing needs the bytes.
+    /// digest is computed: hashing needs the bytes.
     pub fn content_ranges(mut self, min_len: Option<u64>) -> Self {
         self.content_ranges = min_len;
         self
@@ -861,7 +980,8 @@ impl TapePlayer<'_> {
 
     /// Plays bytes `[start, start + len)` (to the end when `len` is `None`), calling
     /// `sink` for every event. Stops at the first error, from the tape or the sink;
-    /// everything emitted before it is a correct prefix.
+    /// everything emitted before it is a correct prefix. The root entry is checked first,
+    /// whatever the offset.
     pub fn play(
         &self,
         start: u64,
@@ -877,8 +997,12 @@ impl TapePlayer<'_> {
         }
         let end = len.map_or(total, |l| start.saturating_add(l).min(total));
         let offsets = tape.catalog.offsets();
+        // From the start, the root entry is the first one played and checked.
+        if start > 0 {
+            tape.check_root()?;
+        }
         let mut pos = start;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; PLAY_CHUNK + 1];
         if let Some(first) = offsets.entry_at(pos).filter(|_| pos < end) {
             tape.catalog.for_each_from(first, |entry| {
                 pos = self.play_entry(&entry, pos, end, &mut buf, &mut sink)?;
@@ -908,6 +1032,7 @@ impl TapePlayer<'_> {
         sink: &mut impl FnMut(Event<'_>) -> Result<()>,
     ) -> Result<u64> {
         let tape = self.tape;
+        let anonymize = tape.meta().anonymize;
         let entry_end = entry.end_offset();
         let stop = end.min(entry_end);
         let resumed = pos > entry.start_offset;
@@ -922,12 +1047,7 @@ impl TapePlayer<'_> {
             start_offset: entry.start_offset,
             resumed,
         })?;
-        let header = Header::for_entry(entry).map_err(|p| {
-            Error::corrupt(
-                tape.catalog.path(),
-                format!("{}: {p}", entry.display_path()),
-            )
-        })?;
+        let header = tape.header(entry)?;
         let content_start = entry.start_offset + BLOCK;
         let content_end = content_start + entry.size;
         let mut at = pos;
@@ -957,14 +1077,14 @@ impl TapePlayer<'_> {
                 })?;
                 at += len;
             }
-            // What was read past the end of the content, when the last read asked for it.
-            let mut past_end = None;
+            // Whether the read that reached the content's end also looked past it.
+            let mut probed_end = false;
             while at < content_end.min(stop) {
-                let n = buf.len().min((content_end.min(stop) - at) as usize);
-                // The last read of a file read to its end asks for one byte more when the
-                // buffer has room: getting it means the file grew, and the separate read
-                // that checks for that (one per file) is saved.
-                let probe = at + n as u64 == content_end && n < buf.len();
+                let n = PLAY_CHUNK.min((content_end.min(stop) - at) as usize);
+                // The last read of a file read to its end asks for one byte more: getting
+                // it means the file grew, and the separate read that checks for that (one
+                // per file) is saved.
+                let probe = at + n as u64 == content_end;
                 let read = read_content_probing(
                     f,
                     entry,
@@ -973,8 +1093,14 @@ impl TapePlayer<'_> {
                     n,
                 )?;
                 if probe {
-                    past_end = Some(read - n);
+                    if read > n {
+                        return Err(grew(entry));
+                    }
+                    probed_end = true;
                 }
+                // Check after read, before write: these bytes leave only if the file is
+                // still the snapshot's.
+                check_open_file(entry, f, anonymize)?;
                 if let Some(h) = hasher.as_mut() {
                     h.update(&buf[..n]);
                 }
@@ -985,10 +1111,8 @@ impl TapePlayer<'_> {
                 at += n as u64;
             }
             if at == content_end {
-                let anonymize = tape.meta().anonymize;
-                match past_end {
-                    Some(past_end) => check_end_and_metadata(entry, f, anonymize, past_end)?,
-                    None => check_not_grown(entry, f, anonymize)?,
+                if !probed_end {
+                    check_not_grown(entry, f, anonymize)?;
                 }
                 if let Some((expected, algo, h)) = recorded.take() {
                     compare_digest(entry, algo, expected, h)?;
@@ -1008,5 +1132,97 @@ impl TapePlayer<'_> {
             })?;
         }
         Ok(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: Kind) -> Entry {
+        Entry {
+            ordinal: Ordinal(1),
+            arc_path: b"r/x".to_vec(),
+            rel_path: b"x".to_vec(),
+            kind,
+            size: if kind == Kind::File { 10 } else { 0 },
+            mode: normalised_mode(kind, 0o644, true),
+            disk_mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: b"root".to_vec(),
+            gname: b"root".to_vec(),
+            mtime: 100,
+            mtime_sec: 100,
+            mtime_nsec: 5,
+            ctime_sec: if kind == Kind::File { 200 } else { 0 },
+            ctime_nsec: if kind == Kind::File { 6 } else { 0 },
+            link_target: Vec::new(),
+            start_offset: 512,
+            digest: None,
+        }
+    }
+
+    fn observed(e: &Entry) -> Observed {
+        Observed {
+            kind: Some(e.kind),
+            kind_name: e.kind.name(),
+            size: e.size,
+            mtime: (e.mtime_sec, e.mtime_nsec),
+            ctime: (e.ctime_sec, e.ctime_nsec),
+            perm: e.disk_mode,
+            uid: 1000,
+            gid: 1000,
+            dev: 1,
+            ino: 2,
+        }
+    }
+
+    #[test]
+    fn compare_names_every_change() {
+        let e = entry(Kind::File);
+        let same = observed(&e);
+        assert_eq!(compare(&e, &same, true), None);
+        let with = |f: &dyn Fn(&mut Observed)| {
+            let mut st = same;
+            f(&mut st);
+            compare(&e, &st, true).unwrap_or_default()
+        };
+        assert!(with(&|s| s.size = 11).contains("size 10 → 11"));
+        assert!(with(&|s| s.mtime.1 = 6).contains("mtime"));
+        assert!(with(&|s| s.ctime.1 = 7).contains("ctime"));
+        assert!(with(&|s| s.perm = 0o755).contains("mode 0644 → 0755"));
+        // An execute-less chmod is invisible in an anonymised header, but not its ctime.
+        assert_eq!(with(&|s| s.perm = 0o600), "");
+        assert!(
+            with(&|s| {
+                s.kind = None;
+                s.kind_name = "fifo";
+            })
+            .contains("type file → fifo")
+        );
+        // Owners count only without anonymisation.
+        let mut owned = e.clone();
+        owned.mode = 0o644;
+        owned.uid = 1000;
+        owned.gid = 1000;
+        assert_eq!(compare(&owned, &same, false), None);
+        let mut other = same;
+        other.uid = 0;
+        assert!(compare(&owned, &other, false).unwrap().contains("owner"));
+        // Directories have no size or ctime to compare.
+        let d = entry(Kind::Dir);
+        let mut st = observed(&d);
+        st.ctime = (999, 9);
+        st.size = 4096;
+        assert_eq!(compare(&d, &st, true), None);
+    }
+
+    #[test]
+    fn targets_are_compared_as_bytes() {
+        let mut e = entry(Kind::Symlink);
+        e.link_target = b"a".to_vec();
+        assert_eq!(compare_target(&e, b"a"), None);
+        assert!(compare_target(&e, b"b").unwrap().contains("a → b"));
     }
 }

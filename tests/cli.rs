@@ -102,8 +102,13 @@ fn assert_ok(o: &Output) {
 
 /// Exit status 1, exactly one line on stderr starting with `error:`, no panic.
 fn assert_one_line_error(o: &Output, must_contain: &str) {
+    assert_one_line_error_code(o, 1, must_contain);
+}
+
+/// Exit status `code`, exactly one line on stderr starting with `error:`, no panic.
+fn assert_one_line_error_code(o: &Output, code: i32, must_contain: &str) {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
     assert!(err.starts_with("error: "), "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
     assert!(!err.contains("panicked"), "stderr: {err}");
@@ -506,22 +511,47 @@ fn mtime_with_nanoseconds_is_checked_exactly() {
     );
 }
 
+/// Puts `digest` in the catalog row of `arc_path`, with a matching row checksum: what a
+/// file whose bytes rotted on disk (same size, mtime and ctime) looks like to tartape.
+fn forge_digest(catalog: &Path, arc_path: &[u8], digest: &str) {
+    let c = tartape::catalog::Catalog::open(catalog).unwrap();
+    let mut e = c.find(arc_path).unwrap().unwrap();
+    drop(c);
+    e.digest = Some(digest.to_string());
+    let conn = rusqlite::Connection::open(catalog).unwrap();
+    conn.execute(
+        "UPDATE entries SET digest = ?1, crc = ?2 WHERE ordinal = ?3",
+        rusqlite::params![digest, tartape::catalog::row_crc(&e), e.ordinal.0 as i64],
+    )
+    .unwrap();
+}
+
 #[test]
 fn deep_verify_compares_digests() {
     let env = TestEnv::with_tree();
     set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
     assert_ok(&env.run_cat("record", &["--hash", "sha256"]));
     assert_ok(&env.run_cat("verify", &["--deep"]));
-    // Same size and mtime, different bytes: only --deep can see it.
-    fs::write(env.src().join("a.txt"), b"HELLO\n").unwrap();
-    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
+    // Bytes that differ from the digest while every piece of metadata matches (rot on
+    // disk): only --deep can see it.
+    forge_digest(&env.catalog(), b"src/a.txt", &"0".repeat(64));
     assert_ok(&env.run_cat("verify", &[]));
     let deep = env.run_cat("verify", &["--deep"]);
     assert_eq!(deep.status.code(), Some(1));
     assert!(
-        stdout(&deep).contains("src/a.txt: content sha256"),
+        stdout(&deep).contains(&format!("src/a.txt: content sha256 {} →", "0".repeat(64))),
         "{}",
         stdout(&deep)
+    );
+    // Same size and mtime, other bytes written: the ctime says so, with or without --deep.
+    fs::write(env.src().join("a.txt"), b"HELLO\n").unwrap();
+    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
+    let plain = env.run_cat("verify", &[]);
+    assert_eq!(plain.status.code(), Some(1));
+    assert!(
+        stdout(&plain).contains("src/a.txt: ctime"),
+        "{}",
+        stdout(&plain)
     );
 }
 
@@ -547,32 +577,32 @@ fn tampered_catalogs_are_refused() {
     let cases = [
         (
             "UPDATE entries SET start_offset = start_offset + 512 WHERE ordinal = 3",
-            "prefix sum",
+            "entry 3: checksum mismatch",
             3,
         ),
         (
             "UPDATE entries SET size = size + 600 WHERE ordinal = 1",
-            "prefix sum",
+            "entry 1: checksum mismatch",
             1,
         ),
         (
             "UPDATE layout SET sizes = zeroblob(length(sizes))",
-            "prefix sum",
+            "layout checksum mismatch",
             0,
         ),
         (
             "UPDATE entries SET rel_path = CAST('../../etc/passwd' AS BLOB) WHERE ordinal = 2",
-            "escapes the root",
+            "entry 2: checksum mismatch",
             2,
         ),
         (
             "UPDATE entries SET rel_path = CAST('/etc/passwd' AS BLOB) WHERE ordinal = 2",
-            "absolute",
+            "entry 2: checksum mismatch",
             2,
         ),
         (
             "UPDATE entries SET arc_path = CAST('other/a.txt' AS BLOB) WHERE ordinal = 1",
-            "arc path",
+            "entry 1: checksum mismatch",
             1,
         ),
         (
@@ -592,12 +622,12 @@ fn tampered_catalogs_are_refused() {
         ),
         (
             "UPDATE meta SET value = '1' WHERE key = 'total_size'",
-            "total size",
+            "metadata checksum mismatch",
             0,
         ),
         (
             "DELETE FROM meta WHERE key = 'fingerprint'",
-            "`fingerprint` missing",
+            "metadata checksum mismatch",
             0,
         ),
         (
@@ -607,12 +637,32 @@ fn tampered_catalogs_are_refused() {
         ),
         (
             "UPDATE entries SET uid = 1099511627776 WHERE ordinal = 1",
-            "does not fit",
+            "entry 1: checksum mismatch",
             1,
         ),
         (
             "UPDATE entries SET uname = CAST('x' AS BLOB) WHERE ordinal = 1",
-            "root:root",
+            "entry 1: checksum mismatch",
+            1,
+        ),
+        (
+            "UPDATE entries SET mtime = mtime + 1000 WHERE ordinal = 3",
+            "entry 3: checksum mismatch",
+            3,
+        ),
+        (
+            "UPDATE entries SET digest = 'x' WHERE ordinal = 3",
+            "entry 3: checksum mismatch",
+            3,
+        ),
+        (
+            "UPDATE entries SET crc = crc + 1 WHERE ordinal = 2",
+            "entry 2: checksum mismatch",
+            2,
+        ),
+        (
+            "UPDATE entries SET size = -1 WHERE ordinal = 1",
+            "out of range",
             1,
         ),
     ];
@@ -624,14 +674,15 @@ fn tampered_catalogs_are_refused() {
     let cases = cases
         .iter()
         .copied()
-        .chain([(overflow.as_str(), "more than 2^64", 0)]);
+        .chain([(overflow.as_str(), "layout checksum mismatch", 0)]);
     let starts: Vec<u64> = stdout(&env.run_cat("ls", &[]))
         .lines()
         .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
         .collect();
     for (sql, expect, bad_entry) in cases {
         let (verify, stream) = tamper(&env, sql);
-        assert_one_line_error(&verify, expect);
+        // The tape could not be checked: exit status 2.
+        assert_one_line_error_code(&verify, 2, expect);
         assert_one_line_error(&stream, expect);
         // Rows are checked when fetched: what was written stops before the bad entry.
         let written = fs::read(env.dir.path().join("x.tar")).unwrap_or_default();
@@ -656,6 +707,8 @@ fn garbage_and_truncated_catalogs_are_refused() {
     fs::write(env.dir.path().join("empty.db"), b"").unwrap();
     for name in ["trunc.db", "junk.db", "empty.db"] {
         let out = env.run(&["verify", "src", "--catalog", name]);
+        assert_one_line_error_code(&out, 2, "corrupted catalog");
+        let out = env.run(&["stream", "src", "--catalog", name, "-o", "x.tar"]);
         assert_one_line_error(&out, "corrupted catalog");
     }
 }
@@ -844,16 +897,34 @@ fn stream_checks_recorded_digests_of_whole_files() {
     set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
     assert_ok(&env.run_cat("record", &["--hash", "md5"]));
     let good = env.stream();
-    // Same size and mtime, other bytes: only the digest can tell.
-    fs::write(env.src().join("a.txt"), b"HELLO\n").unwrap();
-    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
+    // The bytes no longer hash to the digest, all metadata the same: only the digest can
+    // tell.
+    forge_digest(&env.catalog(), b"src/a.txt", &"0".repeat(32));
     let out = env.run_cat("stream", &["-o", "bad.tar"]);
     assert_one_line_error(&out, "integrity error: src/a.txt: content md5");
     let written = fs::read(env.dir.path().join("bad.tar")).unwrap();
     assert!(written.len() < good.len());
+    assert!(good.starts_with(&written));
     // A resumed stream cannot hash the whole file and does not claim to.
     let out = env.run_cat("stream", &["--offset", "1000", "-o", "tail.tar"]);
     assert_ok(&out);
+    // Other bytes with the mtime put back: the ctime stops the stream before they leave.
+    forge_digest(
+        &env.catalog(),
+        b"src/a.txt",
+        &tartape::digest::hex(&md5_of(b"hello\n")),
+    );
+    fs::write(env.src().join("a.txt"), b"HELLO\n").unwrap();
+    set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
+    let out = env.run_cat("stream", &["-o", "bad.tar"]);
+    assert_one_line_error(&out, "integrity error: src/a.txt: ctime");
+    let written = fs::read(env.dir.path().join("bad.tar")).unwrap();
+    assert!(good.starts_with(&written) && written.len() < good.len());
+}
+
+fn md5_of(data: &[u8]) -> Vec<u8> {
+    use md5::Digest as _;
+    md5::Md5::digest(data).to_vec()
 }
 
 #[test]

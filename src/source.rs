@@ -1,0 +1,202 @@
+//! The source directory: where it is, how it is opened, how paths below it are opened
+//! without ever following a symlink, and who may read what in it.
+
+use std::ffi::CStr;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Access, AtFlags, Mode, OFlags, ResolveFlags, Stat};
+
+use crate::error::{Error, Result};
+
+/// Name of the directory inside the source that holds the default catalog. It is never
+/// part of the tape.
+pub const CATALOG_DIR: &str = ".tartape";
+/// File name of the default catalog.
+pub const CATALOG_FILE: &str = "index.db";
+
+/// The default catalog location for a source directory.
+pub fn default_catalog(dir: &Path) -> PathBuf {
+    dir.join(CATALOG_DIR).join(CATALOG_FILE)
+}
+
+/// Resolves the source directory, with one clear error when it is missing or not a
+/// directory.
+pub fn canonical_source(dir: &Path) -> Result<PathBuf> {
+    let root = fs::canonicalize(dir).map_err(|e| Error::Source {
+        path: dir.to_path_buf(),
+        problem: match e.kind() {
+            io::ErrorKind::NotFound => "source does not exist".to_string(),
+            _ => e.to_string(),
+        },
+    })?;
+    if !root.is_dir() {
+        return Err(Error::Source {
+            path: dir.to_path_buf(),
+            problem: "source is not a directory".to_string(),
+        });
+    }
+    Ok(root)
+}
+
+/// Opens the (canonical) source root and lstats it through the descriptor.
+pub fn open_root(root: &Path) -> Result<(OwnedFd, Stat)> {
+    let source_err = |e: rustix::io::Errno| Error::Source {
+        path: root.to_path_buf(),
+        problem: io::Error::from(e).to_string(),
+    };
+    let fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(source_err)?;
+    let st = rustix::fs::fstat(&fd).map_err(source_err)?;
+    Ok((fd, st))
+}
+
+/// Opens `rel` beneath the directory `root` without following any symlink on the way and
+/// without leaving it (openat2 with RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH). On kernels
+/// without openat2 (before 5.6), walks the components one `openat(O_NOFOLLOW)` at a time.
+/// `rel` is a relative path of normal components (the catalog checks every stored one);
+/// empty means the root itself.
+pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
+    let rel = if rel.is_empty() { &b"."[..] } else { rel };
+    let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat2(
+        root,
+        rel,
+        flags,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+    ) {
+        Err(rustix::io::Errno::NOSYS) => open_by_components(root, rel, flags),
+        other => Ok(other?),
+    }
+}
+
+/// The fallback of [`open_beneath`]: every intermediate component is opened as a
+/// directory with `O_NOFOLLOW`, relative to the previous one; `..` is refused.
+pub(crate) fn open_by_components(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    flags: OFlags,
+) -> io::Result<OwnedFd> {
+    let mut components = rel.split(|&b| b == b'/').peekable();
+    let mut dir: Option<OwnedFd> = None;
+    while let Some(comp) = components.next() {
+        if comp.is_empty() || comp == b".." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "path leaves the source root",
+            ));
+        }
+        let at = dir.as_ref().map_or(root, |d| d.as_fd());
+        if components.peek().is_none() {
+            return Ok(rustix::fs::openat(
+                at,
+                comp,
+                flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?);
+        }
+        dir = Some(rustix::fs::openat(
+            at,
+            comp,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?);
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"))
+}
+
+/// Whether this process may read the object `name` in `dir`, lstat'ed as `st` (and, for
+/// a directory, search it). The permission bits answer without a syscall, which keeps
+/// recording as cheap as `find`; when they say no, the kernel has the last word
+/// (`faccessat` with the effective ids: ACLs, capabilities such as CAP_DAC_READ_SEARCH,
+/// and any number of supplementary groups).
+pub fn readable(dir: BorrowedFd<'_>, name: &CStr, st: &Stat, directory: bool) -> bool {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let euid = *EUID.get_or_init(|| rustix::process::geteuid().as_raw());
+    if euid == 0 {
+        return true;
+    }
+    let mode = st.st_mode;
+    let (r, x) = if st.st_uid == euid {
+        (0o400, 0o100)
+    } else if in_group(st.st_gid) {
+        (0o040, 0o010)
+    } else {
+        (0o004, 0o001)
+    };
+    if mode & r != 0 && (!directory || mode & x != 0) {
+        return true;
+    }
+    let access = if directory {
+        Access::READ_OK | Access::EXEC_OK
+    } else {
+        Access::READ_OK
+    };
+    rustix::fs::accessat(
+        dir,
+        name,
+        access,
+        AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .is_ok()
+}
+
+/// Whether `gid` is the effective group or one of the supplementary groups (all of them:
+/// the list is read whole, however long).
+fn in_group(gid: u32) -> bool {
+    thread_local! {
+        static GROUPS: Vec<u32> = {
+            let mut groups: Vec<u32> = rustix::process::getgroups()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect();
+            groups.push(rustix::process::getegid().as_raw());
+            groups
+        };
+    }
+    GROUPS.with(|g| g.contains(&gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn components_fallback_never_follows_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("real")).unwrap();
+        fs::write(root.join("real/f"), b"in").unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("f"), b"out").unwrap();
+        symlink(&outside, root.join("link")).unwrap();
+        symlink("real/f", root.join("flink")).unwrap();
+        let (root_fd, _) = open_root(&root).unwrap();
+        let read = |rel: &[u8]| {
+            open_by_components(root_fd.as_fd(), rel, OFlags::RDONLY).map(|fd| {
+                let mut s = String::new();
+                io::Read::read_to_string(&mut fs::File::from(fd), &mut s).unwrap();
+                s
+            })
+        };
+        assert_eq!(read(b"real/f").unwrap(), "in");
+        // An intermediate symlink, a final symlink, `..`: all refused.
+        assert!(read(b"link/f").is_err());
+        assert!(read(b"flink").is_err());
+        assert!(read(b"real/../real/f").is_err());
+        assert!(read(b"real//f").is_err());
+        // openat2 agrees.
+        assert!(open_beneath(root_fd.as_fd(), b"link/f", OFlags::RDONLY).is_err());
+        assert!(open_beneath(root_fd.as_fd(), b"real/f", OFlags::RDONLY).is_ok());
+    }
+}
