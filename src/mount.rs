@@ -28,11 +28,11 @@ use std::cell::RefCell;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -701,16 +701,60 @@ impl Filesystem for TapeFs {
 
 /// A tape mounted and ready to be served: the mount exists, requests queue in the kernel
 /// until [`MountSession::run`] starts answering them.
+///
+/// From the moment [`mount`] is called until `run` returns, SIGINT, SIGTERM and SIGHUP
+/// unmount the filesystem instead of ending the process, so that no signal can leave a
+/// stale mount behind (one arriving before the mount exists unmounts it as soon as it
+/// does).
 pub struct MountSession {
     session: Session<TapeFs>,
     mountpoint: PathBuf,
+    signals: signal_hook::iterator::Handle,
+    watcher: thread::JoinHandle<()>,
+    /// Unmounts a mount made through `fusermount3` if the session never runs.
+    guard: Option<FusermountGuard>,
 }
+
+/// How a mount is taken down.
+enum Unmounter {
+    /// fuser made the mount itself (root): its handle unmounts.
+    Fuser(SessionUnmounter),
+    /// `fusermount3` made it: `fusermount3 -u` takes it down.
+    Fusermount(PathBuf),
+}
+
+impl Unmounter {
+    fn unmount(&mut self) -> io::Result<()> {
+        match self {
+            Unmounter::Fuser(u) => u.unmount(),
+            Unmounter::Fusermount(path) => fusermount(path, false),
+        }
+    }
+}
+
+/// Detaches a `fusermount3` mount when dropped, unless disarmed.
+struct FusermountGuard(PathBuf);
+
+impl Drop for FusermountGuard {
+    fn drop(&mut self) {
+        let _ = fusermount(&self.0, true);
+    }
+}
+
+/// The signals that unmount a served tape.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Mounts `tape` read-only at `mountpoint` (which should have passed
 /// [`check_mountpoint`]) and returns once the kernel has accepted the mount. Call
 /// [`MountSession::run`] to serve it.
+///
+/// As root the mount is made directly; any other user mounts through `fusermount3`
+/// (setuid), which opens `/dev/fuse` and mounts on the user's behalf.
 pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<MountSession> {
     let mountpoint = resolve_mountpoint(mountpoint)?;
+    // First of all: from here on a signal unmounts instead of killing the process.
+    let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)
+        .map_err(|err| Error::Mount(format!("cannot handle signals: {err}")))?;
     let fs = TapeFs::new(tape, &options.name, options.cache)?;
     let disarm_slot = Arc::clone(&fs.disarm);
     let mut config = Config::default();
@@ -730,19 +774,52 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
     };
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;
-    let mut session = Session::new(fs, &mountpoint, &config).map_err(|err| {
+    let cannot_mount = |err: io::Error| {
         Error::Mount(format!(
             "{}: cannot mount: {}",
             mountpoint.display(),
             one_line(&err.to_string())
         ))
-    })?;
+    };
+    let (mut session, unmounter, guard) = if is_root() {
+        let mut session = Session::new(fs, &mountpoint, &config).map_err(cannot_mount)?;
+        let unmounter = Unmounter::Fuser(session.unmount_callable());
+        (session, unmounter, None)
+    } else {
+        let device = fusermount_mount(&mountpoint, &config.mount_options, options.allow_other)
+            .map_err(|err| {
+                Error::Mount(format!("{}: cannot mount: {err}", mountpoint.display()))
+            })?;
+        let guard = FusermountGuard(mountpoint.clone());
+        let session = Session::from_fd(fs, device, config.acl, config).map_err(cannot_mount)?;
+        (
+            session,
+            Unmounter::Fusermount(mountpoint.clone()),
+            Some(guard),
+        )
+    };
     info!(
         "mounted at {} ({} threads, {:?})",
         mountpoint.display(),
         options.threads.max(1),
         options.cache
     );
+    let handle = signals.handle();
+    let watcher = {
+        let mountpoint = mountpoint.clone();
+        let mut unmounter = unmounter;
+        thread::Builder::new()
+            .name("tartape-signals".to_string())
+            // Runs until `run` closes the handle (the iterator must outlive that: closing
+            // writes to it).
+            .spawn(move || {
+                for signal in signals.forever() {
+                    info!("signal {signal}: unmounting {}", mountpoint.display());
+                    unmount_on_signal(&mut unmounter, &mountpoint);
+                }
+            })
+            .map_err(|err| Error::Mount(format!("cannot start the signal watcher: {err}")))?
+    };
     // mountinfo, unlike a stat of the mount point, asks nothing of the not yet serving
     // filesystem.
     match mount_entry(&mountpoint) {
@@ -750,7 +827,9 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
             if let Some(readahead_kb) = options.readahead_kb {
                 raise_readahead(&entry, readahead_kb);
             }
-            if let Ok(mut slot) = disarm_slot.lock() {
+            if guard.is_none()
+                && let Ok(mut slot) = disarm_slot.lock()
+            {
                 *slot = Some(Disarm {
                     unmounter: session.unmount_callable(),
                     mountpoint: mountpoint.clone(),
@@ -766,6 +845,9 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
     Ok(MountSession {
         session,
         mountpoint,
+        signals: handle,
+        watcher,
+        guard,
     })
 }
 
@@ -777,31 +859,21 @@ impl MountSession {
 
     /// Serves requests until the filesystem is unmounted — by `tartape umount`, by
     /// `fusermount3 -u`, or by SIGINT, SIGTERM or SIGHUP, which unmount it cleanly.
-    ///
-    /// The three signals are blocked in the calling thread (and so in the serving threads
-    /// it starts) and taken by a watcher thread; call this from the main thread of a
-    /// program that has no other threads that could receive them.
     pub fn run(self) -> Result<()> {
         let MountSession {
-            mut session,
+            session,
             mountpoint,
+            signals,
+            watcher,
+            guard,
         } = self;
-        let signals = SignalGuard::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = {
-            let stop = Arc::clone(&stop);
-            let unmounter = session.unmount_callable();
-            let mountpoint = mountpoint.clone();
-            let set = signals.set;
-            thread::Builder::new()
-                .name("tartape-signals".to_string())
-                .spawn(move || watch_signals(set, &stop, unmounter, &mountpoint))
-                .map_err(|err| Error::Mount(format!("cannot start the signal watcher: {err}")))?
-        };
         let result = session.run();
-        stop.store(true, Ordering::Relaxed);
+        // The mount is gone: nothing is left for the guard to detach.
+        if let Some(guard) = guard {
+            std::mem::forget(guard);
+        }
+        signals.close();
         let _ = watcher.join();
-        drop(signals);
         info!("unmounted {}", mountpoint.display());
         result.map_err(|err| {
             Error::Mount(format!(
@@ -819,69 +891,123 @@ pub fn mount_foreground(tape: Tape, mountpoint: &Path, options: &MountOptions) -
     mount(tape, mountpoint, options)?.run()
 }
 
-/// Blocks a set of signals in the calling thread; restores the previous mask on drop.
-struct SignalGuard {
-    set: libc::sigset_t,
-    previous: libc::sigset_t,
-}
-
-impl SignalGuard {
-    fn block(signals: &[libc::c_int]) -> SignalGuard {
-        // SAFETY: the sets are plain data initialised by sigemptyset before use, and
-        // pthread_sigmask only reads `set` and writes `previous`.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut previous: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for &signal in signals {
-                libc::sigaddset(&mut set, signal);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
-            SignalGuard { set, previous }
+/// Unmounts after a signal; a busy mount (a process still has the file open) is detached
+/// so that it disappears now, its open files served until they are closed.
+fn unmount_on_signal(unmounter: &mut Unmounter, mountpoint: &Path) {
+    if let Err(err) = unmounter.unmount() {
+        warn!(
+            "unmounting {}: {err}; detaching it lazily (open files are served until closed)",
+            mountpoint.display()
+        );
+        if let Err(err) = detach(mountpoint) {
+            error!("{err}");
         }
     }
 }
 
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        // SAFETY: restores a mask obtained from pthread_sigmask.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
-        }
-    }
-}
-
-/// Waits for one of `set` (blocked in this thread) and unmounts; returns when told to stop.
-fn watch_signals(
-    set: libc::sigset_t,
-    stop: &AtomicBool,
-    mut unmounter: SessionUnmounter,
+/// Mounts through `fusermount3`, which opens `/dev/fuse`, mounts it at `mountpoint`
+/// and hands the open device back over a socket (`_FUSE_COMMFD`), as libfuse does.
+fn fusermount_mount(
     mountpoint: &Path,
-) {
-    // Polling with a short timeout lets the thread end when the mount goes away by other
-    // means (`tartape umount`), without a second signal.
-    let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 200_000_000,
-    };
-    while !stop.load(Ordering::Relaxed) {
-        // SAFETY: `set` is an initialised sigset; a null siginfo pointer is allowed.
-        let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
-        if signal <= 0 {
-            continue;
+    options: &[MountOption],
+    allow_other: bool,
+) -> std::result::Result<OwnedFd, String> {
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    let program = find_fusermount().ok_or_else(|| {
+        "fusermount3 is not installed, and only root may mount without it (install the \
+         fuse3 package)"
+            .to_string()
+    })?;
+    let mut opts: Vec<String> = options.iter().map(fusermount_option).collect();
+    if allow_other {
+        opts.push("allow_other".to_string());
+    }
+    let (ours, theirs) = UnixStream::pair().map_err(|e| e.to_string())?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut command = Command::new(&program);
+    command
+        .arg("-o")
+        .arg(opts.join(","))
+        .arg("--")
+        .arg(mountpoint)
+        .env("_FUSE_COMMFD", theirs_fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure only clears FD_CLOEXEC of a descriptor this process owns (the
+    // child inherits it), with one fcntl: async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = std::os::fd::BorrowedFd::borrow_raw(theirs_fd);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    drop(theirs);
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let received = rustix::net::recvmsg(
+        &ours,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        rustix::net::RecvFlags::CMSG_CLOEXEC,
+    );
+    let device = received.ok().and_then(|_| {
+        control.drain().find_map(|message| match message {
+            rustix::net::RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+            _ => None,
+        })
+    });
+    drop(ours);
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    match device {
+        Some(device) => Ok(device),
+        None => {
+            let said = one_line(&String::from_utf8_lossy(&output.stderr));
+            Err(if said.contains("/dev/fuse") {
+                format!("{said} ({})", dev_fuse_hint())
+            } else if said.contains("user_allow_other") {
+                format!(
+                    "{said} (--allow-other needs the line `user_allow_other` in /etc/fuse.conf \
+                     for a user who is not root)"
+                )
+            } else if said.is_empty() {
+                format!("{} failed ({})", program.display(), output.status)
+            } else {
+                said
+            })
         }
-        info!("signal {signal}: unmounting {}", mountpoint.display());
-        if let Err(err) = unmounter.unmount() {
-            // Typically EBUSY: a process still has the file open. Detach the mount so it
-            // disappears now; open files keep being served until they are closed.
-            warn!(
-                "unmounting {}: {err}; detaching it lazily (open files are served until closed)",
-                mountpoint.display()
-            );
-            if let Err(err) = detach(mountpoint) {
-                error!("{err}");
-            }
-        }
+    }
+}
+
+/// What to do when `/dev/fuse` cannot be opened by a user who is not root.
+fn dev_fuse_hint() -> String {
+    let (mode, owner) = fs::metadata("/dev/fuse").map_or((0, 0), |m| (m.mode() & 0o7777, m.uid()));
+    format!(
+        "/dev/fuse is mode {mode:04o}, owner uid {owner}, and fusermount3 opens it as the user \
+         who mounts: give that user read and write access to /dev/fuse (most systems make it \
+         0666) or mount as root"
+    )
+}
+
+/// A mount option as `fusermount3 -o` spells it.
+fn fusermount_option(option: &MountOption) -> String {
+    match option {
+        MountOption::RO => "ro".into(),
+        MountOption::NoAtime => "noatime".into(),
+        MountOption::NoDev => "nodev".into(),
+        MountOption::NoSuid => "nosuid".into(),
+        MountOption::DefaultPermissions => "default_permissions".into(),
+        MountOption::FSName(name) => format!("fsname={name}"),
+        MountOption::Subtype(name) => format!("subtype={name}"),
+        other => format!("{other:?}").to_lowercase(),
     }
 }
 
@@ -935,9 +1061,10 @@ pub fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
     Ok(canonical)
 }
 
-/// Checks that this process can mount a FUSE filesystem: `/dev/fuse` exists and, unless
-/// running as root (which mounts directly), `fusermount3` is installed. With
-/// `allow_other`, a non-root user also needs `user_allow_other` in `/etc/fuse.conf`.
+/// Checks that this process can mount a FUSE filesystem: `/dev/fuse` exists; root opens
+/// it and mounts directly; any other user mounts through `fusermount3` (setuid), which
+/// must be installed. With `allow_other`, a non-root user also needs `user_allow_other`
+/// in `/etc/fuse.conf`. Each failure names its cause and what to do.
 pub fn check_fuse_available(allow_other: bool) -> Result<()> {
     match fs::metadata("/dev/fuse") {
         Ok(metadata) if metadata.file_type().is_char_device() => {}
@@ -954,14 +1081,30 @@ pub fn check_fuse_available(allow_other: bool) -> Result<()> {
             ));
         }
     }
+    let device = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse");
     if is_root() {
-        return Ok(());
+        return device.map(drop).map_err(|err| {
+            Error::Mount(format!(
+                "/dev/fuse: cannot be opened ({err}); FUSE is unavailable"
+            ))
+        });
     }
     if find_fusermount().is_none() {
-        return Err(Error::Mount(
-            "fusermount3: not found; install the fuse3 package to mount as a non-root user"
-                .to_string(),
-        ));
+        let why = match device {
+            Err(err) => format!(
+                "/dev/fuse cannot be opened by this user ({err}; {}) and fusermount3, which \
+                 mounts for users, is not installed",
+                dev_fuse_hint()
+            ),
+            Ok(_) => "fusermount3 is not installed, and only root may mount without it".to_string(),
+        };
+        return Err(Error::Mount(format!(
+            "cannot mount as a user who is not root: {why}; install the fuse3 package \
+             (or mount as root)"
+        )));
     }
     if allow_other && !user_allow_other_enabled() {
         return Err(Error::Mount(
@@ -1214,7 +1357,7 @@ fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
 }
 
 /// The file name must be a single path component.
-fn validate_name(name: &str) -> Result<()> {
+pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name == "."
         || name == ".."

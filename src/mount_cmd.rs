@@ -7,7 +7,8 @@
 //! the mounted file is readable.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,9 +28,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum VerifyChoice {
     /// Every directory and a sample of files.
-    #[default]
     Quick,
-    /// Every entry's metadata.
+    /// Every entry's metadata, and objects added since recording.
+    #[default]
     Full,
     /// No check before mounting (reads of changed files still fail with EIO).
     None,
@@ -49,8 +50,9 @@ pub struct MountArgs {
     /// Name of the file in the mount.
     #[arg(long, value_name = "NAME", default_value = mount::DEFAULT_NAME)]
     pub name: String,
-    /// Check the source before mounting (quick: every directory and a sample of files).
-    #[arg(long, value_enum, default_value_t = VerifyChoice::Quick)]
+    /// Check the source before mounting (full: every entry; quick: every directory and a
+    /// sample of files; none: only the root).
+    #[arg(long, value_enum, default_value_t = VerifyChoice::Full)]
     pub verify: VerifyChoice,
     /// Stay attached; Ctrl-C or SIGTERM unmounts.
     #[arg(short, long)]
@@ -59,17 +61,22 @@ pub struct MountArgs {
     #[arg(long)]
     pub allow_other: bool,
     /// Threads serving requests.
-    #[arg(long, value_name = "N", default_value_t = mount::DEFAULT_THREADS)]
+    #[arg(long, value_name = "N", default_value_t = mount::DEFAULT_THREADS,
+          value_parser = clap::builder::TypedValueParser::map(
+              clap::value_parser!(u16).range(1..), usize::from))]
     pub threads: usize,
     /// Bypass the page cache: every read goes to the tape (faster for one large
     /// sequential copy, slower for small reads, re-reads are not cached).
     #[arg(long)]
     pub direct_io: bool,
     /// Internal: set on the process that `tartape mount` re-executes to serve in the
-    /// background: the parent already recorded and verified, and waits for the mount to
-    /// be readable.
+    /// background: the parent already recorded; this process checks, mounts and serves.
     #[arg(long, hide = true)]
     pub serve_child: bool,
+    /// Internal: the descriptor on which the serving process tells its parent how
+    /// starting went (`mounting`, then `ok` or `error: …`).
+    #[arg(long, hide = true, value_name = "FD")]
+    pub ready_fd: Option<i32>,
 }
 
 /// `tartape mount SOURCE MOUNTPOINT`.
@@ -84,27 +91,71 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
             source.display()
         )));
     }
+    mount::validate_name(&args.name)?;
     mount::check_fuse_available(args.allow_other)?;
 
-    if !Tape::catalog_exists(&args.source, args.catalog.as_deref()) {
+    if !args.serve_child && !Tape::catalog_exists(&args.source, args.catalog.as_deref()) {
         let summary = TapeRecorder::new(&args.source)
             .catalog(args.catalog.clone())
             .commit()?;
         println!("{summary}");
     }
-    let tape = Tape::open_with(&args.source, args.catalog.as_deref())?;
+    if !args.foreground {
+        return spawn_background(&args, &mountpoint);
+    }
+    // SAFETY: the descriptor was opened by the parent for this process alone, and
+    // nothing else here takes ownership of it.
+    let mut ready = args
+        .ready_fd
+        .map(|fd| File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+    let started = check_and_mount(&args, &mountpoint, ready.as_mut());
+    let (session, total_size) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            if let Some(ready) = ready.as_mut() {
+                let _ = writeln!(ready, "error: {err}");
+            }
+            return Err(err);
+        }
+    };
+    let file = mountpoint.join(&args.name);
+    match ready.take() {
+        Some(mut ready) => {
+            let _ = writeln!(ready, "ok {total_size}");
+            log::info!("serving {} from {}", file.display(), args.source.display());
+        }
+        None => println!(
+            "mounted {} at {} ({total_size} bytes); Ctrl-C unmounts",
+            args.source.display(),
+            file.display()
+        ),
+    }
+    session.run()?;
     if !args.serve_child {
-        verify(&tape, &args)?;
+        println!("unmounted {}", args.mountpoint.display());
     }
+    Ok(())
+}
 
-    if args.foreground {
-        serve(tape, &mountpoint, &args)
-    } else {
-        // The tape is reopened by the serving process.
-        let total_size = tape.total_size();
-        drop(tape);
-        spawn_background(&args, &mountpoint, total_size)
+/// Opens the tape, checks it against its source and mounts it: all in the process that
+/// serves, so that what is served is what was checked.
+fn check_and_mount(
+    args: &MountArgs,
+    mountpoint: &Path,
+    ready: Option<&mut File>,
+) -> Result<(mount::MountSession, u64), Error> {
+    let tape = Tape::open_with(&args.source, args.catalog.as_deref())?;
+    let total_size = tape.total_size();
+    // Whatever --verify says, the root entry is checked before any byte is served.
+    tape.check_root()?;
+    verify(&tape, args)?;
+    if let Some(ready) = ready {
+        let _ = writeln!(ready, "mounting");
     }
+    Ok((
+        mount::mount(tape, mountpoint, &mount_options(args))?,
+        total_size,
+    ))
 }
 
 /// `tartape umount MOUNTPOINT`.
@@ -114,7 +165,8 @@ pub fn run_umount(mountpoint: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Refuses to mount a tape whose source no longer matches it, listing every discrepancy.
+/// Refuses to mount a tape whose source no longer matches it, listing the first
+/// discrepancies.
 fn verify(tape: &Tape, args: &MountArgs) -> Result<(), Error> {
     let level = match args.verify {
         VerifyChoice::Quick => VerifyLevel::Quick,
@@ -125,13 +177,25 @@ fn verify(tape: &Tape, args: &MountArgs) -> Result<(), Error> {
     if discrepancies.is_empty() {
         return Ok(());
     }
-    let listed: Vec<String> = discrepancies.iter().map(ToString::to_string).collect();
+    const SHOWN: usize = 10;
+    let mut listed: Vec<String> = discrepancies
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect();
+    if discrepancies.len() > SHOWN {
+        listed.push(format!(
+            "… and {} more (tartape verify {} lists them all)",
+            discrepancies.len() - SHOWN,
+            args.source.display()
+        ));
+    }
     Err(Error::Mount(format!(
         "{}: the source no longer matches its tape ({} discrepanc{}), not mounting: {} \
          (record it again with `tartape record --force`)",
         args.source.display(),
-        listed.len(),
-        if listed.len() == 1 { "y" } else { "ies" },
+        discrepancies.len(),
+        if discrepancies.len() == 1 { "y" } else { "ies" },
         listed.join("; ")
     )))
 }
@@ -150,34 +214,11 @@ fn mount_options(args: &MountArgs) -> MountOptions {
     }
 }
 
-/// Serves in this process until unmounted (Ctrl-C, SIGTERM, `tartape umount`).
-fn serve(tape: Tape, mountpoint: &Path, args: &MountArgs) -> Result<(), Error> {
-    let total_size = tape.total_size();
-    let session = mount::mount(tape, mountpoint, &mount_options(args))?;
-    let file = mountpoint.join(&args.name);
-    if args.serve_child {
-        log::info!(
-            "serving {} ({total_size} bytes) from {}",
-            file.display(),
-            args.source.display()
-        );
-    } else {
-        println!(
-            "mounted {} at {} ({total_size} bytes); Ctrl-C unmounts",
-            args.source.display(),
-            file.display()
-        );
-    }
-    session.run()?;
-    if !args.serve_child {
-        println!("unmounted {}", args.mountpoint.display());
-    }
-    Ok(())
-}
-
-/// Re-executes this program as a detached process serving the mount, and returns once
-/// the mounted file is readable (or with the process's last log lines if it failed).
-fn spawn_background(args: &MountArgs, mountpoint: &Path, total_size: u64) -> Result<(), Error> {
+/// Re-executes this program as a detached process that checks, mounts and serves the
+/// tape, and returns once the mounted file is readable. The serving process tells how
+/// starting went through a pipe (`mounting`, then `ok SIZE` or `error: …`); when it
+/// fails, its one-line error is this process's.
+fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|err| Error::Mount(format!("cannot find the tartape executable: {err}")))?;
     let log_dir = log_dir();
@@ -188,10 +229,13 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path, total_size: u64) -> Res
         .open(&log_path)
         .map_err(|err| Error::io(&log_path, err))?;
     let log_err = log.try_clone().map_err(|err| Error::io(&log_path, err))?;
+    let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|err| Error::Mount(format!("cannot create a pipe: {}", io::Error::from(err))))?;
+    let ready_fd = ready_write.as_raw_fd();
 
     let mut command = Command::new(&exe);
     command
-        .args(child_args(args, mountpoint)?)
+        .args(child_args(args, mountpoint, ready_fd)?)
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log)
@@ -199,18 +243,20 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path, total_size: u64) -> Res
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }
-    // SAFETY: setsid is async-signal-safe and the closure touches nothing else.
+    // SAFETY: setsid and one fcntl on a descriptor this process owns are
+    // async-signal-safe, and the closure touches nothing else.
     unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
+        command.pre_exec(move || {
+            rustix::process::setsid()?;
+            let fd = std::os::fd::BorrowedFd::borrow_raw(ready_fd);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
             Ok(())
         });
     }
     let mut child = command
         .spawn()
         .map_err(|err| Error::Mount(format!("cannot start {}: {err}", exe.display())))?;
+    drop(ready_write);
     // Name the log after the serving process; it keeps writing through its descriptors.
     let log_path = {
         let renamed = log_dir.join(format!("tartape-mount-{}.log", child.id()));
@@ -222,16 +268,20 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path, total_size: u64) -> Res
     };
 
     let file = mountpoint.join(&args.name);
-    if let Err(problem) = wait_until_readable(&mut child, mountpoint, &file) {
-        let tail = log_tail(&log_path);
-        return Err(Error::Mount(format!(
-            "{}: mount failed: {problem}{}{} (log: {})",
-            args.mountpoint.display(),
-            if tail.is_empty() { "" } else { ": " },
-            tail,
-            log_path.display()
-        )));
-    }
+    let total_size = match wait_until_ready(File::from(ready_read), &mut child, mountpoint, &file) {
+        Ok(size) => size,
+        Err(Failure::Said(message)) => return Err(Error::Mount(message)),
+        Err(Failure::Other(problem)) => {
+            let tail = log_tail(&log_path);
+            return Err(Error::Mount(format!(
+                "{}: mount failed: {problem}{}{} (log: {})",
+                args.mountpoint.display(),
+                if tail.is_empty() { "" } else { ": " },
+                tail,
+                log_path.display()
+            )));
+        }
+    };
     println!(
         "mounted {} at {} ({total_size} bytes)",
         args.source.display(),
@@ -243,9 +293,12 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path, total_size: u64) -> Res
     Ok(())
 }
 
-/// The serving process's arguments: the same mount, absolute paths (it runs in `/`),
-/// verification already done.
-fn child_args(args: &MountArgs, mountpoint: &Path) -> Result<Vec<std::ffi::OsString>, Error> {
+/// The serving process's arguments: the same mount, absolute paths (it runs in `/`).
+fn child_args(
+    args: &MountArgs,
+    mountpoint: &Path,
+    ready_fd: i32,
+) -> Result<Vec<std::ffi::OsString>, Error> {
     let absolute = |path: &Path| std::path::absolute(path).map_err(|err| Error::io(path, err));
     let mut out: Vec<std::ffi::OsString> = vec!["mount".into()];
     out.push(absolute(&args.source)?.into());
@@ -257,9 +310,16 @@ fn child_args(args: &MountArgs, mountpoint: &Path) -> Result<Vec<std::ffi::OsStr
     out.push("--name".into());
     out.push(args.name.clone().into());
     out.push("--verify".into());
-    out.push("none".into());
+    out.push(
+        match args.verify {
+            VerifyChoice::Quick => "quick",
+            VerifyChoice::Full => "full",
+            VerifyChoice::None => "none",
+        }
+        .into(),
+    );
     out.push("--threads".into());
-    out.push(args.threads.max(1).to_string().into());
+    out.push(args.threads.to_string().into());
     if args.allow_other {
         out.push("--allow-other".into());
     }
@@ -268,41 +328,86 @@ fn child_args(args: &MountArgs, mountpoint: &Path) -> Result<Vec<std::ffi::OsStr
     }
     out.push("--foreground".into());
     out.push("--serve-child".into());
+    out.push("--ready-fd".into());
+    out.push(ready_fd.to_string().into());
     Ok(out)
 }
 
-/// Polls until `mountpoint` is mounted and one byte of `file` reads, the child exits, or
-/// the timeout passes (then the child is stopped and its mount removed).
-fn wait_until_readable(child: &mut Child, mountpoint: &Path, file: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("the serving process exited ({status})"));
-        }
-        if mount::is_mount_point(mountpoint).unwrap_or(false) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match read_one_byte(file, remaining) {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(err)) => {
-                    stop_child(child, mountpoint);
-                    return Err(format!("{}: {err}", file.display()));
-                }
-                None => {
-                    stop_child(child, mountpoint);
-                    return Err(format!(
-                        "{} was not readable within {} s",
-                        file.display(),
-                        READY_TIMEOUT.as_secs()
-                    ));
-                }
+/// Why a background mount did not come up.
+enum Failure {
+    /// The serving process's own one-line error.
+    Said(String),
+    /// Something else (it died, it hung); its log tells more.
+    Other(String),
+}
+
+/// Waits for the serving process's word on the pipe: however long checking the tape
+/// takes, then at most [`READY_TIMEOUT`] for the mount itself and for one byte of
+/// `file` to be readable. On success, the tape's size. A process that fails is stopped
+/// and its mount, if any, removed.
+fn wait_until_ready(
+    ready: File,
+    child: &mut Child,
+    mountpoint: &Path,
+    file: &Path,
+) -> Result<u64, Failure> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for line in io::BufRead::lines(io::BufReader::new(ready)) {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
             }
         }
-        if Instant::now() >= deadline {
-            stop_child(child, mountpoint);
-            return Err(format!("not mounted within {} s", READY_TIMEOUT.as_secs()));
+    });
+    let mut deadline: Option<Instant> = None;
+    let outcome = loop {
+        let line = match deadline {
+            None => receiver
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(d) => receiver.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match line {
+            Ok(line) if line == "mounting" => deadline = Some(Instant::now() + READY_TIMEOUT),
+            Ok(line) if line.starts_with("ok ") => {
+                break line[3..]
+                    .parse::<u64>()
+                    .map_err(|_| Failure::Other(format!("the serving process said {line:?}")));
+            }
+            Ok(line) => {
+                let message = line.strip_prefix("error: ").unwrap_or(&line).to_string();
+                // It exits by itself after saying so.
+                let _ = child.wait();
+                return Err(Failure::Said(message));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                break Err(Failure::Other(format!(
+                    "the serving process exited ({status})"
+                )));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                break Err(Failure::Other(format!(
+                    "not mounted within {} s",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
         }
-        thread::sleep(Duration::from_millis(20));
+    };
+    let outcome = outcome.and_then(|size| match read_one_byte(file, READY_TIMEOUT) {
+        Some(Ok(())) => Ok(size),
+        Some(Err(err)) => Err(Failure::Other(format!("{}: {err}", file.display()))),
+        None => Err(Failure::Other(format!(
+            "{} was not readable within {} s",
+            file.display(),
+            READY_TIMEOUT.as_secs()
+        ))),
+    });
+    if outcome.is_err() {
+        stop_child(child, mountpoint);
     }
+    outcome
 }
 
 /// Reads one byte of `file` in a helper thread, so that a hung mount cannot hang us:
