@@ -11,6 +11,7 @@ command -v 7z >/dev/null || missing+=(p7zip-full)
 command -v rsync >/dev/null || missing+=(rsync)
 command -v script >/dev/null || missing+=(bsdutils)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v setfacl >/dev/null || missing+=(acl)
 command -v tar >/dev/null || missing+=(tar)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

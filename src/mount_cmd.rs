@@ -270,7 +270,11 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
     let file = mountpoint.join(&args.name);
     let total_size = match wait_until_ready(File::from(ready_read), &mut child, mountpoint, &file) {
         Ok(size) => size,
-        Err(Failure::Said(message)) => return Err(Error::Mount(message)),
+        Err(Failure::Said(message)) => {
+            // Its one line says it all: the log would only repeat it.
+            let _ = fs::remove_file(&log_path);
+            return Err(Error::Mount(message));
+        }
         Err(Failure::Other(problem)) => {
             let tail = log_tail(&log_path);
             return Err(Error::Mount(format!(
