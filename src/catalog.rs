@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::entry::{Entry, Kind, Ordinal, normalised_mode, python_mtime};
 use crate::error::{Error, Result};
 use crate::header::BLOCK;
-use crate::header::{header_path, split_path};
+use crate::header::split_path;
 use crate::layout::{OffsetTable, padding};
 
 /// Version of the schema below. A catalog of any other version is refused.
@@ -163,41 +163,47 @@ pub fn new_catalog_id() -> String {
 }
 
 /// CRC-32 of one row: every field, each length-prefixed, so that no two different rows
-/// serialise alike.
+/// serialise alike. The fields are laid out in one buffer and hashed at once (the SIMD
+/// path of `crc32fast` needs more than a few bytes per call).
 pub fn row_crc(e: &Entry) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    let int = |h: &mut crc32fast::Hasher, v: u64| h.update(&v.to_le_bytes());
-    let bytes = |h: &mut crc32fast::Hasher, b: &[u8]| {
-        h.update(&(b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    int(&mut h, e.ordinal.0);
-    bytes(&mut h, &e.arc_path);
-    bytes(&mut h, &e.rel_path);
-    int(&mut h, e.kind.code() as u64);
-    int(&mut h, e.size);
-    int(&mut h, u64::from(e.mode));
-    int(&mut h, u64::from(e.disk_mode));
-    int(&mut h, e.uid);
-    int(&mut h, e.gid);
-    bytes(&mut h, &e.uname);
-    bytes(&mut h, &e.gname);
-    for v in [
-        e.mtime,
-        e.mtime_sec,
-        e.mtime_nsec,
-        e.ctime_sec,
-        e.ctime_nsec,
-    ] {
-        int(&mut h, v as u64);
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    bytes(&mut h, &e.link_target);
-    int(&mut h, e.start_offset);
-    match &e.digest {
-        Some(d) => bytes(&mut h, d.as_bytes()),
-        None => int(&mut h, u64::MAX),
-    }
-    h.finalize()
+    BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        let int = |buf: &mut Vec<u8>, v: u64| buf.extend_from_slice(&v.to_le_bytes());
+        let bytes = |buf: &mut Vec<u8>, b: &[u8]| {
+            buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            buf.extend_from_slice(b);
+        };
+        int(buf, e.ordinal.0);
+        bytes(buf, &e.arc_path);
+        bytes(buf, &e.rel_path);
+        int(buf, e.kind.code() as u64);
+        int(buf, e.size);
+        int(buf, u64::from(e.mode));
+        int(buf, u64::from(e.disk_mode));
+        int(buf, e.uid);
+        int(buf, e.gid);
+        bytes(buf, &e.uname);
+        bytes(buf, &e.gname);
+        for v in [
+            e.mtime,
+            e.mtime_sec,
+            e.mtime_nsec,
+            e.ctime_sec,
+            e.ctime_nsec,
+        ] {
+            int(buf, v as u64);
+        }
+        bytes(buf, &e.link_target);
+        int(buf, e.start_offset);
+        match &e.digest {
+            Some(d) => bytes(buf, d.as_bytes()),
+            None => int(buf, u64::MAX),
+        }
+        crc32fast::hash(buf)
+    })
 }
 
 /// CRC-32 of the tape-wide pairs, in key order.
@@ -761,7 +767,7 @@ impl Catalog {
         if !arc_ok {
             return Err("arc path does not match its relative path".into());
         }
-        if split_path(&header_path(&e.arc_path, e.kind)).is_err() {
+        if !fits_ustar(&e.arc_path, e.kind) {
             return Err("path does not fit a ustar header".into());
         }
         Ok(())
@@ -1056,6 +1062,24 @@ fn read_layout(
     Ok(table)
 }
 
+/// Whether the header path of an entry splits into ustar's name and prefix (without
+/// allocating: this runs for every row).
+fn fits_ustar(arc_path: &[u8], kind: Kind) -> bool {
+    if kind != Kind::Dir || arc_path.ends_with(b"/") {
+        return split_path(arc_path).is_ok();
+    }
+    let mut buf = [0u8; 257];
+    match buf.get_mut(..arc_path.len() + 1) {
+        Some(with_slash) => {
+            with_slash[..arc_path.len()].copy_from_slice(arc_path);
+            with_slash[arc_path.len()] = b'/';
+            split_path(with_slash).is_ok()
+        }
+        // Over 256 bytes: longer than any ustar path.
+        None => false,
+    }
+}
+
 /// A stored relative path must stay inside the root: not absolute, no `.`/`..`
 /// components, no empty components, no NUL.
 fn check_rel_path(rel: &[u8]) -> std::result::Result<(), String> {
@@ -1164,6 +1188,38 @@ mod tests {
             "src/catalog_template.db is not SCHEMA: rewrite it with \
              TARTAPE_WRITE_TEMPLATE=1 cargo test --lib template_is_the_schema"
         );
+    }
+
+    #[test]
+    fn fits_ustar_is_the_split_of_the_header_path() {
+        let mut paths: Vec<Vec<u8>> = Vec::new();
+        for len in [
+            1usize, 99, 100, 101, 154, 155, 156, 200, 254, 255, 256, 257, 300,
+        ] {
+            paths.push(vec![b'a'; len]);
+            // A slash every 50 bytes, and one just before the end.
+            paths.push(
+                (0..len)
+                    .map(|i| if i % 50 == 49 { b'/' } else { b'a' })
+                    .collect(),
+            );
+            let mut late = vec![b'a'; len];
+            if len > 2 {
+                late[len - 2] = b'/';
+            }
+            paths.push(late);
+        }
+        paths.push(b"r/dir/".to_vec());
+        for p in &paths {
+            for kind in [Kind::File, Kind::Dir, Kind::Symlink] {
+                assert_eq!(
+                    fits_ustar(p, kind),
+                    split_path(&crate::header::header_path(p, kind)).is_ok(),
+                    "{} bytes, {kind}",
+                    p.len()
+                );
+            }
+        }
     }
 
     #[test]

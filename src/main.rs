@@ -371,45 +371,50 @@ fn stream(
     });
     let write_err = |e: io::Error| Error::io(&out_name, e);
     let anonymize = tape.meta().anonymize;
+    let with_events = events_out.is_some();
+    let with_marks = with_events || bar.is_some();
+    let sink = |event: Event<'_>| {
+        match &event {
+            Event::Content {
+                entry,
+                file,
+                offset,
+                len,
+            } => {
+                // Everything before this range must reach the output first.
+                out.flush().map_err(write_err)?;
+                copy_content(entry, file, *offset, *len, out_fd, anonymize)?;
+                if let Some(b) = &bar {
+                    b.inc(*len);
+                }
+                return Ok(());
+            }
+            Event::Data(bytes) => {
+                out.write_all(bytes).map_err(write_err)?;
+                if let Some(b) = &bar {
+                    b.inc(bytes.len() as u64);
+                }
+                return Ok(());
+            }
+            Event::FileStart { entry, .. } => {
+                if let Some(b) = &bar {
+                    b.set_message(entry.display_path());
+                }
+            }
+            _ => {}
+        }
+        if let Some((p, w)) = events_out.as_mut() {
+            writeln!(w, "{}", event_json(&event)).map_err(|e| Error::io(&*p, e))?;
+        }
+        Ok(())
+    };
+    // The tape is read on a second thread while this one writes; into a regular file,
+    // large contents are copied inside the kernel.
     let result = tape
         .player()
-        .md5(events_out.is_some())
+        .md5(with_events)
         .content_ranges(regular_output.then_some(STREAM_BUFFER as u64))
-        .play(offset, length, |event| {
-            match &event {
-                Event::Content {
-                    entry,
-                    file,
-                    offset,
-                    len,
-                } => {
-                    // Everything before this range must reach the output first.
-                    out.flush().map_err(write_err)?;
-                    copy_content(entry, file, *offset, *len, out_fd, anonymize)?;
-                    if let Some(b) = &bar {
-                        b.inc(*len);
-                    }
-                    return Ok(());
-                }
-                Event::Data(bytes) => {
-                    out.write_all(bytes).map_err(write_err)?;
-                    if let Some(b) = &bar {
-                        b.inc(bytes.len() as u64);
-                    }
-                    return Ok(());
-                }
-                Event::FileStart { entry, .. } => {
-                    if let Some(b) = &bar {
-                        b.set_message(entry.display_path());
-                    }
-                }
-                _ => {}
-            }
-            if let Some((p, w)) = events_out.as_mut() {
-                writeln!(w, "{}", event_json(&event)).map_err(|e| Error::io(&*p, e))?;
-            }
-            Ok(())
-        });
+        .play_ahead(offset, length, with_marks, sink);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

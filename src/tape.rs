@@ -405,6 +405,37 @@ impl Tape {
         Ok(f)
     }
 
+    /// Opens a regular file of the tape for the player, relative to its directory (held
+    /// in `parent` from one file to the next: the files of a directory follow each other in
+    /// tape order, so each open resolves one name, not the whole path). No symlink is
+    /// followed, in the directory's path or at the file. The descriptor is not checked
+    /// here: the player checks it after reading, before handing anything on.
+    fn open_file_in(&self, parent: &mut ParentDir, entry: &Entry) -> Result<File> {
+        let (dir_rel, name) = match entry.rel_path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&entry.rel_path[..i], &entry.rel_path[i + 1..]),
+            None => (&[][..], entry.rel_path.as_slice()),
+        };
+        let dir = match &parent.fd {
+            Some(fd) if parent.rel == dir_rel => fd,
+            _ => {
+                parent.fd = None;
+                let fd = open_beneath(
+                    self.root_fd.as_fd(),
+                    dir_rel,
+                    OFlags::PATH | OFlags::DIRECTORY,
+                )
+                .map_err(|e| open_error(entry, e))?;
+                parent.rel.clear();
+                parent.rel.extend_from_slice(dir_rel);
+                parent.fd.insert(fd)
+            }
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir, name, flags, Mode::empty())
+            .map_err(|e| open_error(entry, e.into()))?;
+        Ok(File::from(fd))
+    }
+
     /// Compares one entry's metadata with the source (no content read).
     pub fn check_entry(&self, entry: &Entry) -> std::result::Result<(), Discrepancy> {
         let discrepancy = |change: String| Discrepancy {
@@ -468,7 +499,13 @@ impl Tape {
             let catalog = &self.catalog;
             scope.spawn(move || {
                 let mut batch = Vec::with_capacity(512);
-                let read = catalog.for_each_from(Ordinal(0), |e| {
+                let read = catalog.for_each_from(Ordinal(0), |mut e| {
+                    // What the comparison does not need is freed here, on the thread
+                    // that allocated it: glibc frees memory of another thread slowly,
+                    // and the walking thread is the one that bounds `verify`.
+                    e.arc_path = Vec::new();
+                    e.uname = Vec::new();
+                    e.gname = Vec::new();
                     batch.push(e);
                     if batch.len() == 512 {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(512));
@@ -576,7 +613,7 @@ impl Checker<'_> {
                 || (row.rel_path.starts_with(d) && row.rel_path.get(d.len()) == Some(&b'/'))
         });
         if !below_unlistable {
-            self.push(row.display_path(), "missing");
+            self.push(self.arc_path(&row.rel_path), "missing");
         }
     }
 
@@ -591,11 +628,12 @@ impl Checker<'_> {
         false
     }
 
-    /// Compares the recorded `row` with the object found at its path.
+    /// Compares the recorded `row` with the object found at its path. (Rows reach the
+    /// checker without their arc path: it is the root's name and the relative path.)
     fn matched(&mut self, row: &Entry, found: &Found<'_>) -> Result<bool> {
         let anonymize = self.tape.meta().anonymize;
         if let Some(change) = compare(row, &Observed::of(found.stat), anonymize) {
-            self.push(row.display_path(), change);
+            self.push(self.arc_path(&row.rel_path), change);
             // A directory that changed is still walked: what changed in it is named too.
             return Ok(row.kind == Kind::Dir && found.kind == Kind::Dir);
         }
@@ -604,11 +642,11 @@ impl Checker<'_> {
             Kind::Symlink => match rustix::fs::readlinkat(found.dir, found.name, Vec::new()) {
                 Ok(target) => {
                     if let Some(change) = compare_target(row, target.as_bytes()) {
-                        self.push(row.display_path(), change);
+                        self.push(self.arc_path(&row.rel_path), change);
                     }
                 }
                 Err(e) => self.push(
-                    row.display_path(),
+                    self.arc_path(&row.rel_path),
                     format!("cannot be read: {}", io::Error::from(e)),
                 ),
             },
@@ -618,7 +656,7 @@ impl Checker<'_> {
                         Error::Integrity { change, .. } => change,
                         other => other.to_string(),
                     };
-                    self.push(row.display_path(), change);
+                    self.push(self.arc_path(&row.rel_path), change);
                 }
             }
             Kind::File => {}
@@ -951,6 +989,22 @@ pub enum Event<'a> {
     TapeCompleted { total_size: u64 },
 }
 
+/// The directory of the file the player opened last.
+#[derive(Default)]
+struct ParentDir {
+    rel: Vec<u8>,
+    fd: Option<OwnedFd>,
+}
+
+/// A read of `f` failed: if the file is no longer the snapshot's (a FIFO, a directory
+/// swapped in), that is the better explanation.
+fn explain(entry: &Entry, f: &File, anonymize: bool, read_error: Error) -> Error {
+    match check_open_file(entry, f, anonymize) {
+        Err(changed) => changed,
+        Ok(()) => read_error,
+    }
+}
+
 /// Streams a byte range of a tape as events. Resuming costs one binary search.
 pub struct TapePlayer<'t> {
     tape: &'t Tape,
@@ -986,8 +1040,68 @@ impl TapePlayer<'_> {
         &self,
         start: u64,
         len: Option<u64>,
+        sink: impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut out = EventOut {
+            buf: vec![0u8; PLAY_CHUNK + 1],
+            sink,
+        };
+        self.play_to(start, len, &mut out)
+    }
+
+    /// As [`TapePlayer::play`], but the tape is read on a second thread while `sink` runs
+    /// on this one: a stream into a pipe reads the next files while the last bytes are
+    /// written. `Data` events come in chunks of up to 1 MiB, into which the content was
+    /// read (and checked) directly; `FileStart`, `FileEnd` and `TapeCompleted` come in
+    /// their places between them only when `events` is set (each costs a copy of the
+    /// entry). With [`TapePlayer::content_ranges`], `Content` events come too (the entry
+    /// copied, the file's descriptor duplicated).
+    pub fn play_ahead(
+        &self,
+        start: u64,
+        len: Option<u64>,
+        events: bool,
         mut sink: impl FnMut(Event<'_>) -> Result<()>,
     ) -> Result<()> {
+        std::thread::scope(|scope| {
+            // Two chunks in flight: one being written, one being filled.
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            let reader = std::thread::Builder::new()
+                .name("tape-reader".into())
+                .spawn_scoped(scope, move || {
+                    let mut out = ChunkOut {
+                        chunk: Chunk::new(Vec::new()),
+                        full: full_tx,
+                        empty: empty_rx,
+                        events,
+                    };
+                    let played = self.play_to(start, len, &mut out);
+                    // What was read before an error is a correct prefix: it goes too.
+                    let sent = out.send();
+                    played.and(sent)
+                })
+                .map_err(|e| Error::io("<tape reader>", e))?;
+            let mut delivered = Ok(());
+            for chunk in full_rx.iter() {
+                delivered = chunk.deliver(&mut sink);
+                let _ = empty_tx.send(chunk.bytes);
+                if delivered.is_err() {
+                    break;
+                }
+            }
+            // Ends the reader if it is still sending.
+            drop(full_rx);
+            let played = reader
+                .join()
+                .unwrap_or_else(|_| Err(Error::io("<tape reader>", io::Error::other("panicked"))));
+            // The sink's error first: the reader's is then only "the sink stopped".
+            delivered.and(played)
+        })
+    }
+
+    /// Plays into `out`: the body of [`TapePlayer::play`] and [`TapePlayer::play_ahead`].
+    fn play_to(&self, start: u64, len: Option<u64>, out: &mut impl Out) -> Result<()> {
         let tape = self.tape;
         let total = tape.total_size();
         if start > total {
@@ -1002,10 +1116,10 @@ impl TapePlayer<'_> {
             tape.check_root()?;
         }
         let mut pos = start;
-        let mut buf = vec![0u8; PLAY_CHUNK + 1];
+        let mut parent = ParentDir::default();
         if let Some(first) = offsets.entry_at(pos).filter(|_| pos < end) {
             tape.catalog.for_each_from(first, |entry| {
-                pos = self.play_entry(&entry, pos, end, &mut buf, &mut sink)?;
+                pos = self.play_entry(&entry, pos, end, &mut parent, out)?;
                 Ok(pos < end && pos < offsets.footer_start())
             })?;
         }
@@ -1013,11 +1127,11 @@ impl TapePlayer<'_> {
             let zeros = [0u8; 1024];
             let from = (pos - offsets.footer_start()) as usize;
             let to = (end - offsets.footer_start()) as usize;
-            sink(Event::Data(&zeros[from..to]))?;
+            out.bytes(&zeros[from..to])?;
             pos = end;
         }
         if pos == total && end == total {
-            sink(Event::TapeCompleted { total_size: total })?;
+            out.event(Event::TapeCompleted { total_size: total })?;
         }
         Ok(())
     }
@@ -1028,21 +1142,23 @@ impl TapePlayer<'_> {
         entry: &Entry,
         pos: u64,
         end: u64,
-        buf: &mut [u8],
-        sink: &mut impl FnMut(Event<'_>) -> Result<()>,
+        parent: &mut ParentDir,
+        out: &mut impl Out,
     ) -> Result<u64> {
         let tape = self.tape;
         let anonymize = tape.meta().anonymize;
         let entry_end = entry.end_offset();
         let stop = end.min(entry_end);
         let resumed = pos > entry.start_offset;
+        // A file is checked (fstat) after its content is read, before any of it is handed
+        // on; one whose content is not read here is checked before leaving.
         let file = if entry.kind == Kind::File {
-            Some(tape.open_file(entry)?)
+            Some(tape.open_file_in(parent, entry)?)
         } else {
             tape.check_entry(entry).map_err(Error::from)?;
             None
         };
-        sink(Event::FileStart {
+        out.event(Event::FileStart {
             entry,
             start_offset: entry.start_offset,
             resumed,
@@ -1054,7 +1170,7 @@ impl TapePlayer<'_> {
         if at < content_start.min(stop) {
             let h = &header.as_bytes()[(at - entry.start_offset) as usize..];
             let n = h.len().min((stop - at) as usize);
-            sink(Event::Data(&h[..n]))?;
+            out.bytes(&h[..n])?;
             at += n as u64;
         }
         let mut hasher = (self.md5 && !resumed && entry.kind == Kind::File).then(Md5::new);
@@ -1066,10 +1182,11 @@ impl TapePlayer<'_> {
             _ => None,
         };
         if let Some(f) = &file {
-            let len = content_end.min(stop).saturating_sub(at);
+            let read_end = content_end.min(stop);
+            let len = read_end.saturating_sub(at);
             let needs_bytes = hasher.is_some() || recorded.is_some();
             if !needs_bytes && self.content_ranges.is_some_and(|min| len > 0 && len >= min) {
-                sink(Event::Content {
+                out.event(Event::Content {
                     entry,
                     file: f,
                     offset: at - content_start,
@@ -1079,35 +1196,38 @@ impl TapePlayer<'_> {
             }
             // Whether the read that reached the content's end also looked past it.
             let mut probed_end = false;
-            while at < content_end.min(stop) {
-                let n = PLAY_CHUNK.min((content_end.min(stop) - at) as usize);
-                // The last read of a file read to its end asks for one byte more: getting
-                // it means the file grew, and the separate read that checks for that (one
-                // per file) is saved.
-                let probe = at + n as u64 == content_end;
+            while at < read_end {
+                let left = (read_end - at) as usize;
+                let room = out.room(left.min(PLAY_CHUNK) + 1)?;
+                let n = left.min(room.len());
+                // The last read of a file read to its end asks for one byte more when
+                // there is room: getting it means the file grew, and the separate read
+                // that checks for that (one per file) is saved.
+                let probe = at + n as u64 == content_end && room.len() > n;
                 let read = read_content_probing(
                     f,
                     entry,
                     at - content_start,
-                    &mut buf[..n + usize::from(probe)],
+                    &mut room[..n + usize::from(probe)],
                     n,
-                )?;
+                )
+                .map_err(|e| explain(entry, f, anonymize, e))?;
+                // Check after read, before write: these bytes leave only if the file is
+                // still the snapshot's.
+                check_open_file(entry, f, anonymize)?;
                 if probe {
                     if read > n {
                         return Err(grew(entry));
                     }
                     probed_end = true;
                 }
-                // Check after read, before write: these bytes leave only if the file is
-                // still the snapshot's.
-                check_open_file(entry, f, anonymize)?;
                 if let Some(h) = hasher.as_mut() {
-                    h.update(&buf[..n]);
+                    h.update(&room[..n]);
                 }
                 if let Some((_, _, h)) = recorded.as_mut() {
-                    h.update(&buf[..n]);
+                    h.update(&room[..n]);
                 }
-                sink(Event::Data(&buf[..n]))?;
+                out.commit(n)?;
                 at += n as u64;
             }
             if at == content_end {
@@ -1117,21 +1237,264 @@ impl TapePlayer<'_> {
                 if let Some((expected, algo, h)) = recorded.take() {
                     compare_digest(entry, algo, expected, h)?;
                 }
+            } else if pos >= content_end || stop <= content_start {
+                // No content of it in this range: its metadata still has to match.
+                check_open_file(entry, f, anonymize)?;
             }
         }
         if at < stop {
             let zeros = [0u8; 512];
-            sink(Event::Data(&zeros[..(stop - at) as usize]))?;
+            out.bytes(&zeros[..(stop - at) as usize])?;
             at = stop;
         }
         if at == entry_end {
-            sink(Event::FileEnd {
+            out.event(Event::FileEnd {
                 entry,
                 end_offset: entry_end,
                 md5: hasher.map(|h| hex(&h.finalize())),
             })?;
         }
         Ok(at)
+    }
+}
+
+/// Where the player puts what it plays.
+trait Out {
+    /// Tape bytes that need no checking (headers, padding, the footer).
+    fn bytes(&mut self, bytes: &[u8]) -> Result<()>;
+    /// A buffer for up to `want` content bytes (at least one byte, maybe fewer than
+    /// `want`) to be read into.
+    fn room(&mut self, want: usize) -> Result<&mut [u8]>;
+    /// The first `n` bytes of the last room are tape bytes, checked: hand them on.
+    fn commit(&mut self, n: usize) -> Result<()>;
+    /// Any other event.
+    fn event(&mut self, event: Event<'_>) -> Result<()>;
+}
+
+/// [`TapePlayer::play`]'s output: every event to the callback, content read into a
+/// buffer of its own.
+struct EventOut<F> {
+    buf: Vec<u8>,
+    sink: F,
+}
+
+impl<F: FnMut(Event<'_>) -> Result<()>> Out for EventOut<F> {
+    fn bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        (self.sink)(Event::Data(bytes))
+    }
+
+    fn room(&mut self, want: usize) -> Result<&mut [u8]> {
+        let n = want.min(self.buf.len());
+        Ok(&mut self.buf[..n])
+    }
+
+    fn commit(&mut self, n: usize) -> Result<()> {
+        (self.sink)(Event::Data(&self.buf[..n]))
+    }
+
+    fn event(&mut self, event: Event<'_>) -> Result<()> {
+        (self.sink)(event)
+    }
+}
+
+/// Bytes of a chunk [`TapePlayer::play_ahead`] hands over.
+const CHUNK: usize = 1 << 20;
+
+/// Tape bytes, and the events that come between them (at their byte positions).
+struct Chunk {
+    bytes: Vec<u8>,
+    filled: usize,
+    marks: Vec<(usize, Mark)>,
+}
+
+/// An event of a chunk, owned.
+enum Mark {
+    Start {
+        entry: Entry,
+        start_offset: u64,
+        resumed: bool,
+    },
+    End {
+        entry: Entry,
+        end_offset: u64,
+        md5: Option<String>,
+    },
+    Completed {
+        total_size: u64,
+    },
+    Content {
+        entry: Entry,
+        file: File,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Chunk {
+    fn new(mut bytes: Vec<u8>) -> Chunk {
+        bytes.resize(CHUNK, 0);
+        Chunk {
+            bytes,
+            filled: 0,
+            marks: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.filled == 0 && self.marks.is_empty()
+    }
+
+    /// Hands the chunk's bytes and events to `sink`, in order.
+    fn deliver(&self, sink: &mut impl FnMut(Event<'_>) -> Result<()>) -> Result<()> {
+        let mut at = 0;
+        for (pos, mark) in &self.marks {
+            if *pos > at {
+                sink(Event::Data(&self.bytes[at..*pos]))?;
+                at = *pos;
+            }
+            sink(match mark {
+                Mark::Start {
+                    entry,
+                    start_offset,
+                    resumed,
+                } => Event::FileStart {
+                    entry,
+                    start_offset: *start_offset,
+                    resumed: *resumed,
+                },
+                Mark::End {
+                    entry,
+                    end_offset,
+                    md5,
+                } => Event::FileEnd {
+                    entry,
+                    end_offset: *end_offset,
+                    md5: md5.clone(),
+                },
+                Mark::Completed { total_size } => Event::TapeCompleted {
+                    total_size: *total_size,
+                },
+                Mark::Content {
+                    entry,
+                    file,
+                    offset,
+                    len,
+                } => Event::Content {
+                    entry,
+                    file,
+                    offset: *offset,
+                    len: *len,
+                },
+            })?;
+        }
+        if self.filled > at {
+            sink(Event::Data(&self.bytes[at..self.filled]))?;
+        }
+        Ok(())
+    }
+}
+
+/// [`TapePlayer::play_ahead`]'s output, on the reading thread: fills chunks and sends
+/// them to the thread that writes.
+struct ChunkOut {
+    chunk: Chunk,
+    full: std::sync::mpsc::SyncSender<Chunk>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    events: bool,
+}
+
+impl ChunkOut {
+    /// Sends the current chunk (if it holds anything) and starts another.
+    fn send(&mut self) -> Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let spare = self.empty.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.chunk, Chunk::new(spare));
+        self.full
+            .send(full)
+            .map_err(|_| Error::io("<output>", io::Error::other("the writer stopped")))
+    }
+}
+
+impl Out for ChunkOut {
+    fn bytes(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            if self.chunk.filled == CHUNK {
+                self.send()?;
+            }
+            let n = bytes.len().min(CHUNK - self.chunk.filled);
+            self.chunk.bytes[self.chunk.filled..self.chunk.filled + n].copy_from_slice(&bytes[..n]);
+            self.chunk.filled += n;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    fn room(&mut self, want: usize) -> Result<&mut [u8]> {
+        // Less than a quarter of a chunk left for a large read: a fresh chunk takes it.
+        let left = CHUNK - self.chunk.filled;
+        if left < 2 || (left < want && left < CHUNK / 4) {
+            self.send()?;
+        }
+        let end = CHUNK.min(self.chunk.filled + want);
+        Ok(&mut self.chunk.bytes[self.chunk.filled..end])
+    }
+
+    fn commit(&mut self, n: usize) -> Result<()> {
+        self.chunk.filled += n;
+        Ok(())
+    }
+
+    fn event(&mut self, event: Event<'_>) -> Result<()> {
+        if let Event::Content {
+            entry,
+            file,
+            offset,
+            len,
+        } = event
+        {
+            let file = file
+                .try_clone()
+                .map_err(|e| broken(entry, format!("cannot be opened: {e}")))?;
+            self.chunk.marks.push((
+                self.chunk.filled,
+                Mark::Content {
+                    entry: entry.clone(),
+                    file,
+                    offset,
+                    len,
+                },
+            ));
+            return Ok(());
+        }
+        if !self.events {
+            return Ok(());
+        }
+        let mark = match event {
+            Event::FileStart {
+                entry,
+                start_offset,
+                resumed,
+            } => Mark::Start {
+                entry: entry.clone(),
+                start_offset,
+                resumed,
+            },
+            Event::FileEnd {
+                entry,
+                end_offset,
+                md5,
+            } => Mark::End {
+                entry: entry.clone(),
+                end_offset,
+                md5,
+            },
+            Event::TapeCompleted { total_size } => Mark::Completed { total_size },
+            Event::Data(_) | Event::Content { .. } => unreachable!("not events of play_to"),
+        };
+        self.chunk.marks.push((self.chunk.filled, mark));
+        Ok(())
     }
 }
 
@@ -1216,6 +1579,104 @@ mod tests {
         st.ctime = (999, 9);
         st.size = 4096;
         assert_eq!(compare(&d, &st, true), None);
+    }
+
+    /// What a player emitted: bytes, and events by name with their entry's path.
+    fn played(
+        run: impl FnOnce(&mut dyn FnMut(Event<'_>) -> Result<()>) -> Result<()>,
+    ) -> (Vec<u8>, Vec<String>, Result<()>) {
+        let mut bytes = Vec::new();
+        let mut events = Vec::new();
+        let result = run(&mut |e| {
+            match e {
+                Event::Data(b) => bytes.extend_from_slice(b),
+                Event::FileStart { entry, resumed, .. } => {
+                    events.push(format!("start {} {resumed}", entry.display_path()))
+                }
+                Event::FileEnd { entry, md5, .. } => {
+                    events.push(format!("end {} {md5:?}", entry.display_path()))
+                }
+                Event::TapeCompleted { total_size } => events.push(format!("done {total_size}")),
+                Event::Content { .. } => events.push("content".into()),
+            }
+            Ok(())
+        });
+        (bytes, events, result)
+    }
+
+    fn recorded_tree() -> (tempfile::TempDir, Tape) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        for i in 0..50u32 {
+            std::fs::write(
+                src.join(format!("d/f{i:02}")),
+                vec![i as u8; i as usize * 700],
+            )
+            .unwrap();
+        }
+        let big: Vec<u8> = (0..(3 << 20) + 123u32)
+            .map(|i| ((i * 31) >> 7) as u8)
+            .collect();
+        std::fs::write(src.join("big"), big).unwrap();
+        crate::record::TapeRecorder::new(&src)
+            .catalog(Some(dir.path().join("c.db")))
+            .commit()
+            .unwrap();
+        let tape = Tape::open(&src, dir.path().join("c.db")).unwrap();
+        (dir, tape)
+    }
+
+    #[test]
+    fn playing_ahead_gives_the_bytes_and_events_of_playing() {
+        let (_dir, tape) = recorded_tree();
+        let total = tape.total_size();
+        for (start, len) in [
+            (0, None),
+            (1000, Some(5_000_000)),
+            (total - 1500, None),
+            (700_000, Some(1)),
+        ] {
+            let plain = played(|sink| tape.player().play(start, len, sink));
+            let ahead = played(|sink| tape.player().play_ahead(start, len, true, sink));
+            assert!(plain.2.is_ok() && ahead.2.is_ok());
+            assert_eq!(plain.0, ahead.0, "bytes from {start}");
+            assert_eq!(plain.1, ahead.1, "events from {start}");
+            let quiet = played(|sink| tape.player().play_ahead(start, len, false, sink));
+            assert_eq!(quiet.0, plain.0);
+            assert!(quiet.1.is_empty());
+        }
+        // Content ranges come through, in their place.
+        let ranges = played(|sink| {
+            tape.player()
+                .md5(false)
+                .content_ranges(Some(1 << 20))
+                .play_ahead(0, None, false, sink)
+        });
+        assert_eq!(ranges.1, ["content"]);
+    }
+
+    #[test]
+    fn playing_ahead_stops_at_the_first_error_with_a_correct_prefix() {
+        let (dir, tape) = recorded_tree();
+        let whole = played(|sink| tape.player().play(0, None, sink)).0;
+        // The sink fails: its error, and nothing more is asked of it.
+        let mut calls = 0;
+        let failed = tape.player().play_ahead(0, None, false, |_| {
+            calls += 1;
+            Err(Error::Usage("sink full".into()))
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "sink full");
+        assert_eq!(calls, 1);
+        // The source changes: what was delivered is a prefix, then the tape's error.
+        std::fs::write(dir.path().join("src/d/f30"), b"changed").unwrap();
+        let (bytes, _, result) = played(|sink| tape.player().play_ahead(0, None, true, sink));
+        assert!(result.unwrap_err().to_string().contains("src/d/f30"));
+        assert!(whole.starts_with(&bytes) && bytes.len() < whole.len());
+        assert!(
+            bytes.len() as u64 > 3 << 20,
+            "the prefix before it was delivered"
+        );
     }
 
     #[test]

@@ -17,11 +17,12 @@
 //! per directory gives exactly the global byte order (`d` < `d.txt` < `d/x`, because
 //! `.` < `/`).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
+use std::mem::MaybeUninit;
 
-use rustix::fd::{BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Stat};
 
 use crate::entry::Kind;
 use crate::error::Result;
@@ -59,12 +60,16 @@ pub struct Walker<'a> {
     pub patterns: &'a [glob::Pattern],
 }
 
-/// A child of a directory being listed.
+/// A child of a directory being listed; its name is `names[name]` (NUL included) of the
+/// directory's name arena.
 struct Child {
-    name: CString,
+    name: std::ops::Range<usize>,
     kind: Kind,
     stat: Stat,
 }
+
+/// Bytes `getdents` fills at a time.
+const DIRENT_BUF: usize = 32 << 10;
 
 impl Walker<'_> {
     /// Visits the root (lstat'ed as `root_stat`) and, if the visitor says so, everything
@@ -83,7 +88,10 @@ impl Walker<'_> {
         // A descriptor of its own: reading a directory moves the offset that every
         // descriptor duplicated from the same open shares.
         match open_dir(root, c".", root_stat) {
-            Ok(fd) => self.walk_dir(fd, &[], v),
+            Ok(fd) => {
+                let mut dirents = vec![MaybeUninit::uninit(); DIRENT_BUF];
+                self.walk_dir(fd, &mut Vec::with_capacity(256), &mut dirents, v)
+            }
             Err(e) => v.failed(b"", true, e),
         }
     }
@@ -105,50 +113,53 @@ impl Walker<'_> {
             .any(|p| p.matches(&rel_s) || p.matches(&name))
     }
 
-    fn walk_dir(&self, fd: OwnedFd, dir_rel: &[u8], v: &mut impl Visitor) -> Result<()> {
-        let mut listing = match Dir::new(fd) {
-            Ok(d) => d,
-            Err(e) => return v.failed(dir_rel, true, e.into()),
-        };
-        let child_rel = |name: &[u8]| {
-            let mut rel = Vec::with_capacity(dir_rel.len() + 1 + name.len());
-            if !dir_rel.is_empty() {
-                rel.extend_from_slice(dir_rel);
-                rel.push(b'/');
-            }
-            rel.extend_from_slice(name);
-            rel
-        };
-        let mut names: Vec<CString> = Vec::new();
-        while let Some(dent) = listing.read() {
+    /// Walks the directory open as `fd`, whose relative path is `rel` (on return, `rel`
+    /// is as it was: one buffer serves the whole walk, as does `dirents`).
+    ///
+    /// A directory's names go to one arena, not an allocation each: the walk does about
+    /// nothing else per entry but the `fstatat`.
+    fn walk_dir(
+        &self,
+        fd: OwnedFd,
+        rel: &mut Vec<u8>,
+        dirents: &mut [MaybeUninit<u8>],
+        v: &mut impl Visitor,
+    ) -> Result<()> {
+        let mut names: Vec<u8> = Vec::new();
+        let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut listing = RawDir::new(&fd, dirents);
+        while let Some(dent) = listing.next() {
             match dent {
                 Ok(d) => {
-                    let bytes = d.file_name().to_bytes();
-                    if bytes != b"." && bytes != b".." {
-                        names.push(d.file_name().to_owned());
+                    let name = d.file_name().to_bytes_with_nul();
+                    if name != b".\0" && name != b"..\0" {
+                        let start = names.len();
+                        names.extend_from_slice(name);
+                        spans.push(start..names.len());
                     }
                 }
                 Err(e) => {
-                    v.failed(dir_rel, true, e.into())?;
+                    v.failed(rel, true, e.into())?;
                     break;
                 }
             }
         }
-        let dir = match listing.fd() {
-            Ok(fd) => fd,
-            Err(e) => return v.failed(dir_rel, true, e.into()),
+        let dir = fd.as_fd();
+        let name_of = |span: &std::ops::Range<usize>| {
+            CStr::from_bytes_with_nul(&names[span.clone()]).expect("one NUL, at the end")
         };
-        let mut children: Vec<Child> = Vec::with_capacity(names.len());
-        for name in names {
-            let bytes = name.to_bytes();
-            let rel = child_rel(bytes);
-            if self.excluded(&rel, bytes) {
+        let dir_len = rel.len();
+        let mut children: Vec<Child> = Vec::with_capacity(spans.len());
+        for span in spans {
+            let name = name_of(&span);
+            push_name(rel, dir_len, name.to_bytes());
+            if self.excluded(rel, name.to_bytes()) {
                 continue;
             }
-            let stat = match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(e) => {
-                    v.failed(&rel, false, e.into())?;
+                    v.failed(rel, false, e.into())?;
                     continue;
                 }
             };
@@ -156,31 +167,24 @@ impl Walker<'_> {
                 FileType::Directory => Kind::Dir,
                 FileType::RegularFile => Kind::File,
                 FileType::Symlink => Kind::Symlink,
-                FileType::Socket => {
-                    v.special(&rel, "socket");
-                    continue;
-                }
-                FileType::Fifo => {
-                    v.special(&rel, "fifo");
-                    continue;
-                }
-                FileType::BlockDevice => {
-                    v.special(&rel, "block device");
-                    continue;
-                }
-                _ => {
-                    v.special(&rel, "character device");
+                other => {
+                    v.special(rel, special_name(other));
                     continue;
                 }
             };
-            children.push(Child { name, kind, stat });
+            children.push(Child {
+                name: span,
+                kind,
+                stat,
+            });
         }
         // (key, child index, is the subtree): `name` for the child, `name/` for its contents.
         let mut keys: Vec<(&[u8], usize, bool)> = Vec::with_capacity(children.len() + 8);
         for (i, c) in children.iter().enumerate() {
-            keys.push((c.name.to_bytes(), i, false));
+            let name = name_of(&c.name).to_bytes();
+            keys.push((name, i, false));
             if c.kind == Kind::Dir {
-                keys.push((c.name.to_bytes(), i, true));
+                keys.push((name, i, true));
             }
         }
         keys.sort_unstable_by(|a, b| key_cmp(a.0, a.2, b.0, b.2));
@@ -188,23 +192,44 @@ impl Walker<'_> {
         let mut descend = vec![false; children.len()];
         for (i, subtree) in order {
             let child = &children[i];
-            let rel = child_rel(child.name.to_bytes());
+            let name = name_of(&child.name);
+            push_name(rel, dir_len, name.to_bytes());
             if !subtree {
                 descend[i] = v.object(&Found {
-                    rel: &rel,
+                    rel,
                     dir,
-                    name: &child.name,
+                    name,
                     kind: child.kind,
                     stat: &child.stat,
                 })? && child.kind == Kind::Dir;
             } else if descend[i] {
-                match open_dir(dir, &child.name, &child.stat) {
-                    Ok(fd) => self.walk_dir(fd, &rel, v)?,
-                    Err(e) => v.failed(&rel, true, e)?,
+                match open_dir(dir, name, &child.stat) {
+                    Ok(fd) => self.walk_dir(fd, rel, dirents, v)?,
+                    Err(e) => v.failed(rel, true, e)?,
                 }
             }
         }
+        rel.truncate(dir_len);
         Ok(())
+    }
+}
+
+/// Sets `rel` to its first `dir_len` bytes (a directory's path) joined with `name`.
+fn push_name(rel: &mut Vec<u8>, dir_len: usize, name: &[u8]) {
+    rel.truncate(dir_len);
+    if dir_len > 0 {
+        rel.push(b'/');
+    }
+    rel.extend_from_slice(name);
+}
+
+/// How a walk names an object that is not a directory, file or symlink.
+fn special_name(ft: FileType) -> &'static str {
+    match ft {
+        FileType::Socket => "socket",
+        FileType::Fifo => "fifo",
+        FileType::BlockDevice => "block device",
+        _ => "character device",
     }
 }
 
