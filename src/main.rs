@@ -207,7 +207,11 @@ fn run(command: Command) -> Result<ExitCode> {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            println!("{}", summary?);
+            // One write, not one per line (stdout is line-buffered).
+            let summary = format!("{}\n", summary?);
+            io::stdout()
+                .write_all(summary.as_bytes())
+                .map_err(|e| Error::io("<stdout>", e))?;
         }
         Command::Stream {
             dir,
