@@ -439,7 +439,7 @@ fn open_regular(path: &Path) -> Result<File> {
     if !st.is_file() {
         return Err(unreadable(format!(
             "not a regular file (it is {})",
-            describe_type(st.file_type())
+            crate::source::describe_mode(st.mode())
         )));
     }
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -453,26 +453,6 @@ fn open_regular(path: &Path) -> Result<File> {
         return Err(unreadable("replaced while being opened".into()));
     }
     Ok(file)
-}
-
-/// "a directory", "a FIFO", … for messages.
-pub fn describe_type(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if ft.is_dir() {
-        "a directory"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_symlink() {
-        "a symlink"
-    } else {
-        "a regular file"
-    }
 }
 
 /// The `file:` URI SQLite opens `path` with: read-only and immutable (a catalog is never

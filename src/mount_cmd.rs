@@ -103,11 +103,20 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
     if !args.foreground {
         return spawn_background(&args, &mountpoint);
     }
-    // SAFETY: the descriptor was opened by the parent for this process alone, and
-    // nothing else here takes ownership of it.
-    let mut ready = args
-        .ready_fd
-        .map(|fd| File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+    let mut ready = match args.ready_fd {
+        None => None,
+        // Only the pipe `spawn_background` passes: never one of the standard streams.
+        Some(fd) if fd > 2 && args.serve_child && is_pipe(fd) => {
+            // SAFETY: the parent opened this pipe for this process alone, and nothing
+            // else in this process owns or closes it.
+            Some(File::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+        }
+        Some(fd) => {
+            return Err(Error::Usage(format!(
+                "--ready-fd {fd}: not a pipe from `tartape mount`"
+            )));
+        }
+    };
     let started = check_and_mount(&args, &mountpoint, ready.as_mut());
     let (session, total_size) = match started {
         Ok(started) => started,
@@ -135,6 +144,14 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
         println!("unmounted {}", args.mountpoint.display());
     }
     Ok(())
+}
+
+/// Whether `fd` is an open descriptor of a pipe.
+fn is_pipe(fd: i32) -> bool {
+    // SAFETY: fstat only writes into `st` and takes any number as a descriptor (one that
+    // is not open gives EBADF); nothing is borrowed or owned.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut st) } == 0) && st.st_mode & libc::S_IFMT == libc::S_IFIFO
 }
 
 /// Opens the tape, checks it against its source and mounts it: all in the process that

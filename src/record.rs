@@ -22,7 +22,9 @@ use crate::entry::{Entry, Kind, Ordinal, normalised_mode, python_mtime};
 use crate::error::{Error, Result};
 use crate::header::{header_path, split_path};
 use crate::layout::{FOOTER_LEN, footprint};
-use crate::source::{CATALOG_DIR, CATALOG_FILE, canonical_source, open_root, readable};
+use crate::source::{
+    CATALOG_DIR, CATALOG_FILE, canonical_source, describe_mode, open_root, readable,
+};
 use crate::walk::{Found, Observed, Visitor, Walker};
 
 /// Records a directory into a catalog.
@@ -649,20 +651,6 @@ impl Drop for TempCatalog<'_> {
         if !self.kept {
             let _ = rustix::fs::unlinkat(&self.target.dir, &self.name, AtFlags::empty());
         }
-    }
-}
-
-/// "a symlink", "a FIFO", … of an `st_mode`.
-fn describe_mode(mode: u32) -> &'static str {
-    match FileType::from_raw_mode(mode) {
-        FileType::Symlink => "a symlink",
-        FileType::Directory => "a directory",
-        FileType::Fifo => "a FIFO",
-        FileType::Socket => "a socket",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        FileType::RegularFile => "a regular file",
-        _ => "an unknown kind of file",
     }
 }
 

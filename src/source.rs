@@ -41,6 +41,20 @@ pub fn canonical_source(dir: &Path) -> Result<PathBuf> {
     Ok(root)
 }
 
+/// "a symlink", "a FIFO", … of an `st_mode`, for messages.
+pub fn describe_mode(mode: u32) -> &'static str {
+    match rustix::fs::FileType::from_raw_mode(mode) {
+        rustix::fs::FileType::Symlink => "a symlink",
+        rustix::fs::FileType::Directory => "a directory",
+        rustix::fs::FileType::Fifo => "a FIFO",
+        rustix::fs::FileType::Socket => "a socket",
+        rustix::fs::FileType::CharacterDevice => "a character device",
+        rustix::fs::FileType::BlockDevice => "a block device",
+        rustix::fs::FileType::RegularFile => "a regular file",
+        _ => "an unknown kind of file",
+    }
+}
+
 /// Opens the (canonical) source root and lstats it through the descriptor.
 pub fn open_root(root: &Path) -> Result<(OwnedFd, Stat)> {
     let source_err = |e: rustix::io::Errno| Error::Source {
