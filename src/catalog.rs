@@ -141,25 +141,18 @@ impl TapeMeta {
     }
 }
 
-/// A new random catalog id.
-pub fn new_catalog_id() -> String {
+/// A new random catalog id (kernel randomness, `getrandom`).
+pub fn new_catalog_id() -> Result<String> {
     let mut id = [0u8; 16];
     let mut filled = 0;
     while filled < id.len() {
         match rustix::rand::getrandom(&mut id[filled..], rustix::rand::GetRandomFlags::empty()) {
             Ok(n) => filled += n,
             Err(rustix::io::Errno::INTR) => {}
-            // No entropy source at all: the id still differs between recordings.
-            Err(_) => {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                id.copy_from_slice(&(t ^ u128::from(std::process::id())).to_le_bytes());
-                break;
-            }
+            Err(e) => return Err(Error::io("getrandom", e.into())),
         }
     }
-    hex(&id)
+    Ok(hex(&id))
 }
 
 /// CRC-32 of one row: every field, each length-prefixed, so that no two different rows
@@ -392,7 +385,7 @@ struct Pool {
 
 struct PoolState {
     idle: Vec<Connection>,
-    /// Connections in existence (idle or lent).
+    /// Connections opened (idle or lent; and the one being opened).
     open: usize,
     /// The catalog's path no longer leads to the opened file: no new connection.
     closed: bool,
@@ -591,10 +584,9 @@ impl Catalog {
                 pool = self.lock_pool();
                 match more {
                     Some(c) => return Ok(c),
-                    None => {
-                        pool.open -= 1;
-                        pool.closed = true;
-                    }
+                    // From now on the connections there are serve; `open` no longer
+                    // matters.
+                    None => pool.closed = true,
                 }
                 continue;
             }
@@ -779,7 +771,8 @@ impl Catalog {
                         format!("entry {expected} missing"),
                     ));
                 }
-                if expected > first.0 && entry.arc_path <= prev_arc {
+                // (The first row compares with the empty path: any arc path is greater.)
+                if entry.arc_path <= prev_arc {
                     return Err(Error::corrupt(
                         &self.path,
                         format!("entry {expected}: entries are not in tape order"),
@@ -1281,7 +1274,7 @@ mod tests {
             excludes: vec!["*.tmp".into(), "x y".into()],
             hash: None,
             skip_unreadable: false,
-            catalog_id: new_catalog_id(),
+            catalog_id: new_catalog_id().unwrap(),
         }
     }
 
@@ -1413,6 +1406,17 @@ mod tests {
             "set-id and sticky bits without execute still make 0644"
         );
         assert!(refused(with(&|e| e.disk_mode = 0o10600)));
+        assert_eq!(
+            c.check_fields(&with(&|e| {
+                e.disk_mode = 0o7777;
+                e.mode = 0o755;
+            })),
+            Ok(())
+        );
+        assert!(refused(with(&|e| {
+            e.disk_mode = 0o10000;
+            e.mode = 0o644;
+        })));
         // Times.
         assert_eq!(c.check_fields(&with(&|e| e.mtime_nsec = 0)), Ok(()));
         assert!(refused(with(&|e| e.mtime_nsec = -1)));
@@ -1752,6 +1756,9 @@ mod tests {
         assert!(err(&fifo).contains("not a regular file (it is a FIFO)"));
         assert!(err(Path::new("/dev/null")).contains("it is a character device"));
         assert!(err(&dir.path().join("none.db")).contains("no catalog found"));
+        assert!(
+            err(Path::new("/dev/null/x.db")).contains("cannot read the catalog: Not a directory")
+        );
         let garbage = dir.path().join("g.db");
         std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
         assert!(err(&garbage).contains("corrupted catalog"));
@@ -1794,6 +1801,15 @@ mod tests {
                 });
             }
         });
+        // A copy of the very catalog renamed over it: the same id, another file.
+        let (dir2, c2) = fixture();
+        let copy = dir2.path().join("copy.db");
+        std::fs::copy(c2.path(), &copy).unwrap();
+        assert!(c2.connect_more().is_some());
+        std::fs::rename(&copy, c2.path()).unwrap();
+        assert!(c2.connect_more().is_none());
+        assert!(format!("{c2:?}").contains("c.db"));
+        drop((dir2, c2));
         // The same path swapped back in: a catalog id tells them apart.
         let mut same_rows = rows();
         same_rows[1].mtime_nsec = 250_000_000;
@@ -1807,6 +1823,37 @@ mod tests {
         let (_d2, c2) = fixture();
         assert!(c2.connect_more().is_some());
         drop(c);
+    }
+
+    #[test]
+    fn the_pool_holds_at_most_sixteen_connections_and_lends_each_to_one_caller() {
+        let (_dir, c) = fixture();
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let holding = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..MAX_CONNECTIONS + 4 {
+                s.spawn(|| {
+                    c.with_conn(|_| {
+                        let now = holding.fetch_add(1, SeqCst) + 1;
+                        most.fetch_max(now, SeqCst);
+                        // Hold it until sixteen callers hold one each (or two seconds).
+                        let start = std::time::Instant::now();
+                        while holding.load(SeqCst) < MAX_CONNECTIONS
+                            && start.elapsed() < std::time::Duration::from_secs(2)
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        holding.fetch_sub(1, SeqCst);
+                        Ok(())
+                    })
+                    .unwrap();
+                });
+            }
+        });
+        assert_eq!(most.into_inner(), MAX_CONNECTIONS);
+        assert_eq!(c.lock_pool().idle.len(), MAX_CONNECTIONS);
     }
 
     #[test]
@@ -1881,7 +1928,7 @@ mod tests {
             meta_crc([("ab", "c")]),
             "keys and values are delimited"
         );
-        assert_ne!(new_catalog_id(), new_catalog_id());
-        assert_eq!(new_catalog_id().len(), 32);
+        assert_ne!(new_catalog_id().unwrap(), new_catalog_id().unwrap());
+        assert_eq!(new_catalog_id().unwrap().len(), 32);
     }
 }

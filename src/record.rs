@@ -299,7 +299,7 @@ impl TapeRecorder {
             excludes: self.excludes.clone(),
             hash: self.hash,
             skip_unreadable: self.skip_unreadable,
-            catalog_id: catalog::new_catalog_id(),
+            catalog_id: catalog::new_catalog_id()?,
         };
         tmp.seal(rows.writer, &meta, self.force)?;
         log::debug!("catalog in place in {:?}", started.elapsed());
@@ -546,7 +546,7 @@ impl CatalogTarget {
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         for _ in 0..100 {
             let mut name = self.temp_prefix();
-            let id = catalog::new_catalog_id();
+            let id = catalog::new_catalog_id()?;
             name.extend_from_slice(format!("{}-{}", std::process::id(), &id[..16]).as_bytes());
             let path = self.dir_path.join(OsStr::from_bytes(&name));
             let name = CString::new(name)
