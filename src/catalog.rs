@@ -442,7 +442,8 @@ fn open_regular(path: &Path) -> Result<File> {
         .open(path)
         .map_err(|e| unreadable(e.to_string()))?;
     let opened = file.metadata().map_err(|e| unreadable(e.to_string()))?;
-    if !opened.is_file() || (opened.dev(), opened.ino()) != (st.dev(), st.ino()) {
+    // The same device and inode as the regular file just examined: it is that file.
+    if (opened.dev(), opened.ino()) != (st.dev(), st.ino()) {
         return Err(unreadable("replaced while being opened".into()));
     }
     Ok(file)
@@ -537,15 +538,13 @@ impl Catalog {
     /// A new connection to the opened file, or `None` once its path leads elsewhere (the
     /// catalog was recorded again or replaced): then only the existing ones serve.
     fn connect_more(&self) -> Option<Connection> {
-        if !self.path_leads_to_file() {
-            return None;
-        }
         let conn = connect(&self.path).ok()?;
         let id: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'catalog_id'", [], |r| {
                 r.get(0)
             })
             .ok();
+        // Checked after connecting: the path may have been swapped while it connected.
         (id.as_deref() == Some(self.meta.catalog_id.as_str()) && self.path_leads_to_file())
             .then_some(conn)
     }
