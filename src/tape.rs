@@ -1071,7 +1071,7 @@ impl TapePlayer<'_> {
                 .name("tape-reader".into())
                 .spawn_scoped(scope, move || {
                     let mut out = ChunkOut {
-                        chunk: Chunk::new(Vec::new()),
+                        chunk: Chunk::new(Vec::new(), FIRST_CHUNK),
                         full: full_tx,
                         empty: empty_rx,
                         events,
@@ -1297,12 +1297,18 @@ impl<F: FnMut(Event<'_>) -> Result<()>> Out for EventOut<F> {
     }
 }
 
-/// Bytes of a chunk [`TapePlayer::play_ahead`] hands over.
+/// Bytes of a chunk [`TapePlayer::play_ahead`] hands over, at most.
 const CHUNK: usize = 1 << 20;
+/// Bytes of the first chunk: the first bytes reach the reader without waiting for a
+/// whole chunk to be read (a resumed upload, `| head -c`); each next chunk is twice as
+/// large, up to [`CHUNK`].
+const FIRST_CHUNK: usize = 64 << 10;
 
 /// Tape bytes, and the events that come between them (at their byte positions).
 struct Chunk {
     bytes: Vec<u8>,
+    /// How much of `bytes` this chunk may fill.
+    limit: usize,
     filled: usize,
     marks: Vec<(usize, Mark)>,
 }
@@ -1331,10 +1337,11 @@ enum Mark {
 }
 
 impl Chunk {
-    fn new(mut bytes: Vec<u8>) -> Chunk {
+    fn new(mut bytes: Vec<u8>, limit: usize) -> Chunk {
         bytes.resize(CHUNK, 0);
         Chunk {
             bytes,
+            limit,
             filled: 0,
             marks: Vec::new(),
         }
@@ -1410,7 +1417,8 @@ impl ChunkOut {
             return Ok(());
         }
         let spare = self.empty.try_recv().unwrap_or_default();
-        let full = std::mem::replace(&mut self.chunk, Chunk::new(spare));
+        let limit = (self.chunk.limit * 2).min(CHUNK);
+        let full = std::mem::replace(&mut self.chunk, Chunk::new(spare, limit));
         self.full
             .send(full)
             .map_err(|_| Error::io("<output>", io::Error::other("the writer stopped")))
@@ -1420,10 +1428,10 @@ impl ChunkOut {
 impl Out for ChunkOut {
     fn bytes(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
-            if self.chunk.filled == CHUNK {
+            if self.chunk.filled == self.chunk.limit {
                 self.send()?;
             }
-            let n = bytes.len().min(CHUNK - self.chunk.filled);
+            let n = bytes.len().min(self.chunk.limit - self.chunk.filled);
             self.chunk.bytes[self.chunk.filled..self.chunk.filled + n].copy_from_slice(&bytes[..n]);
             self.chunk.filled += n;
             bytes = &bytes[n..];
@@ -1433,11 +1441,11 @@ impl Out for ChunkOut {
 
     fn room(&mut self, want: usize) -> Result<&mut [u8]> {
         // Less than a quarter of a chunk left for a large read: a fresh chunk takes it.
-        let left = CHUNK - self.chunk.filled;
-        if left < 2 || (left < want && left < CHUNK / 4) {
+        let left = self.chunk.limit - self.chunk.filled;
+        if left < 2 || (left < want && left < self.chunk.limit / 4) {
             self.send()?;
         }
-        let end = CHUNK.min(self.chunk.filled + want);
+        let end = self.chunk.limit.min(self.chunk.filled + want);
         Ok(&mut self.chunk.bytes[self.chunk.filled..end])
     }
 
