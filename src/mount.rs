@@ -733,11 +733,19 @@ impl Unmounter {
 }
 
 /// Detaches a `fusermount3` mount when dropped, unless disarmed.
-struct FusermountGuard(PathBuf);
+struct FusermountGuard(Option<PathBuf>);
+
+impl FusermountGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for FusermountGuard {
     fn drop(&mut self) {
-        let _ = fusermount(&self.0, true);
+        if let Some(path) = &self.0 {
+            let _ = fusermount(path, true);
+        }
     }
 }
 
@@ -790,7 +798,7 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
             .map_err(|err| {
                 Error::Mount(format!("{}: cannot mount: {err}", mountpoint.display()))
             })?;
-        let guard = FusermountGuard(mountpoint.clone());
+        let guard = FusermountGuard(Some(mountpoint.clone()));
         let session = Session::from_fd(fs, device, config.acl, config).map_err(cannot_mount)?;
         (
             session,
@@ -870,7 +878,7 @@ impl MountSession {
         let result = session.run();
         // The mount is gone: nothing is left for the guard to detach.
         if let Some(guard) = guard {
-            std::mem::forget(guard);
+            guard.disarm();
         }
         signals.close();
         let _ = watcher.join();
