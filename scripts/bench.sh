@@ -594,6 +594,9 @@ main() {
         fi
     fi
     [[ -x $TT ]] || die "no tartape binary at $TT"
+    # The background mounts' logs stay under WORKDIR.
+    mkdir -p -- "$WORKDIR/logs"
+    export XDG_RUNTIME_DIR=$WORKDIR/logs XDG_STATE_HOME=$WORKDIR/logs
     export TT CAT CMDLOG WORKDIR PY HELPER MOUNT_OUT
 
     gen_tree small "$SMALL_N"
