@@ -100,11 +100,6 @@ impl Entry {
     pub fn display_path(&self) -> String {
         String::from_utf8_lossy(&self.arc_path).into_owned()
     }
-
-    /// Offset one past the entry's last byte (header + content + padding).
-    pub fn end_offset(&self) -> u64 {
-        self.start_offset + crate::layout::footprint(self.size)
-    }
 }
 
 /// Header mode of an object (SPEC §1, anonymisation): with anonymisation, 0755 for

@@ -1,7 +1,7 @@
 //! Where every byte of a tape comes from: footprints, offsets, and which part of which
 //! entry covers byte N. Pure arithmetic, no I/O.
 
-use crate::entry::Ordinal;
+use crate::entry::{Entry, Ordinal};
 use crate::header::BLOCK;
 
 /// Size of the zero footer that ends every tape.
@@ -15,6 +15,11 @@ pub fn padding(size: u64) -> u64 {
 /// Header + content + padding.
 pub fn footprint(size: u64) -> u64 {
     BLOCK + size + padding(size)
+}
+
+/// Offset one past an entry's last byte (header + content + padding).
+pub fn end_offset(entry: &Entry) -> u64 {
+    entry.start_offset + footprint(entry.size)
 }
 
 /// The parts of a tape a byte can belong to.

@@ -4,7 +4,6 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +15,7 @@ mod mount_cmd;
 use indicatif::{ProgressBar, ProgressStyle};
 use mount_cmd::MountArgs;
 
-use tartape::tape::{EntryLayout, copy_content};
+use tartape::tape::EntryLayout;
 use tartape::{Error, Event, HashAlgo, Kind, Located, Result, Tape, TapeRecorder, VerifyLevel};
 
 #[derive(Parser)]
@@ -340,20 +339,6 @@ fn stream(
         }
         None => None,
     };
-    let out_fd: BorrowedFd<'_> = match &file {
-        Some(f) => f.as_fd(),
-        None => stdout.as_fd(),
-    };
-    grow_pipe(out_fd);
-    // Into a regular file, large contents are copied inside the kernel (and checked after).
-    let regular_output = rustix::fs::fstat(out_fd)
-        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_file());
-    let out: Box<dyn Write> = match &file {
-        Some(f) => Box::new(f),
-        None => Box::new(stdout.lock()),
-    };
-    let out_name = output.unwrap_or_else(|| PathBuf::from("<stdout>"));
-    let mut out = BufWriter::with_capacity(STREAM_BUFFER, out);
     let events_to_stderr = events.as_deref() == Some(Path::new("-"));
     let mut events_out: Option<(PathBuf, Box<dyn Write>)> = match events {
         None => None,
@@ -373,28 +358,16 @@ fn stream(
         }
         bar
     });
-    let write_err = |e: io::Error| Error::io(&out_name, e);
-    let anonymize = tape.meta().anonymize;
     let with_events = events_out.is_some();
-    let with_marks = with_events || bar.is_some();
-    let sink = |event: Event<'_>| {
-        match &event {
-            Event::Content {
-                entry,
-                file,
-                offset,
-                len,
-            } => {
-                // Everything before this range must reach the output first.
-                out.flush().map_err(write_err)?;
-                copy_content(entry, file, *offset, *len, out_fd, anonymize)?;
+    let observe = |event: &Event<'_>| {
+        match event {
+            Event::Content { len, .. } => {
                 if let Some(b) = &bar {
                     b.inc(*len);
                 }
                 return Ok(());
             }
             Event::Data(bytes) => {
-                out.write_all(bytes).map_err(write_err)?;
                 if let Some(b) = &bar {
                     b.inc(bytes.len() as u64);
                 }
@@ -408,41 +381,30 @@ fn stream(
             _ => {}
         }
         if let Some((p, w)) = events_out.as_mut() {
-            writeln!(w, "{}", event_json(&event)).map_err(|e| Error::io(&*p, e))?;
+            writeln!(w, "{}", event_json(event)).map_err(|e| Error::io(&*p, e))?;
         }
         Ok(())
     };
-    // The tape is read on a second thread while this one writes; into a regular file,
-    // large contents are copied inside the kernel.
-    let result = tape
-        .player()
-        .md5(with_events)
-        .content_ranges(regular_output.then_some(STREAM_BUFFER as u64))
-        .play_ahead(offset, length, with_marks, sink);
+    let player = tape.player().md5(with_events);
+    let marks = with_events || bar.is_some();
+    let result = match (&file, &output) {
+        (Some(f), Some(name)) => player.write_to(offset, length, f, name, marks, observe),
+        _ => player.write_to(
+            offset,
+            length,
+            stdout.lock(),
+            Path::new("<stdout>"),
+            marks,
+            observe,
+        ),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    // Whatever was emitted before an error is a correct prefix: deliver it.
-    let flushed = out.flush().map_err(write_err);
     if let Some((p, mut w)) = events_out {
         w.flush().map_err(|e| Error::io(&p, e))?;
     }
-    result.and(flushed)
-}
-
-/// Output buffer of `stream`: small enough that the reader of a pipe works while tartape
-/// reads the next files, large enough to batch many small entries into one write.
-const STREAM_BUFFER: usize = 128 << 10;
-
-/// A larger pipe lets tartape and the reader run side by side instead of taking turns on
-/// the default 64 KiB; best effort (it stays as it is when the limit is lower).
-fn grow_pipe(fd: BorrowedFd<'_>) {
-    let is_pipe = rustix::fs::fstat(fd).is_ok_and(|st| {
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
-    });
-    if is_pipe {
-        let _ = rustix::pipe::fcntl_setpipe_size(fd, 1 << 20);
-    }
+    result
 }
 
 fn event_json(event: &Event<'_>) -> String {
@@ -564,7 +526,7 @@ fn ls(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
                 out,
                 r#"{{"start_offset":{},"end_offset":{},"kind":"{}","mode":"{:04o}","size":{},"path":{}}}"#,
                 e.start_offset,
-                e.end_offset(),
+                tartape::layout::end_offset(&e),
                 e.kind,
                 e.mode,
                 e.size,
@@ -575,7 +537,7 @@ fn ls(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
                 out,
                 "{:>12} {:>12} {:<7} {:04o} {:>12} {path}",
                 e.start_offset,
-                e.end_offset(),
+                tartape::layout::end_offset(&e),
                 e.kind,
                 e.mode,
                 e.size
