@@ -1,6 +1,8 @@
 //! Drives the real `tartape` binary the way a user does: recording, integrity failures,
 //! bad input, corrupted catalogs, inspection commands.
 
+mod common;
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -8,7 +10,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tartape");
+use common::*;
 
 /// A temporary source tree plus a catalog path outside it.
 struct TestEnv {
@@ -54,12 +56,7 @@ impl TestEnv {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        run(tartape().args(args).current_dir(self.dir.path()))
     }
 
     /// Runs with `--catalog` pointing outside the tree.
@@ -82,63 +79,8 @@ impl TestEnv {
     }
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn assert_ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "command failed: {}\nstdout: {}\nstderr: {}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-}
-
-/// Exit status 1, exactly one line on stderr starting with `error:`, no panic.
-fn assert_one_line_error(o: &Output, must_contain: &str) {
-    assert_one_line_error_code(o, 1, must_contain);
-}
-
-/// Exit status `code`, exactly one line on stderr starting with `error:`, no panic.
-fn assert_one_line_error_code(o: &Output, code: i32, must_contain: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
-    assert!(!err.contains("panicked"), "stderr: {err}");
-    assert!(
-        err.contains(must_contain),
-        "expected {must_contain:?} in: {err}"
-    );
-}
-
-fn set_mtime(path: &Path, sec: i64, nsec: i64) {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let t = [
-        libc::timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        },
-        libc::timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        },
-    ];
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            t.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0);
+    assert_success(o, "tartape");
 }
 
 #[test]
@@ -151,7 +93,7 @@ fn record_prints_summary_and_refuses_to_overwrite() {
         "{out}"
     );
     let again = env.run_cat("record", &[]);
-    assert_one_line_error(&again, "use --force");
+    assert_one_line_error(&again, 1, "use --force");
     assert_ok(&env.run_cat("record", &["--force"]));
 }
 
@@ -167,6 +109,39 @@ fn default_catalog_lives_in_dot_tartape_and_is_not_on_the_tape() {
     assert!(!ls.contains(".tartape"), "{ls}");
     let tar = env.run(&["stream", "src", "-o", "t.tar"]);
     assert_ok(&tar);
+    // The tape holds exactly the entries `ls` lists, none of them under .tartape.
+    let names = tar_names(&fs::read(env.dir.path().join("t.tar")).unwrap());
+    assert!(names.iter().all(|n| !n.contains(".tartape")), "{names:?}");
+    let listed: Vec<String> = ls
+        .lines()
+        .map(|l| l.split_whitespace().last().unwrap().to_string())
+        .collect();
+    assert_eq!(names, listed);
+    assert_eq!(names.len(), 10);
+}
+
+/// The entry names of a tape (ustar name and prefix, directories without their `/`).
+fn tar_names(tape: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = 0;
+    while at + 512 <= tape.len() && tape[at] != 0 {
+        let h = &tape[at..at + 512];
+        let field = |r: std::ops::Range<usize>| {
+            let f = &h[r];
+            String::from_utf8_lossy(&f[..f.iter().position(|&b| b == 0).unwrap_or(f.len())])
+                .into_owned()
+        };
+        let (name, prefix) = (field(0..100), field(345..500));
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        names.push(path.trim_end_matches('/').to_string());
+        let size = u64::from_str_radix(field(124..136).trim(), 8).unwrap() as usize;
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    names
 }
 
 #[test]
@@ -204,9 +179,9 @@ fn offsets_out_of_range_are_refused() {
     env.record();
     let total = env.stream().len();
     let out = env.run_cat("stream", &["--offset", &(total + 1).to_string(), "-o", "x"]);
-    assert_one_line_error(&out, "past the end");
+    assert_one_line_error(&out, 1, "past the end");
     let out = env.run_cat("locate", &["--offset", &total.to_string()]);
-    assert_one_line_error(&out, "past the end");
+    assert_one_line_error(&out, 1, "past the end");
     let out = env.run_cat("stream", &["--offset", "-5"]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
@@ -215,12 +190,12 @@ fn offsets_out_of_range_are_refused() {
 fn bad_sources_give_one_line() {
     let env = TestEnv::new();
     let out = env.run(&["record", "nope"]);
-    assert_one_line_error(&out, "nope: source does not exist");
+    assert_one_line_error(&out, 1, "nope: source does not exist");
     fs::write(env.dir.path().join("file"), b"x").unwrap();
     let out = env.run(&["record", "file"]);
-    assert_one_line_error(&out, "file: source is not a directory");
+    assert_one_line_error(&out, 1, "file: source is not a directory");
     let out = env.run(&["stream", "src", "-o", "x"]);
-    assert_one_line_error(&out, "no catalog found");
+    assert_one_line_error(&out, 1, "no catalog found");
 }
 
 /// Neither the catalog nor its temporary file is there.
@@ -245,7 +220,7 @@ fn constraint_violations_are_all_reported_and_nothing_is_written() {
     symlink("t".repeat(101), env.src().join("longlink")).unwrap();
     env.write("fine.txt", b"ok");
     let out = env.run_cat("record", &[]);
-    assert_one_line_error(&out, "3 path(s) cannot be written as ustar");
+    assert_one_line_error(&out, 1, "3 path(s) cannot be written as ustar");
     let err = stderr(&out);
     assert!(err.contains(&"c".repeat(101)), "{err}");
     assert!(err.contains(&"n".repeat(90)), "{err}");
@@ -267,7 +242,7 @@ fn late_violation_in_a_tree_of_several_batches_leaves_nothing() {
     }
     env.write(&format!("z/{}", "c".repeat(101)), b"1");
     let out = env.run_cat("record", &[]);
-    assert_one_line_error(&out, "1 path(s) cannot be written as ustar");
+    assert_one_line_error(&out, 1, "1 path(s) cannot be written as ustar");
     assert_no_catalog_written(&env);
 }
 
@@ -275,10 +250,18 @@ fn late_violation_in_a_tree_of_several_batches_leaves_nothing() {
 fn catalog_inside_the_tree_is_refused_unless_in_dot_tartape() {
     let env = TestEnv::with_tree();
     let out = env.run(&["record", "src", "--catalog", "src/d/my.db"]);
-    assert_one_line_error(&out, "a catalog inside the recorded tree would change it");
+    assert_one_line_error(
+        &out,
+        1,
+        "a catalog inside the recorded tree would change it",
+    );
     assert!(!env.src().join("d/my.db").exists());
     let out = env.run(&["record", "src", "--catalog", "src/.tartape"]);
-    assert_one_line_error(&out, "a catalog inside the recorded tree would change it");
+    assert_one_line_error(
+        &out,
+        1,
+        "a catalog inside the recorded tree would change it",
+    );
     fs::create_dir(env.src().join(".tartape")).unwrap();
     assert_ok(&env.run(&["record", "src", "--catalog", "src/.tartape/other.db"]));
     assert_ok(&env.run(&["verify", "src", "--catalog", "src/.tartape/other.db"]));
@@ -288,8 +271,7 @@ fn catalog_inside_the_tree_is_refused_unless_in_dot_tartape() {
 fn special_files_are_skipped_and_listed() {
     let env = TestEnv::with_tree();
     let fifo = env.src().join("pipe");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    mkfifo(&fifo);
     let out = env.record();
     assert!(out.contains("skipped 1 special file(s)"), "{out}");
     assert!(out.contains("fifo: ") && out.contains("pipe"), "{out}");
@@ -327,7 +309,7 @@ fn non_utf8_names_are_kept_as_bytes() {
 fn sigpipe_ends_quietly() {
     let env = TestEnv::with_tree();
     env.record();
-    let mut child = Command::new(BIN)
+    let mut child = tartape()
         .args(["stream", "src", "--catalog", "cat.db"])
         .current_dir(env.dir.path())
         .stdout(Stdio::piped())
@@ -393,7 +375,7 @@ fn info_ls_locate_describe_the_tape() {
         "{by_offset}"
     );
     let missing = env.run(&["locate", "src", "src/zzz", "--catalog", "cat.db"]);
-    assert_one_line_error(&missing, "src/zzz: no such entry");
+    assert_one_line_error(&missing, 1, "src/zzz: no such entry");
 }
 
 /// One way of changing the source after recording.
@@ -473,7 +455,7 @@ fn changes_after_recording_break_stream_and_verify() {
         (m.apply)(&env.src());
 
         let out = env.run_cat("stream", &["-o", "bad.tar"]);
-        assert_one_line_error(&out, &format!("integrity error: {}", m.path));
+        assert_one_line_error(&out, 1, &format!("integrity error: {}", m.path));
         let prefix = fs::read(env.dir.path().join("bad.tar")).unwrap();
         assert!(prefix.len() < good.len(), "{}: whole tape written", m.name);
         assert!(
@@ -682,8 +664,8 @@ fn tampered_catalogs_are_refused() {
     for (sql, expect, bad_entry) in cases {
         let (verify, stream) = tamper(&env, sql);
         // The tape could not be checked: exit status 2.
-        assert_one_line_error_code(&verify, 2, expect);
-        assert_one_line_error(&stream, expect);
+        assert_one_line_error(&verify, 2, expect);
+        assert_one_line_error(&stream, 1, expect);
         // Rows are checked when fetched: what was written stops before the bad entry.
         let written = fs::read(env.dir.path().join("x.tar")).unwrap_or_default();
         assert!(
@@ -707,27 +689,20 @@ fn garbage_and_truncated_catalogs_are_refused() {
     fs::write(env.dir.path().join("empty.db"), b"").unwrap();
     for name in ["trunc.db", "junk.db", "empty.db"] {
         let out = env.run(&["verify", "src", "--catalog", name]);
-        assert_one_line_error_code(&out, 2, "corrupted catalog");
+        assert_one_line_error(&out, 2, "corrupted catalog");
         let out = env.run(&["stream", "src", "--catalog", name, "-o", "x.tar"]);
-        assert_one_line_error(&out, "corrupted catalog");
+        assert_one_line_error(&out, 1, "corrupted catalog");
     }
 }
 
 /// Runs tartape as an unprivileged user (root reads everything, so the permission checks
 /// can only be seen from another uid); the tree is made world-accessible for that.
 fn run_as_nobody(env: &TestEnv, args: &[&str]) -> Output {
-    let mut cmd = if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
+    if is_root() {
+        as_nobody(env.dir.path(), &[], args)
     } else {
-        Command::new(BIN)
-    };
-    cmd.args(args)
-        .current_dir(env.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("setpriv (util-linux) runs")
+        run(tartape().args(args).current_dir(env.dir.path()))
+    }
 }
 
 #[test]
@@ -740,7 +715,7 @@ fn unreadable_inputs_are_reported_all_at_once() {
     fs::set_permissions(env.src().join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(env.src().join("e/f"), fs::Permissions::from_mode(0o700)).unwrap();
     let out = run_as_nobody(&env, &["record", "src", "--catalog", "cat.db"]);
-    assert_one_line_error(&out, "2 unreadable path(s), no catalog written");
+    assert_one_line_error(&out, 1, "2 unreadable path(s), no catalog written");
     let err = stderr(&out);
     assert!(err.contains("src/a.txt: permission denied"), "{err}");
     assert!(err.contains("src/e/f: permission denied"), "{err}");
@@ -770,7 +745,7 @@ fn stream_to_append_only_and_device_outputs() {
     let path = env.dir.path().join("appended.tar");
     fs::write(&path, b"").unwrap();
     let f = fs::OpenOptions::new().append(true).open(&path).unwrap();
-    let out = Command::new(BIN)
+    let out = tartape()
         .args(["stream", "src", "--catalog", "cat.db"])
         .current_dir(env.dir.path())
         .stdout(f)
@@ -778,14 +753,34 @@ fn stream_to_append_only_and_device_outputs() {
         .unwrap();
     assert_ok(&out);
     assert!(fs::read(&path).unwrap() == full, "appended stream differs");
-    let null = fs::File::create("/dev/null").unwrap();
-    let out = Command::new(BIN)
-        .args(["stream", "src", "--catalog", "cat.db"])
-        .current_dir(env.dir.path())
-        .stdout(null)
-        .output()
-        .unwrap();
-    assert_ok(&out);
+    // A character device: neither a pipe nor a regular file. The whole tape goes
+    // through (its events say so, with the same MD5s as a stream into a file).
+    let events_of = |out: Stdio, name: &str| {
+        let out = tartape()
+            .args(["stream", "src", "--catalog", "cat.db", "--events", name])
+            .current_dir(env.dir.path())
+            .stdout(out)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        fs::read_to_string(env.dir.path().join(name)).unwrap()
+    };
+    let to_null = events_of(fs::File::create("/dev/null").unwrap().into(), "null.jsonl");
+    let to_file = events_of(
+        fs::File::create(env.dir.path().join("f.tar"))
+            .unwrap()
+            .into(),
+        "file.jsonl",
+    );
+    assert_eq!(to_null, to_file);
+    assert!(
+        to_null.trim_end().ends_with(&format!(
+            r#"{{"type":"tape_completed","total_size":{}}}"#,
+            full.len()
+        )),
+        "{to_null}"
+    );
+    assert_eq!(to_null.matches(r#""md5":""#).count(), 5, "{to_null}");
 }
 
 /// Large content goes through splice (pipes) and copy_file_range (files) instead of the
@@ -836,7 +831,7 @@ fn binary_is_never_written_to_a_terminal() {
     let env = TestEnv::with_tree();
     env.record();
     // `script` (util-linux) gives the command a pseudo-terminal as standard output.
-    let cmd = format!("{BIN} stream src --catalog cat.db");
+    let cmd = format!("{} stream src --catalog cat.db", bin().display());
     let out = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .current_dir(env.dir.path())
@@ -855,13 +850,6 @@ fn binary_is_never_written_to_a_terminal() {
     );
 }
 
-/// (seconds, nanoseconds) of a path's mtime, to put a directory's back after a change.
-fn mtime_of(path: &Path) -> (i64, i64) {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::symlink_metadata(path).unwrap();
-    (m.mtime(), m.mtime_nsec())
-}
-
 #[test]
 fn a_fifo_in_place_of_a_file_fails_at_once() {
     let env = TestEnv::with_tree();
@@ -869,11 +857,10 @@ fn a_fifo_in_place_of_a_file_fails_at_once() {
     let d = env.src().join("d");
     let (sec, nsec) = mtime_of(&d);
     fs::remove_file(d.join("x")).unwrap();
-    let c = std::ffi::CString::new(d.join("x").as_os_str().as_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    mkfifo(&d.join("x"));
     // Put the directory's mtime back so the stream gets as far as opening the FIFO.
     set_mtime(&d, sec, nsec);
-    let mut child = Command::new(BIN)
+    let mut child = tartape()
         .args(["stream", "src", "--catalog", "cat.db", "-o", "x.tar"])
         .current_dir(env.dir.path())
         .stderr(Stdio::piped())
@@ -888,7 +875,7 @@ fn a_fifo_in_place_of_a_file_fails_at_once() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    assert_one_line_error(&out, "integrity error: src/d/x: type file → fifo");
+    assert_one_line_error(&out, 1, "integrity error: src/d/x: type file → fifo");
 }
 
 #[test]
@@ -901,7 +888,7 @@ fn stream_checks_recorded_digests_of_whole_files() {
     // tell.
     forge_digest(&env.catalog(), b"src/a.txt", &"0".repeat(32));
     let out = env.run_cat("stream", &["-o", "bad.tar"]);
-    assert_one_line_error(&out, "integrity error: src/a.txt: content md5");
+    assert_one_line_error(&out, 1, "integrity error: src/a.txt: content md5");
     let written = fs::read(env.dir.path().join("bad.tar")).unwrap();
     assert!(written.len() < good.len());
     assert!(good.starts_with(&written));
@@ -917,7 +904,7 @@ fn stream_checks_recorded_digests_of_whole_files() {
     fs::write(env.src().join("a.txt"), b"HELLO\n").unwrap();
     set_mtime(&env.src().join("a.txt"), 1_700_000_000, 0);
     let out = env.run_cat("stream", &["-o", "bad.tar"]);
-    assert_one_line_error(&out, "integrity error: src/a.txt: ctime");
+    assert_one_line_error(&out, 1, "integrity error: src/a.txt: ctime");
     let written = fs::read(env.dir.path().join("bad.tar")).unwrap();
     assert!(good.starts_with(&written) && written.len() < good.len());
 }
@@ -947,11 +934,11 @@ fn unwritable_source_points_to_catalog_option() {
     fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
     // The source itself is read-only for this user: .tartape cannot be created.
     let out = run_as_nobody(&env, &["record", "src"]);
-    assert_one_line_error(&out, "use --catalog PATH");
+    assert_one_line_error(&out, 1, "use --catalog PATH");
     // .tartape exists but is not writable: the catalog file cannot be created.
     fs::create_dir(env.src().join(".tartape")).unwrap();
     let out = run_as_nobody(&env, &["record", "src"]);
-    assert_one_line_error(&out, "use --catalog PATH");
+    assert_one_line_error(&out, 1, "use --catalog PATH");
     let out = run_as_nobody(&env, &["record", "src", "--catalog", "cat.db"]);
     assert_ok(&out);
 }

@@ -708,12 +708,7 @@ fn info_of_a_catalog_with_impossible_sizes_is_an_error_not_a_panic() {
 #[test]
 fn a_fifo_device_or_directory_as_catalog_is_one_clear_error() {
     let t = small_tree();
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        t.path("f.db"),
-        rustix::fs::Mode::from_raw_mode(0o600),
-    )
-    .unwrap();
+    mkfifo(&t.path("f.db"));
     fs::create_dir(t.path("dir.db")).unwrap();
     for (catalog, what) in [
         ("f.db", "it is a FIFO"),
@@ -731,25 +726,6 @@ fn a_fifo_device_or_directory_as_catalog_is_one_clear_error() {
             .current_dir(t.dir.path()));
         assert_one_line_error(&out, 2, what);
     }
-}
-
-/// Runs `tartape ARGS` as uid/gid 65534 (with `extra` setpriv options).
-fn as_nobody(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=65534", "--regid=65534"]);
-    if !extra
-        .iter()
-        .any(|e| e.starts_with("--groups") || e.starts_with("--keep"))
-    {
-        c.arg("--clear-groups");
-    }
-    c.args(extra)
-        .arg(bin())
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", dir)
-        .env("XDG_STATE_HOME", dir);
-    run(&mut c)
 }
 
 /// A temporary directory that uid 65534 can use.
@@ -799,12 +775,7 @@ fn record_force_replaces_only_a_regular_file() {
     let t = small_tree();
     let dir = t.path("targets");
     fs::create_dir(&dir).unwrap();
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        dir.join("fifo"),
-        rustix::fs::Mode::from_raw_mode(0o600),
-    )
-    .unwrap();
+    mkfifo(&dir.join("fifo"));
     fs::create_dir(dir.join("dir")).unwrap();
     fs::write(dir.join("precious"), b"precious").unwrap();
     symlink(dir.join("precious"), dir.join("link")).unwrap();

@@ -10,207 +10,34 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tartape");
+mod common;
+use common::*;
 
-/// Longest any single command or wait may take before the test fails.
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------------------
-// Tools and skipping
-// ---------------------------------------------------------------------------------------
-
-fn tools_required() -> bool {
-    std::env::var("TARTAPE_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// True when FUSE and `tools` are usable; otherwise a loud SKIP (or a failure when tools
-/// are required).
-fn can_run(test: &str, tools: &[&str]) -> bool {
-    let mut missing = Vec::new();
-    if !Path::new("/dev/fuse").exists() {
-        missing.push("/dev/fuse".to_string());
-    }
-    if !is_root() && !on_path("fusermount3") {
-        missing.push("fusermount3".to_string());
-    }
-    missing.extend(
-        tools
-            .iter()
-            .filter(|tool| !on_path(tool))
-            .map(|tool| tool.to_string()),
-    );
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!("{test}: missing {}", missing.join(", "));
-    if tools_required() {
-        panic!("{message} (TARTAPE_REQUIRE_TOOLS=1 / CI=true: tools are required)");
-    }
-    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
-    let _ = writeln!(
-        io::stderr(),
-        "\n!!!!!!!! SKIP {message} — this test did NOT run !!!!!!!!\n"
-    );
-    false
-}
-
-// ---------------------------------------------------------------------------------------
-// Running commands with a timeout
-// ---------------------------------------------------------------------------------------
-
-/// Runs `command` to completion, killing it and failing the test after `TIMEOUT`.
-fn run_timed(command: &mut Command) -> Output {
-    let shown = format!("{command:?}");
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("{shown}: {err}"));
-    wait_output(child, &shown)
-}
-
-fn wait_output(mut child: Child, shown: &str) -> Output {
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown}: timed out after {TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-/// Runs `work` in a thread and fails the test if it has not finished within `TIMEOUT`,
-/// so that a hung mount fails the test (and the caller's guards still unmount).
-fn timed<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = sender.send(work());
-    });
-    match receiver.recv_timeout(TIMEOUT) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: timed out after {TIMEOUT:?}"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
-    }
-}
-
-fn assert_success(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A failure that printed exactly one line, `error: …`, and did not panic.
-fn assert_one_line_error(output: &Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "{what}: expected failure, got success"
-    );
-    assert!(
-        stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1,
-        "{what}: expected one `error:` line, got {stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{what}: panicked: {stderr}");
-    stderr
-}
-
-// ---------------------------------------------------------------------------------------
-// Mount table
-// ---------------------------------------------------------------------------------------
-
-/// True when `path` (canonical) is a mount point in this namespace.
-fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = path.to_string_lossy().replace(' ', "\\040");
-    text.lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
+/// True when FUSE and `tools` are usable (and `fusermount3` for a user who is not
+/// root); otherwise a loud SKIP, or a failure when tools are required.
+fn can_mount(test: &str, tools: &[&str]) -> bool {
+    let fusermount: &[&str] = if is_root() { &[] } else { &["fusermount3"] };
+    let all: Vec<&str> = tools.iter().chain(fusermount).copied().collect();
+    can_run(
+        test,
+        Needs {
+            fuse: true,
+            tools: &all,
+            ..Needs::default()
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------
 // The source tree
 // ---------------------------------------------------------------------------------------
-
-/// xorshift64*: deterministic bytes and choices without a `rand` dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..bound` (bound > 0).
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-}
 
 /// Sizes around block boundaries, one mid-size and one multi-MiB file.
 const FILES: &[(&str, usize)] = &[
@@ -238,7 +65,7 @@ impl Fixture {
             dir,
             stream: Arc::new(Vec::new()),
         };
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for (rel, size) in FILES {
             let path = fixture.source().join(rel);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -248,16 +75,14 @@ impl Fixture {
         symlink("a/block", fixture.source().join("link")).unwrap();
         fs::create_dir(fixture.mnt_path()).unwrap();
 
-        let record = run_timed(Command::new(BIN).arg("record").arg(fixture.source()));
+        let record = run(tartape().arg("record").arg(fixture.source()));
         assert_success(&record, "tartape record");
         let stream_path = fixture.dir.path().join("stream.tar");
-        let stream = run_timed(
-            Command::new(BIN)
-                .arg("stream")
-                .arg(fixture.source())
-                .arg("-o")
-                .arg(&stream_path),
-        );
+        let stream = run(tartape()
+            .arg("stream")
+            .arg(fixture.source())
+            .arg("-o")
+            .arg(&stream_path));
         assert_success(&stream, "tartape stream");
         Fixture {
             stream: Arc::new(fs::read(&stream_path).unwrap()),
@@ -286,7 +111,7 @@ impl Fixture {
 
     /// `tartape mount tree mnt ARGS…`, logs kept inside the temporary directory.
     fn mount_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
+        let mut command = tartape();
         command
             .arg("mount")
             .arg(self.source())
@@ -298,16 +123,7 @@ impl Fixture {
 
     /// Mounts in the background and returns the guard that unmounts it.
     fn mount(&self, args: &[&str]) -> Mounted {
-        let output = run_timed(&mut self.mount_command(args));
-        assert_success(&output, "tartape mount");
-        assert!(
-            is_mounted(&self.mnt()),
-            "tartape mount returned but nothing is mounted"
-        );
-        Mounted {
-            mnt: self.mnt(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        }
+        Mounted::new(&self.source(), &self.mnt_path(), self.dir.path(), args)
     }
 
     /// Start offset and size of the entry `arc_path` in the stream (a tiny ustar walk).
@@ -337,85 +153,11 @@ impl Fixture {
     }
 }
 
-/// A live mount; unmounted on drop by `tartape umount`, falling back to a lazy unmount.
-struct Mounted {
-    mnt: PathBuf,
-    stdout: String,
-}
-
-impl Mounted {
-    /// The pid of the serving process, as `tartape mount` printed it.
-    fn pid(&self) -> libc::pid_t {
-        self.stdout
-            .lines()
-            .find_map(|line| line.split("pid ").nth(1))
-            .and_then(|pid| pid.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {:?}", self.stdout))
-    }
-
-    /// The log file of the serving process, as `tartape mount` printed it.
-    fn log(&self) -> PathBuf {
-        self.stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("log: "))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("no log path in {:?}", self.stdout))
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        unmount_quietly(&self.mnt);
-    }
-}
-
-fn unmount_quietly(mnt: &Path) {
-    if !is_mounted(mnt) {
-        return;
-    }
-    let _ = Command::new(BIN)
-        .arg("umount")
-        .arg(mnt)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(|child| {
-            let (sender, receiver) = mpsc::channel();
-            thread::spawn(move || {
-                let mut child = child;
-                let _ = sender.send(child.wait());
-            });
-            receiver.recv_timeout(Duration::from_secs(10))
-        });
-    if is_mounted(mnt) {
-        let _ = Command::new("fusermount3").arg("-uz").arg(mnt).status();
-    }
-    if is_mounted(mnt) {
-        let _ = Command::new("umount").arg("-l").arg(mnt).status();
-    }
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-fn read_range(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
-    let mut buf = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        let read = file.read_at(&mut buf[filled..], offset + filled as u64)?;
-        if read == 0 {
-            break;
-        }
-        filled += read;
-    }
-    buf.truncate(filled);
-    Ok(buf)
 }
 
 fn expected_range(stream: &[u8], offset: u64, len: usize) -> &[u8] {
@@ -430,7 +172,7 @@ fn expected_range(stream: &[u8], offset: u64, len: usize) -> &[u8] {
 
 #[test]
 fn sha256_stat_and_tar_straight_from_the_mount() {
-    if !can_run(
+    if !can_mount(
         "sha256_stat_and_tar_straight_from_the_mount",
         &["tar", "sha256sum"],
     ) {
@@ -449,7 +191,7 @@ fn sha256_stat_and_tar_straight_from_the_mount() {
     assert_eq!(meta.mode() & 0o7777, 0o444);
     assert!(meta.is_file());
     // SAFETY: getuid cannot fail.
-    assert_eq!(meta.uid(), unsafe { libc::getuid() });
+    assert_eq!(meta.uid(), rustix::process::getuid().as_raw());
     let dir_meta = fs::metadata(fx.mnt_path()).unwrap();
     assert_eq!(dir_meta.mode() & 0o7777, 0o555);
     let age = SystemTime::now()
@@ -460,7 +202,7 @@ fn sha256_stat_and_tar_straight_from_the_mount() {
         "mtime is not the recording time"
     );
 
-    let sha = run_timed(Command::new("sha256sum").arg(fx.archive()));
+    let sha = run(Command::new("sha256sum").arg(fx.archive()));
     assert_success(&sha, "sha256sum");
     let printed = String::from_utf8_lossy(&sha.stdout);
     assert_eq!(
@@ -468,7 +210,7 @@ fn sha256_stat_and_tar_straight_from_the_mount() {
         Some(sha256_hex(&fx.stream).as_str())
     );
 
-    let list = run_timed(Command::new("tar").arg("-tf").arg(fx.archive()));
+    let list = run(Command::new("tar").arg("-tf").arg(fx.archive()));
     assert_success(&list, "tar -tf");
     let listing = String::from_utf8_lossy(&list.stdout);
     for (rel, _) in FILES {
@@ -480,13 +222,11 @@ fn sha256_stat_and_tar_straight_from_the_mount() {
 
     let out = fx.dir.path().join("out");
     fs::create_dir(&out).unwrap();
-    let extract = run_timed(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(fx.archive())
-            .arg("-C")
-            .arg(&out),
-    );
+    let extract = run(Command::new("tar")
+        .arg("-xf")
+        .arg(fx.archive())
+        .arg("-C")
+        .arg(&out));
     assert_success(&extract, "tar -xf");
     for (rel, _) in FILES {
         assert_eq!(
@@ -504,7 +244,7 @@ fn sha256_stat_and_tar_straight_from_the_mount() {
 
 #[test]
 fn random_preads_and_dd_match_the_stream() {
-    if !can_run("random_preads_and_dd_match_the_stream", &["dd"]) {
+    if !can_mount("random_preads_and_dd_match_the_stream", &["dd"]) {
         return;
     }
     let fx = Fixture::new();
@@ -516,7 +256,7 @@ fn random_preads_and_dd_match_the_stream() {
 /// kernel caches nothing; mmap still works (Linux 6.6+).
 #[test]
 fn direct_io_reads_match_the_stream_and_are_not_cached() {
-    if !can_run(
+    if !can_mount(
         "direct_io_reads_match_the_stream_and_are_not_cached",
         &["dd"],
     ) {
@@ -622,7 +362,7 @@ fn preads_and_dd_match_the_stream(fx: &Fixture) {
     timed("random preads", move || {
         let total = stream.len() as u64;
         let file = File::open(&archive).unwrap();
-        let mut rng = XorShift(42);
+        let mut rng = Rng(42);
         let mut buf = vec![0u8; 1 << 20];
         for round in 0..400 {
             let offset = match round % 4 {
@@ -669,14 +409,12 @@ fn preads_and_dd_match_the_stream(fx: &Fixture) {
 
     let blocks = fx.stream.len() as u64 / 512;
     for skip in [0, 1, 2, blocks / 3, blocks / 2, blocks - 3, blocks - 1] {
-        let dd = run_timed(
-            Command::new("dd")
-                .arg(format!("if={}", fx.archive().display()))
-                .arg("bs=512")
-                .arg(format!("skip={skip}"))
-                .arg("count=1")
-                .arg("status=none"),
-        );
+        let dd = run(Command::new("dd")
+            .arg(format!("if={}", fx.archive().display()))
+            .arg("bs=512")
+            .arg(format!("skip={skip}"))
+            .arg("count=1")
+            .arg("status=none"));
         assert_success(&dd, "dd");
         assert_eq!(
             dd.stdout,
@@ -688,7 +426,7 @@ fn preads_and_dd_match_the_stream(fx: &Fixture) {
 
 #[test]
 fn mmap_readers_see_the_stream() {
-    if !can_run("mmap_readers_see_the_stream", &[]) {
+    if !can_mount("mmap_readers_see_the_stream", &[]) {
         return;
     }
     let fx = Fixture::new();
@@ -730,7 +468,7 @@ fn mmap_sees_the_stream(fx: &Fixture) {
 
 #[test]
 fn cut_copy_finished_by_rsync_append_verify_equals_the_stream() {
-    if !can_run(
+    if !can_mount(
         "cut_copy_finished_by_rsync_append_verify_equals_the_stream",
         &["rsync"],
     ) {
@@ -740,15 +478,13 @@ fn cut_copy_finished_by_rsync_append_verify_equals_the_stream() {
     let _mounted = fx.mount(&[]);
     let copy = fx.dir.path().join("copy.tar");
     let third = fx.stream.len() / 3;
-    let head = read_range(&fx.archive(), 0, third).unwrap();
+    let head = read_path_range(&fx.archive(), 0, third).unwrap();
     fs::write(&copy, &head).unwrap();
 
-    let rsync = run_timed(
-        Command::new("rsync")
-            .arg("--append-verify")
-            .arg(fx.archive())
-            .arg(&copy),
-    );
+    let rsync = run(Command::new("rsync")
+        .arg("--append-verify")
+        .arg(fx.archive())
+        .arg(&copy));
     assert_success(&rsync, "rsync --append-verify");
     let copied = fs::read(&copy).unwrap();
     assert_eq!(copied.len(), fx.stream.len());
@@ -760,7 +496,7 @@ fn cut_copy_finished_by_rsync_append_verify_equals_the_stream() {
 
 #[test]
 fn four_concurrent_readers_reassemble_the_stream() {
-    if !can_run("four_concurrent_readers_reassemble_the_stream", &[]) {
+    if !can_mount("four_concurrent_readers_reassemble_the_stream", &[]) {
         return;
     }
     let fx = Fixture::new();
@@ -804,7 +540,7 @@ fn four_concurrent_readers_reassemble_the_stream() {
 
 #[test]
 fn writes_fail_and_unknown_names_are_missing() {
-    if !can_run("writes_fail_and_unknown_names_are_missing", &[]) {
+    if !can_mount("writes_fail_and_unknown_names_are_missing", &[]) {
         return;
     }
     let fx = Fixture::new();
@@ -871,7 +607,7 @@ fn writes_fail_and_unknown_names_are_missing() {
 
 #[test]
 fn changed_source_fails_reads_with_eio_and_quick_verify_refuses() {
-    if !can_run(
+    if !can_mount(
         "changed_source_fails_reads_with_eio_and_quick_verify_refuses",
         &[],
     ) {
@@ -897,8 +633,8 @@ fn changed_source_fails_reads_with_eio_and_quick_verify_refuses() {
         let stream = Arc::clone(&fx.stream);
         let (first, changed) = timed("reads of a changed tape", move || {
             (
-                read_range(&archive, 0, 512),
-                read_range(&archive, big_offset + 512 + big_size / 2, 4096),
+                read_path_range(&archive, 0, 512),
+                read_path_range(&archive, big_offset + 512 + big_size / 2, 4096),
             )
         });
         assert_eq!(
@@ -917,8 +653,8 @@ fn changed_source_fails_reads_with_eio_and_quick_verify_refuses() {
     assert!(!is_mounted(&fx.mnt()));
 
     for verify in [&["--verify", "quick"][..], &[]] {
-        let refused = run_timed(&mut fx.mount_command(verify));
-        let stderr = assert_one_line_error(&refused, "mount of a changed tape");
+        let refused = run(&mut fx.mount_command(verify));
+        let stderr = assert_one_line_error(&refused, 1, "");
         assert!(stderr.contains("big.bin"), "must name the file: {stderr}");
         assert!(!is_mounted(&fx.mnt()), "nothing may be mounted");
     }
@@ -926,7 +662,7 @@ fn changed_source_fails_reads_with_eio_and_quick_verify_refuses() {
 
 #[test]
 fn umount_cleans_live_and_killed_mounts() {
-    if !can_run("umount_cleans_live_and_killed_mounts", &[]) {
+    if !can_mount("umount_cleans_live_and_killed_mounts", &[]) {
         return;
     }
     let fx = Fixture::new();
@@ -934,26 +670,29 @@ fn umount_cleans_live_and_killed_mounts() {
 
     let mounted = fx.mount(&[]);
     let pid = mounted.pid();
-    let umount = run_timed(Command::new(BIN).arg("umount").arg(fx.mnt_path()));
+    let umount = run(tartape().arg("umount").arg(fx.mnt_path()));
     assert_success(&umount, "tartape umount");
     assert!(!is_mounted(&mnt));
     // The serving process exits once unmounted.
     // SAFETY: kill with signal 0 only probes for existence.
-    wait_until(
-        "the serving process exits",
-        || unsafe { libc::kill(pid, 0) } != 0,
-    );
+    wait_until("the serving process exits", || {
+        rustix::process::test_kill_process(rustix::process::Pid::from_raw(pid).unwrap()).is_err()
+    });
     drop(mounted);
 
     let mounted = fx.mount(&[]);
     let pid = mounted.pid();
     // SAFETY: the pid was printed by the mount we just made.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
     wait_until("the killed mount goes stale", || {
         fs::metadata(fx.mnt_path()).is_err_and(|err| err.raw_os_error() == Some(libc::ENOTCONN))
     });
     assert!(is_mounted(&mnt));
-    let umount = run_timed(Command::new(BIN).arg("umount").arg(fx.mnt_path()));
+    let umount = run(tartape().arg("umount").arg(fx.mnt_path()));
     assert_success(&umount, "tartape umount of a stale mount");
     assert!(!is_mounted(&mnt));
     assert!(fs::read_dir(fx.mnt_path()).unwrap().next().is_none());
@@ -965,13 +704,13 @@ fn umount_cleans_live_and_killed_mounts() {
     drop(again);
     assert!(!is_mounted(&mnt));
 
-    let not_mounted = run_timed(Command::new(BIN).arg("umount").arg(fx.mnt_path()));
-    assert_one_line_error(&not_mounted, "umount of a directory that is not mounted");
+    let not_mounted = run(tartape().arg("umount").arg(fx.mnt_path()));
+    assert_one_line_error(&not_mounted, 1, "");
 }
 
 #[test]
 fn foreground_mount_unmounts_on_sigterm_and_sigint() {
-    if !can_run("foreground_mount_unmounts_on_sigterm_and_sigint", &[]) {
+    if !can_mount("foreground_mount_unmounts_on_sigterm_and_sigint", &[]) {
         return;
     }
     let fx = Fixture::new();
@@ -993,7 +732,7 @@ fn foreground_mount_unmounts_on_sigterm_and_sigint() {
         wait_until("the foreground mount is up", || is_mounted(&mnt));
         let archive = fx.archive();
         let head = timed("read from the foreground mount", move || {
-            read_range(&archive, 0, 1024).unwrap()
+            read_path_range(&archive, 0, 1024).unwrap()
         });
         assert_eq!(head, fx.stream[..1024]);
         // SAFETY: signals the child we spawned.
@@ -1006,19 +745,17 @@ fn foreground_mount_unmounts_on_sigterm_and_sigint() {
 
 #[test]
 fn pre_mount_errors_are_one_line_and_mount_nothing() {
-    if !can_run("pre_mount_errors_are_one_line_and_mount_nothing", &[]) {
+    if !can_mount("pre_mount_errors_are_one_line_and_mount_nothing", &[]) {
         return;
     }
     let fx = Fixture::new();
     let dir = fx.dir.path();
     let run = |source: &Path, mnt: &Path| {
-        run_timed(
-            Command::new(BIN)
-                .arg("mount")
-                .arg(source)
-                .arg(mnt)
-                .env("XDG_RUNTIME_DIR", dir),
-        )
+        run(tartape()
+            .arg("mount")
+            .arg(source)
+            .arg(mnt)
+            .env("XDG_RUNTIME_DIR", dir))
     };
 
     let cases: [(&str, PathBuf, PathBuf, &str); 5] = [
@@ -1055,7 +792,7 @@ fn pre_mount_errors_are_one_line_and_mount_nothing() {
     ];
     for (what, source, mnt, expected) in cases {
         let output = run(&source, &mnt);
-        let stderr = assert_one_line_error(&output, what);
+        let stderr = assert_one_line_error(&output, 1, "");
         assert!(stderr.contains(expected), "{what}: {stderr}");
         if let Ok(canonical) = mnt.canonicalize() {
             assert!(!is_mounted(&canonical), "{what}: something got mounted");
@@ -1064,7 +801,7 @@ fn pre_mount_errors_are_one_line_and_mount_nothing() {
 
     let mounted = fx.mount(&[]);
     let output = run(&fx.source(), &fx.mnt_path());
-    let stderr = assert_one_line_error(&output, "already mounted");
+    let stderr = assert_one_line_error(&output, 1, "");
     assert!(stderr.contains("already a mount point"), "{stderr}");
     // The first mount is untouched.
     assert_eq!(fs::read(fx.archive()).unwrap(), *fx.stream);
@@ -1075,14 +812,14 @@ fn pre_mount_errors_are_one_line_and_mount_nothing() {
     let inner = fx.source().join("inner-mnt");
     fs::create_dir(&inner).unwrap();
     let output = run(&fx.source(), &inner);
-    let stderr = assert_one_line_error(&output, "mount point inside the source");
+    let stderr = assert_one_line_error(&output, 1, "");
     assert!(stderr.contains("inside the source"), "{stderr}");
     assert!(!is_mounted(&inner.canonicalize().unwrap()));
 }
 
 #[test]
 fn unrecorded_source_is_recorded_then_mounted_with_catalog_and_name() {
-    if !can_run(
+    if !can_mount(
         "unrecorded_source_is_recorded_then_mounted_with_catalog_and_name",
         &[],
     ) {
@@ -1097,13 +834,11 @@ fn unrecorded_source_is_recorded_then_mounted_with_catalog_and_name() {
     fs::create_dir(&mnt).unwrap();
 
     // Relative paths: the background process must not depend on our working directory.
-    let output = run_timed(
-        Command::new(BIN)
-            .current_dir(dir.path())
-            .args(["mount", "fresh", "mnt", "--catalog", "elsewhere.db"])
-            .args(["--name", "fresh.tar"])
-            .env("XDG_RUNTIME_DIR", dir.path()),
-    );
+    let output = run(tartape()
+        .current_dir(dir.path())
+        .args(["mount", "fresh", "mnt", "--catalog", "elsewhere.db"])
+        .args(["--name", "fresh.tar"])
+        .env("XDG_RUNTIME_DIR", dir.path()));
     let _mounted = Mounted {
         mnt: mnt.canonicalize().unwrap(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -1117,15 +852,13 @@ fn unrecorded_source_is_recorded_then_mounted_with_catalog_and_name() {
     );
 
     let stream_path = dir.path().join("s.tar");
-    let stream = run_timed(
-        Command::new(BIN)
-            .arg("stream")
-            .arg(&source)
-            .arg("--catalog")
-            .arg(&catalog)
-            .arg("-o")
-            .arg(&stream_path),
-    );
+    let stream = run(tartape()
+        .arg("stream")
+        .arg(&source)
+        .arg("--catalog")
+        .arg(&catalog)
+        .arg("-o")
+        .arg(&stream_path));
     assert_success(&stream, "tartape stream");
     let names: Vec<_> = fs::read_dir(&mnt)
         .unwrap()

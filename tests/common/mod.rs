@@ -192,6 +192,37 @@ pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
     .unwrap_or_else(|e| panic!("utimensat {}: {e}", path.display()));
 }
 
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// Runs `tartape ARGS` in `dir` as uid/gid 65534 through `setpriv`, with `extra` setpriv
+/// options (supplementary groups are cleared unless `extra` sets them); background mount
+/// logs go to `dir`.
+pub fn as_nobody(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534"]);
+    if !extra
+        .iter()
+        .any(|e| e.starts_with("--groups") || e.starts_with("--keep"))
+    {
+        c.arg("--clear-groups");
+    }
+    c.args(extra)
+        .arg(bin())
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", dir)
+        .env("XDG_STATE_HOME", dir);
+    run(&mut c)
+}
+
 /// `(seconds, nanoseconds)` of a path's mtime.
 pub fn mtime_of(path: &Path) -> (i64, i64) {
     let st = rustix::fs::lstat(path).unwrap();
@@ -203,6 +234,10 @@ pub fn mtime_of(path: &Path) -> (i64, i64) {
 pub struct Rng(pub u64);
 
 impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -210,9 +245,9 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// Uniform in `0..bound` (bound > 0).
+    /// Uniform-ish in `0..bound` (0 when `bound` is 0).
     pub fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
+        if bound == 0 { 0 } else { self.next() % bound }
     }
 
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
@@ -238,6 +273,25 @@ pub fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     }
     buf.truncate(filled);
     Ok(buf)
+}
+
+/// Reads `len` bytes at `offset` of the file at `path`.
+pub fn read_path_range(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    read_range(&File::open(path)?, offset, len)
+}
+
+/// Runs `work` in a thread and fails the test if it has not finished within [`TIMEOUT`],
+/// so that a hung mount fails the test (and the caller's guards still unmount).
+pub fn timed<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = sender.send(work());
+    });
+    match receiver.recv_timeout(TIMEOUT) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: timed out after {TIMEOUT:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
 }
 
 /// True when `path` (canonical) is a mount point in this namespace.
@@ -266,6 +320,24 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// The pid of the serving process, as `tartape mount` printed it.
+    pub fn pid(&self) -> i32 {
+        self.stdout
+            .lines()
+            .find_map(|line| line.split("pid ").nth(1))
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {:?}", self.stdout))
+    }
+
+    /// The log file of the serving process, as `tartape mount` printed it.
+    pub fn log(&self) -> PathBuf {
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("log: "))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no log path in {:?}", self.stdout))
+    }
+
     /// Mounts `source` at `mnt` in the background with `args`; logs go to `logs`.
     pub fn new(source: &Path, mnt: &Path, logs: &Path, args: &[&str]) -> Mounted {
         let output = run(tartape()
