@@ -149,13 +149,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Like cat and tar: a closed pipe ends the process quietly.
-    // SAFETY: setting a signal disposition to its default is always sound.
+    // SAFETY: this runs first, on the only thread: no other thread can use SQLite while
+    // it is configured, and setting a signal's disposition to its default is sound.
     unsafe {
+        // Like cat and tar: a closed pipe ends the process quietly.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        tartape::catalog::configure_sqlite();
     }
-    // SAFETY: before anything uses SQLite, and before any thread starts.
-    unsafe { tartape::catalog::configure_sqlite() };
     raise_open_file_limit();
     let cli = Cli::parse();
     let level = match cli.verbose {

@@ -146,12 +146,11 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether `fd` is an open descriptor of a pipe.
+/// Whether `fd` is an open descriptor of a pipe (asked of /proc, which needs no
+/// borrow of a descriptor that may not be open).
 fn is_pipe(fd: i32) -> bool {
-    // SAFETY: fstat only writes into `st` and takes any number as a descriptor (one that
-    // is not open gives EBADF); nothing is borrowed or owned.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(fd, &mut st) } == 0) && st.st_mode & libc::S_IFMT == libc::S_IFIFO
+    fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|target| target.as_os_str().as_encoded_bytes().starts_with(b"pipe:"))
 }
 
 /// Opens the tape, checks it against its source and mounts it: all in the process that
@@ -448,10 +447,11 @@ fn read_one_byte(file: &Path, timeout: Duration) -> Option<io::Result<()>> {
 
 /// Stops a serving process that did not become ready, and removes what it mounted.
 fn stop_child(child: &mut Child, mountpoint: &Path) {
-    // SAFETY: signals a process we started and have not reaped, so its pid is ours.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
+    // A process we started and have not reaped: its pid is still ours.
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::TERM,
+    );
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

@@ -913,8 +913,11 @@ impl NameCache {
 /// the Python tartape does).
 fn lookup_name(id: u32, user: bool) -> Vec<u8> {
     let mut buf = vec![0u8; 16384];
-    let name_ptr = unsafe {
-        if user {
+    // SAFETY: getpwuid_r/getgrgid_r write only into `pw`/`gr`, `out` and `buf` (whose
+    // length they are given); on success `out` is non-null and the name they point to
+    // lies in `buf`, NUL-terminated, and is copied out before `buf` is dropped.
+    let name = unsafe {
+        let name_ptr = if user {
             let mut pw: libc::passwd = std::mem::zeroed();
             let mut out: *mut libc::passwd = std::ptr::null_mut();
             let rc = libc::getpwuid_r(id, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out);
@@ -932,15 +935,10 @@ fn lookup_name(id: u32, user: bool) -> Vec<u8> {
             } else {
                 std::ptr::null_mut()
             }
-        }
+        };
+        (!name_ptr.is_null()).then(|| std::ffi::CStr::from_ptr(name_ptr).to_bytes().to_vec())
     };
-    if name_ptr.is_null() {
-        return id.to_string().into_bytes();
-    }
-    // SAFETY: getpw*/getgr*_r returned success, so the name points into `buf`, NUL-ended.
-    unsafe { std::ffi::CStr::from_ptr(name_ptr) }
-        .to_bytes()
-        .to_vec()
+    name.unwrap_or_else(|| id.to_string().into_bytes())
 }
 
 #[cfg(test)]

@@ -78,8 +78,10 @@ impl TapeFs {
     /// A filesystem serving `tape` as the file `name`, owned by the current user.
     pub fn new(tape: Tape, name: &str, cache: CacheMode) -> Result<TapeFs> {
         validate_name(name)?;
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
         let recorded = unix_time(tape.created_at());
         let root_attr = FileAttr {
             ino: ROOT_INO,
@@ -462,8 +464,7 @@ mod tests {
         assert_eq!(file.perm, 0o444);
         assert_eq!(file.size, fs.tape.total_size());
         assert_eq!(file.mtime, unix_time(fs.tape.created_at()));
-        // SAFETY: getuid cannot fail.
-        assert_eq!(file.uid, unsafe { libc::getuid() });
+        assert_eq!(file.uid, rustix::process::getuid().as_raw());
         assert_eq!(fs.attr(INodeNo(3)).unwrap_err(), Errno::ENOENT);
     }
 

@@ -1,10 +1,10 @@
 //! The system around a mount: pre-mount checks, the mount table (`/proc/self/mountinfo`),
 //! `/dev/fuse`, `fusermount3` and `umount2`, stale mounts, `/etc/fuse.conf`, readahead.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -172,7 +172,7 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
         )));
     }
     let result = if is_root() {
-        umount_syscall(&path, 0)
+        umount_syscall(&path, rustix::mount::UnmountFlags::empty())
     } else {
         fusermount(&path, false)
     };
@@ -203,7 +203,7 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
 /// from the namespace at once and is destroyed when its last user goes away.
 pub(super) fn detach(path: &Path) -> Result<()> {
     let result = if is_root() {
-        umount_syscall(path, libc::MNT_DETACH)
+        umount_syscall(path, rustix::mount::UnmountFlags::DETACH)
     } else {
         fusermount(path, true)
     };
@@ -221,16 +221,8 @@ fn is_stale(path: &Path) -> bool {
     matches!(fs::metadata(path), Err(err) if err.raw_os_error() == Some(libc::ENOTCONN))
 }
 
-fn umount_syscall(path: &Path, flags: libc::c_int) -> io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: `c_path` is a valid NUL-terminated string for the duration of the call.
-    let rc = unsafe { libc::umount2(c_path.as_ptr(), flags) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+fn umount_syscall(path: &Path, flags: rustix::mount::UnmountFlags) -> io::Result<()> {
+    Ok(rustix::mount::unmount(path, flags)?)
 }
 
 pub(super) fn fusermount(path: &Path, lazy: bool) -> io::Result<()> {
@@ -271,8 +263,7 @@ pub(super) fn find_fusermount() -> Option<PathBuf> {
 }
 
 pub(super) fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Absolute, symlink-free form of a mount point, also for a stale mount whose own
