@@ -233,9 +233,9 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
         if corrupt {
             Error::corrupt(path, e.to_string())
         } else {
-            Error::CatalogUnreadable {
+            Error::Sqlite {
                 path: path.to_path_buf(),
-                problem: e.to_string(),
+                source: Box::new(e),
             }
         }
     }
@@ -418,16 +418,16 @@ impl std::fmt::Debug for Catalog {
 /// Opens the catalog file for reading, refusing anything but a regular file before
 /// opening it (a FIFO would block, a device could act on the open).
 fn open_regular(path: &Path) -> Result<File> {
-    let unreadable = |problem: String| Error::CatalogUnreadable {
-        path: path.to_path_buf(),
-        problem,
-    };
     let st = match std::fs::metadata(path) {
         Ok(st) => st,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::CatalogMissing(path.to_path_buf()));
         }
-        Err(e) => return Err(unreadable(e.to_string())),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let unreadable = |problem: String| Error::CatalogUnreadable {
+        path: path.to_path_buf(),
+        problem,
     };
     if !st.is_file() {
         return Err(unreadable(format!(
@@ -440,8 +440,8 @@ fn open_regular(path: &Path) -> Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| unreadable(e.to_string()))?;
-    let opened = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+        .map_err(|e| Error::io(path, e))?;
+    let opened = file.metadata().map_err(|e| Error::io(path, e))?;
     // The same device and inode as the regular file just examined: it is that file.
     if (opened.dev(), opened.ino()) != (st.dev(), st.ino()) {
         return Err(unreadable("replaced while being opened".into()));
@@ -1755,9 +1755,9 @@ mod tests {
         assert!(err(&fifo).contains("not a regular file (it is a FIFO)"));
         assert!(err(Path::new("/dev/null")).contains("it is a character device"));
         assert!(err(&dir.path().join("none.db")).contains("no catalog found"));
-        assert!(
-            err(Path::new("/dev/null/x.db")).contains("cannot read the catalog: Not a directory")
-        );
+        let not_dir = Catalog::open(Path::new("/dev/null/x.db")).unwrap_err();
+        assert!(matches!(not_dir, Error::Io { .. }), "{not_dir}");
+        assert!(not_dir.to_string().contains("Not a directory"));
         let garbage = dir.path().join("g.db");
         std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
         assert!(err(&garbage).contains("corrupted catalog"));
@@ -1858,7 +1858,11 @@ mod tests {
     #[test]
     fn sql_errors_say_what_happened() {
         let path = Path::new("/x.db");
-        let corrupt = |e| matches!(sql_err(path)(e), Error::CatalogCorrupt { .. });
+        let corrupt = |e| match sql_err(path)(e) {
+            Error::CatalogCorrupt { .. } => true,
+            Error::Sqlite { .. } => false,
+            other => panic!("{other:?}"),
+        };
         let failure = |code| {
             rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("m".into()))
         };

@@ -1,5 +1,7 @@
 //! The one error type of the library. Every variant carries the context a user needs to
-//! act on it (the path, what was expected, what was found); `Display` is one line.
+//! act on it (the path, what was expected, what was found) and keeps what caused it (an
+//! I/O or SQLite error is its `source()`); lists of problems stay lists until they are
+//! printed. `Display` is one line.
 
 use std::fmt;
 use std::io;
@@ -7,6 +9,25 @@ use std::path::{Path, PathBuf};
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How many items of a list a one-line message shows before `… and N more`.
+const SHOWN: usize = 10;
+
+/// One way in which the source no longer matches the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discrepancy {
+    pub arc_path: String,
+    pub change: String,
+}
+
+impl fmt::Display for Discrepancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.arc_path, self.change)
+    }
+}
+
+/// A path and what is wrong with it.
+pub type Problem = (PathBuf, String);
 
 /// Everything that can go wrong in tartape.
 #[derive(Debug)]
@@ -21,17 +42,29 @@ pub enum Error {
     CatalogExists(PathBuf),
     /// No catalog where one was expected.
     CatalogMissing(PathBuf),
-    /// The catalog cannot be trusted: unknown version, truncated, corrupted, tampered.
+    /// The catalog failed validation: unknown version, truncated, corrupted, tampered.
     CatalogCorrupt { path: PathBuf, problem: String },
-    /// The catalog could not be read at all (not a regular file, permissions, I/O); says
-    /// nothing about its content.
+    /// The catalog is not a regular file, or changed while being opened; says nothing
+    /// about its content.
     CatalogUnreadable { path: PathBuf, problem: String },
+    /// SQLite could not read the catalog (permissions, I/O, …): not a validation failure.
+    Sqlite {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Recording found entries that cannot be written as ustar (all listed at once).
-    Constraints { count: usize, report: String },
+    Constraints(Vec<Problem>),
     /// Recording found unreadable inputs (all listed at once).
-    Unreadable { count: usize, report: String },
+    Unreadable(Vec<Problem>),
     /// The source no longer matches the recorded snapshot.
     Integrity { path: String, change: String },
+    /// The source of a tape to be mounted changed since recording: every discrepancy.
+    Changed {
+        source: PathBuf,
+        discrepancies: Vec<Discrepancy>,
+    },
+    /// `verify` found discrepancies (listed on their own): the tape is not intact.
+    NotIntact { root: PathBuf, count: usize },
     /// An error of the mount front end.
     Mount(String),
 }
@@ -52,6 +85,23 @@ impl Error {
             problem: problem.into(),
         }
     }
+}
+
+impl From<Discrepancy> for Error {
+    fn from(d: Discrepancy) -> Error {
+        Error::Integrity {
+            path: d.arc_path,
+            change: d.change,
+        }
+    }
+}
+
+/// `a: x; b: y` for every problem.
+fn problems(list: &[Problem]) -> String {
+    list.iter()
+        .map(|(p, why)| format!("{}: {why}", p.display()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl fmt::Display for Error {
@@ -81,17 +131,55 @@ impl fmt::Display for Error {
                     problem
                 )
             }
-            Error::Constraints { count, report } => write!(
+            Error::Sqlite { path, source } => {
+                write!(f, "{}: cannot read the catalog: {}", path.display(), source)
+            }
+            Error::Constraints(list) => write!(
                 f,
-                "{count} path(s) cannot be written as ustar, no catalog written: {report}"
+                "{} path(s) cannot be written as ustar, no catalog written: {}",
+                list.len(),
+                problems(list)
             ),
-            Error::Unreadable { count, report } => write!(
+            Error::Unreadable(list) => write!(
                 f,
-                "{count} unreadable path(s), no catalog written (--skip-unreadable skips them): {report}"
+                "{} unreadable path(s), no catalog written (--skip-unreadable skips them): {}",
+                list.len(),
+                problems(list)
             ),
             Error::Integrity { path, change } => {
                 write!(f, "integrity error: {path}: {change}")
             }
+            Error::Changed {
+                source,
+                discrepancies,
+            } => {
+                let n = discrepancies.len();
+                write!(
+                    f,
+                    "{}: the source no longer matches its tape ({n} discrepanc{}), not \
+                     mounting: ",
+                    source.display(),
+                    if n == 1 { "y" } else { "ies" },
+                )?;
+                for (i, d) in discrepancies.iter().take(SHOWN).enumerate() {
+                    write!(f, "{}{d}", if i == 0 { "" } else { "; " })?;
+                }
+                if n > SHOWN {
+                    write!(
+                        f,
+                        "; … and {} more (tartape verify {} lists them all)",
+                        n - SHOWN,
+                        source.display()
+                    )?;
+                }
+                f.write_str(" (record it again with `tartape record --force`)")
+            }
+            Error::NotIntact { root, count } => write!(
+                f,
+                "{}: {count} discrepanc{}, the tape is not intact",
+                root.display(),
+                if *count == 1 { "y" } else { "ies" }
+            ),
             Error::Mount(msg) => f.write_str(msg),
         }
     }
@@ -101,7 +189,43 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Sqlite { source, .. } => Some(source.as_ref()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_show_ten_and_say_how_many_more() {
+        let d = |i: usize| Discrepancy {
+            arc_path: format!("t/f{i}"),
+            change: "missing".into(),
+        };
+        let changed = |n: usize| Error::Changed {
+            source: PathBuf::from("t"),
+            discrepancies: (0..n).map(d).collect(),
+        };
+        let ten = changed(10).to_string();
+        assert!(ten.contains("(10 discrepancies)") && ten.contains("t/f9: missing"));
+        assert!(!ten.contains("more"), "{ten}");
+        let twelve = changed(12).to_string();
+        assert!(twelve.contains("t/f9: missing; … and 2 more (tartape verify t lists them all)"));
+        assert!(!twelve.contains("t/f10"), "{twelve}");
+        assert!(changed(1).to_string().contains("(1 discrepancy)"));
+        let io = Error::io("x", io::Error::from(io::ErrorKind::NotFound));
+        assert!(std::error::Error::source(&io).is_some());
+        let unreadable = Error::Unreadable(vec![
+            (PathBuf::from("a"), "permission denied".into()),
+            (PathBuf::from("b"), "permission denied".into()),
+        ]);
+        assert_eq!(
+            unreadable.to_string(),
+            "2 unreadable path(s), no catalog written (--skip-unreadable skips them): \
+             a: permission denied; b: permission denied"
+        );
     }
 }

@@ -26,7 +26,7 @@ pub mod walk;
 
 pub use digest::HashAlgo;
 pub use entry::{Entry, Kind, Ordinal};
-pub use error::{Error, Result};
+pub use error::{Discrepancy, Error, Result};
 pub use player::{Event, TapePlayer};
 pub use record::{RecordSummary, TapeRecorder};
-pub use tape::{Discrepancy, Located, Tape, VerifyLevel};
+pub use tape::{Located, Tape, VerifyLevel};

@@ -164,16 +164,52 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let verifying = matches!(cli.command, Command::Verify { .. });
     match run(cli.command) {
-        Ok(code) => code,
+        Ok(exit) => exit.into(),
+        // The one place an error is printed.
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            Exit::of_error(&e, verifying).into()
         }
     }
 }
 
-fn run(command: Command) -> Result<ExitCode> {
+/// Exit statuses (SPEC §6), decided here and nowhere else. Usage errors found by clap exit
+/// with 2 before any of this runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Done; for `verify`: the tape is intact.
+    Success = 0,
+    /// Failed; for `verify`: the tape is not intact.
+    Failure = 1,
+    /// For `verify`: the tape could not be checked (no catalog, an unreadable or
+    /// corrupted one, a usage error).
+    Unchecked = 2,
+}
+
+impl Exit {
+    /// The status of a command that failed with `e`.
+    fn of_error(e: &Error, verifying: bool) -> Exit {
+        match e {
+            // Discrepancies, a source that is gone or not the recorded directory: not
+            // intact.
+            Error::NotIntact { .. } | Error::Integrity { .. } | Error::Source { .. } => {
+                Exit::Failure
+            }
+            _ if verifying => Exit::Unchecked,
+            _ => Exit::Failure,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+fn run(command: Command) -> Result<Exit> {
     match command {
         Command::Record {
             dir,
@@ -228,7 +264,7 @@ fn run(command: Command) -> Result<ExitCode> {
             events,
         )?,
         Command::Verify { dir, catalog, deep } => {
-            return Ok(verify(&dir, catalog.catalog.as_deref(), deep));
+            return verify(&dir, catalog.catalog.as_deref(), deep);
         }
         Command::Info { dir, catalog, json } => info(&dir, catalog.catalog.as_deref(), json)?,
         Command::Ls { dir, catalog, json } => ls(&dir, catalog.catalog.as_deref(), json)?,
@@ -241,56 +277,39 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Mount(args) => mount_cmd::run_mount(args)?,
         Command::Umount { mountpoint } => mount_cmd::run_umount(&mountpoint)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// `tartape verify`: 0 when the tape is intact, 1 when it is not (every discrepancy
 /// listed), 2 when it could not be checked (no catalog, an unreadable or corrupted one).
-fn verify(dir: &Path, catalog: Option<&Path>, deep: bool) -> ExitCode {
+fn verify(dir: &Path, catalog: Option<&Path>, deep: bool) -> Result<Exit> {
     let level = if deep {
         VerifyLevel::Deep
     } else {
         VerifyLevel::Full
     };
-    let checked = Tape::open_with(dir, catalog).and_then(|tape| {
-        let bar = spinner("verifying");
-        let found = tape.verify(level);
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        Ok((tape, found?))
-    });
-    match checked {
-        Ok((tape, found)) if found.is_empty() => {
-            println!(
-                "ok: {} entries match the recording ({})",
-                tape.entry_count(),
-                tape.fingerprint()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok((tape, found)) => {
-            for d in &found {
-                println!("{d}");
-            }
-            eprintln!(
-                "error: {}: {} discrepanc{}, the tape is not intact",
-                tape.root().display(),
-                found.len(),
-                if found.len() == 1 { "y" } else { "ies" }
-            );
-            ExitCode::FAILURE
-        }
-        // The source is gone, or is not the recorded directory: not intact.
-        Err(e @ (Error::Integrity { .. } | Error::Source { .. })) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+    let tape = Tape::open_with(dir, catalog)?;
+    let bar = spinner("verifying");
+    let found = tape.verify(level);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
+    let found = found?;
+    if found.is_empty() {
+        println!(
+            "ok: {} entries match the recording ({})",
+            tape.entry_count(),
+            tape.fingerprint()
+        );
+        return Ok(Exit::Success);
+    }
+    for d in &found {
+        println!("{d}");
+    }
+    Err(Error::NotIntact {
+        root: tape.root().to_path_buf(),
+        count: found.len(),
+    })
 }
 
 /// A walk holds one directory descriptor per level of depth: lift the soft limit on open
@@ -607,6 +626,26 @@ fn locate(
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn exit_statuses_are_decided_in_one_place() {
+        let corrupt = Error::corrupt(Path::new("c.db"), "x");
+        let changed = Error::Integrity {
+            path: "t/a".into(),
+            change: "missing".into(),
+        };
+        let not_intact = Error::NotIntact {
+            root: PathBuf::from("t"),
+            count: 2,
+        };
+        assert_eq!(Exit::of_error(&corrupt, false), Exit::Failure);
+        assert_eq!(Exit::of_error(&corrupt, true), Exit::Unchecked);
+        assert_eq!(Exit::of_error(&changed, true), Exit::Failure);
+        assert_eq!(Exit::of_error(&not_intact, true), Exit::Failure);
+        assert_eq!(Exit::of_error(&Error::Usage("x".into()), true), Exit::Unchecked);
+        assert_eq!(Exit::of_error(&Error::Usage("x".into()), false), Exit::Failure);
+        assert_eq!(ExitCode::from(Exit::Unchecked), ExitCode::from(2));
+    }
 
     /// clap's own consistency checks, on every (deferred) subcommand; and each keeps the
     /// one-line description its variant gives in `tartape --help`.

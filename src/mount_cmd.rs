@@ -181,8 +181,7 @@ pub fn run_umount(mountpoint: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Refuses to mount a tape whose source no longer matches it, listing the first
-/// discrepancies.
+/// Refuses to mount a tape whose source no longer matches it, with every discrepancy.
 fn verify(tape: &Tape, args: &MountArgs) -> Result<(), Error> {
     let level = match args.verify {
         VerifyChoice::Quick => VerifyLevel::Quick,
@@ -193,27 +192,10 @@ fn verify(tape: &Tape, args: &MountArgs) -> Result<(), Error> {
     if discrepancies.is_empty() {
         return Ok(());
     }
-    const SHOWN: usize = 10;
-    let mut listed: Vec<String> = discrepancies
-        .iter()
-        .take(SHOWN)
-        .map(ToString::to_string)
-        .collect();
-    if discrepancies.len() > SHOWN {
-        listed.push(format!(
-            "… and {} more (tartape verify {} lists them all)",
-            discrepancies.len() - SHOWN,
-            args.source.display()
-        ));
-    }
-    Err(Error::Mount(format!(
-        "{}: the source no longer matches its tape ({} discrepanc{}), not mounting: {} \
-         (record it again with `tartape record --force`)",
-        args.source.display(),
-        discrepancies.len(),
-        if discrepancies.len() == 1 { "y" } else { "ies" },
-        listed.join("; ")
-    )))
+    Err(Error::Changed {
+        source: args.source.clone(),
+        discrepancies,
+    })
 }
 
 fn mount_options(args: &MountArgs) -> MountOptions {

@@ -236,26 +236,16 @@ impl TapeRecorder {
         let Walk {
             batch,
             special,
-            unreadable,
+            mut unreadable,
             violations,
             ..
         } = walk;
         let problem = if let Err(e) = walked {
             Some(e)
         } else if !violations.is_empty() {
-            Some(Error::Constraints {
-                count: violations.len(),
-                report: violations.join("; "),
-            })
+            Some(Error::Constraints(violations))
         } else if !unreadable.is_empty() && !self.skip_unreadable {
-            Some(Error::Unreadable {
-                count: unreadable.len(),
-                report: unreadable
-                    .iter()
-                    .map(|(p, why)| format!("{}: {why}", p.display()))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })
+            Some(Error::Unreadable(std::mem::take(&mut unreadable)))
         } else {
             None
         };
@@ -685,7 +675,7 @@ struct Walk<'a> {
     seen: u64,
     special: Vec<(PathBuf, &'static str)>,
     unreadable: Vec<(PathBuf, String)>,
-    violations: Vec<String>,
+    violations: Vec<(PathBuf, String)>,
     progress: Option<Box<dyn FnMut(u64)>>,
 }
 
@@ -823,8 +813,7 @@ impl Walk<'_> {
         };
         if !problems.is_empty() {
             let path = self.path(found.rel);
-            self.violations
-                .push(format!("{}: {}", path.display(), problems.join(", ")));
+            self.violations.push((path, problems.join(", ")));
             return None;
         }
         let file = kind == Kind::File;

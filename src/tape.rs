@@ -24,7 +24,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use crate::catalog::{Catalog, TapeMeta};
 use crate::digest::{ContentHasher, HashAlgo};
 use crate::entry::{Entry, Kind, Ordinal, normalised_mode};
-use crate::error::{Error, Result};
+use crate::error::{Discrepancy, Error, Result};
 use crate::header::{BLOCK, Header};
 use crate::layout::{Part, Position, padding};
 use crate::source::{canonical_source, default_catalog, open_beneath, open_root, readable};
@@ -43,28 +43,6 @@ pub enum VerifyLevel {
     Full,
     /// As `Full`, and every file's content against the recorded digests.
     Deep,
-}
-
-/// One way in which the source no longer matches the snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discrepancy {
-    pub arc_path: String,
-    pub change: String,
-}
-
-impl std::fmt::Display for Discrepancy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.arc_path, self.change)
-    }
-}
-
-impl From<Discrepancy> for Error {
-    fn from(d: Discrepancy) -> Error {
-        Error::Integrity {
-            path: d.arc_path,
-            change: d.change,
-        }
-    }
 }
 
 /// An integrity error about `entry`.
