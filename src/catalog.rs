@@ -297,7 +297,11 @@ impl CatalogWriter {
         .map_err(wrap)?;
         // The file is private until renamed into place and fsync'd by the caller, so a
         // journal buys nothing.
-        conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; BEGIN;")
+        // Exclusive locking: the lock is taken once, not around every statement.
+        conn.execute_batch(
+            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = OFF; \
+             PRAGMA synchronous = OFF; BEGIN;",
+        )
             .map_err(wrap)?;
         Ok(CatalogWriter {
             conn,
