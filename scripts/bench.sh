@@ -4,15 +4,20 @@
 #   scripts/bench.sh [--quick] WORKDIR [REPORT.md]
 #
 # Builds target/release/tartape, installs what it needs (GNU tar, findutils, fuse3,
-# a virtualenv at WORKDIR/venv with the Python tartape 3.0.3), generates three
+# hyperfine, a virtualenv at WORKDIR/venv with the Python tartape 3.0.3), generates three
 # deterministic trees under WORKDIR once (small/, large/, million/; a marker file
 # WORKDIR/.gen-NAME records what was generated) and times, side by side, tartape
-# against GNU tar, find and the Python tartape. Each measure gets one warm-up run and
-# BENCH_RUNS (default 5) timed runs; the table shows medians. The pairs whose ratio is a
-# target (record vs find, stream vs tar) run alternately, so that drift of the machine's
-# speed during a run moves both sides alike. The table goes to stdout
-# and, as Markdown, to REPORT.md (default WORKDIR/bench-report.md); the raw samples go
-# to WORKDIR/bench-raw.tsv and the commands' stderr to WORKDIR/bench-commands.log.
+# against GNU tar, find and the Python tartape, with hyperfine. Each measure gets one
+# warm-up run and BENCH_RUNS (default 5) timed runs; the table shows medians. The pairs
+# whose ratio is a target (record vs find, verify vs record, stream vs tar) run in both
+# orders, so that drift of the machine's speed during a run moves both sides alike.
+#
+# This script only orchestrates: tools, build, trees, mounts, hyperfine. hyperfine's
+# JSON exports (WORKDIR/results/hyperfine/) and the few other measurements
+# (WORKDIR/results/) make the report, in scripts/bench_report.py: the table goes to
+# stdout and, as Markdown, to REPORT.md (default WORKDIR/bench-report.md); the raw
+# samples go to WORKDIR/bench-raw.tsv and the commands' stderr to
+# WORKDIR/bench-commands.log.
 #
 # --quick scales the trees down (10k small files, one 256 MiB file, 100k entries) for
 # a smoke run. A missed target never fails the script; a failing command does.
@@ -48,24 +53,30 @@ while (($#)); do
 done
 ((${#POS[@]} >= 1 && ${#POS[@]} <= 2)) || usage 2
 
-RUNS=${BENCH_RUNS:-5}
-FAST_RUNS=${BENCH_FAST_RUNS:-21} # timed runs of a measure whose warm-up took < FAST_US
+positive() { # positive VAR VALUE: VALUE, checked to be a positive integer
+    [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: $1 must be a positive integer" >&2; exit 2; }
+    printf '%s' "$2"
+}
+RUNS=$(positive BENCH_RUNS "${BENCH_RUNS:-5}")
+FAST_RUNS=$(positive BENCH_FAST_RUNS "${BENCH_FAST_RUNS:-21}") # runs of a measure whose warm-up took < FAST_US
 FAST_US=100000
-[[ $FAST_RUNS =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: BENCH_FAST_RUNS must be a positive integer" >&2; exit 2; }
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: BENCH_RUNS must be a positive integer" >&2; exit 2; }
-NREADS=${BENCH_RANDOM_READS:-2000}
-[[ $NREADS =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: BENCH_RANDOM_READS must be a positive integer" >&2; exit 2; }
+NREADS=$(positive BENCH_RANDOM_READS "${BENCH_RANDOM_READS:-2000}")
+SKIP_PY_MILLION=${BENCH_SKIP_PY_MILLION:-0}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p -- "${POS[0]}"
 WORKDIR=$(realpath -- "${POS[0]}")
 [[ $WORKDIR != / ]] || { echo "bench.sh: refusing WORKDIR=/" >&2; exit 2; }
 REPORT=$(realpath -m -- "${POS[1]:-$WORKDIR/bench-report.md}")
-CAT=$WORKDIR/cat
-RAW=$WORKDIR/bench-raw.tsv
+CAT=$WORKDIR/cat               # catalogs
+RESULTS=$WORKDIR/results       # what bench_report.py reads; emptied at each run
+HFDIR=$RESULTS/hyperfine       # hyperfine's JSON exports, one per hyperfine run
 CMDLOG=$WORKDIR/bench-commands.log
-HELPER=$WORKDIR/bench_helper.py
+MOUNT_OUT=$WORKDIR/mount.out   # the output of the last `tartape mount`
+SERVERS=$WORKDIR/logs/servers  # "pid mountpoint" of the serving processes our mounts started
+HELPER=$REPO/scripts/bench_helper.py
 PY=$WORKDIR/venv/bin/python
+TT=
 
 if ((QUICK)); then
     SMALL_N=10000 LARGE_N=1 LARGE_MIB=256 MILLION_N=100000
@@ -95,14 +106,19 @@ safe_rm() {
     done
 }
 
+# meta KEY VALUE: a fact for the report's header (results/meta.txt)
+meta() { printf '%s=%s\n' "$1" "$2" >>"$RESULTS/meta.txt"; }
+
 # ---------------------------------------------------------------- mounts & cleanup
-TT=
-SERVER_PID=
-MOUNTS=()   # mount points this run may have mounted
-SERVERS=()  # "pid mountpoint" of serving processes our mounts started
+# These functions run in this shell and, exported (see main), in the bash that hyperfine
+# starts for a --prepare hook or a timed mount: they share only the environment (TT, CAT,
+# CMDLOG, MOUNT_OUT, SERVERS) and files.
+MOUNTS=()    # mount points this run may have mounted
+SERVER_PID=  # set by note_server
 
 is_mounted() { awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts; }
 
+# unmount MNT: unmount MNT if it is mounted
 unmount() {
     local m=$1
     is_mounted "$m" || return 0
@@ -110,29 +126,85 @@ unmount() {
         fusermount3 -u "$m" >>"$CMDLOG" 2>&1 ||
         fusermount -u "$m" >>"$CMDLOG" 2>&1 ||
         umount -l "$m" >>"$CMDLOG" 2>&1 || true
-    is_mounted "$m" && return 1
-    return 0
+    ! is_mounted "$m"
+}
+
+# mount_tape TREE MNT [ARGS...]: mount TREE's tape at MNT; the output goes to MOUNT_OUT
+mount_tape() {
+    local tree=$1 mnt=$2
+    shift 2
+    "$TT" mount "$tree" "$mnt" --catalog "$CAT/$tree.db" "$@" >"$MOUNT_OUT" 2>&1
+}
+
+# note_server MNT: after mount_tape, find the pid of the process serving MNT (the
+# `pid N` of the mount's output, else a read-only scan of /proc for a command line naming
+# MNT), set SERVER_PID and add it to SERVERS, for the cleanup
+note_server() {
+    local mnt=$1 p
+    [[ -f $MOUNT_OUT ]] || return 0
+    cat -- "$MOUNT_OUT" >>"$CMDLOG"
+    SERVER_PID=$(grep -oE 'pid:? *[0-9]+' -- "$MOUNT_OUT" | tail -n 1 | grep -oE '[0-9]+' || true)
+    if [[ -z $SERVER_PID || ! -d /proc/$SERVER_PID ]]; then
+        SERVER_PID=
+        for p in /proc/[0-9]*; do
+            [[ ${p#/proc/} == "$$" ]] && continue
+            if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$mnt" &&
+                tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q tartape; then
+                SERVER_PID=${p#/proc/}
+            fi
+        done
+    fi
+    if [[ -n $SERVER_PID ]]; then printf '%s %s\n' "$SERVER_PID" "$mnt" >>"$SERVERS"; fi
+    rm -f -- "$MOUNT_OUT"
+}
+
+# note_and_unmount MNT: the hook before each timed mount_tape
+# shellcheck disable=SC2317 # run by hyperfine (--prepare)
+note_and_unmount() {
+    note_server "$1"
+    unmount "$1" || { echo "bench.sh: cannot unmount $1" >&2; return 1; }
+}
+
+# remount TREE MNT [ARGS...]: mount TREE at MNT afresh (the hook before each first read);
+# archive.tar is not read: that would start the kernel's readahead
+# shellcheck disable=SC2317 # run by hyperfine (--prepare)
+remount() {
+    local tree=$1 mnt=$2
+    shift 2
+    unmount "$mnt" || { echo "bench.sh: cannot unmount $mnt" >&2; return 1; }
+    mount_tape "$tree" "$mnt" "$@" || { cat -- "$MOUNT_OUT" >&2; return 1; }
+    note_server "$mnt"
+    [[ -f $mnt/archive.tar ]] || { echo "bench.sh: $mnt/archive.tar is missing after mount" >&2; return 1; }
+}
+
+prepare_mountpoint() {
+    local mnt=$1
+    unmount "$mnt" || die "cannot unmount stale $mnt"
+    mkdir -p -- "$mnt"
+    [[ -z $(ls -A -- "$mnt") ]] || die "mount point $mnt is not empty"
+    MOUNTS+=("$mnt")
 }
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
-    local rc=$? m entry pid mnt i
+    local rc=$? m pid mnt i
     for m in "${MOUNTS[@]}"; do
         unmount "$m" || log "WARNING: could not unmount $m"
     done
     # A server that outlived its unmount: it is a process we started, identified by
     # pid and checked against its command line (never by name alone).
-    for entry in "${SERVERS[@]}"; do
-        pid=${entry%% *} mnt=${entry#* }
-        for ((i = 0; i < 50; i++)); do
-            [[ -d /proc/$pid ]] || break
-            sleep 0.1
-        done
-        if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$mnt"; then
-            log "WARNING: server $pid for $mnt still running after unmount; sending SIGTERM"
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-    done
+    if [[ -f $SERVERS ]]; then
+        while read -r pid mnt; do
+            for ((i = 0; i < 50; i++)); do
+                [[ -d /proc/$pid ]] || break
+                sleep 0.1
+            done
+            if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$mnt"; then
+                log "WARNING: server $pid for $mnt still running after unmount; sending SIGTERM"
+                kill -TERM "$pid" 2>/dev/null || true
+            fi
+        done <"$SERVERS"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -148,6 +220,7 @@ ensure_tools() {
     command -v python3 >/dev/null || pkgs+=(python3 python3-venv)
     command -v fusermount3 >/dev/null || command -v fusermount >/dev/null || pkgs+=(fuse3)
     command -v mountpoint >/dev/null || pkgs+=(util-linux)
+    command -v hyperfine >/dev/null || pkgs+=(hyperfine)
     if ((${#pkgs[@]})); then
         log "installing ${pkgs[*]}"
         apt-get update -qq >>"$CMDLOG" 2>&1 || die "apt-get update failed"
@@ -169,72 +242,23 @@ ensure_tools() {
     fi
 }
 
-write_helper() {
-    cat >"$HELPER" <<'EOF'
-"""Timed Python-side operations for bench.sh; the last stdout line is microseconds."""
-import os, random, sys, time
-
-def us(t0):
-    return (time.perf_counter_ns() - t0) // 1000
-
-cmd = sys.argv[1]
-if cmd == "record":  # record DIR CATALOG -> time of tartape.record() alone
-    import tartape
-    t0 = time.perf_counter_ns()
-    tartape.record(sys.argv[2], catalog_path=sys.argv[3], exclude=[], overwrite=True)
-    print(us(t0))
-elif cmd == "play":  # play DIR CATALOG: the whole tape to stdout, as `tartape stream`
-    import tartape
-    t = tartape.open(sys.argv[2], catalog_path=sys.argv[3])
-    f = t.as_file()
-    out = sys.stdout.buffer
-    n = 0
-    while True:
-        b = f.read(1 << 20)
-        if not b:
-            break
-        out.write(b)
-        n += len(b)
-    out.flush()
-    if n != t.total_size:
-        sys.exit("play: read %d bytes, tape is %d" % (n, t.total_size))
-elif cmd == "randread":  # randread FILE COUNT -> "median_us p99_us mean_us max_us"
-    path, count = sys.argv[2], int(sys.argv[3])
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        pages = size // 4096
-        if pages < 2:
-            sys.exit("randread: %s is too small" % path)
-        # A random reader: no readahead, so each read is one request to the server.
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        rng = random.Random(12345)
-        offs = rng.sample(range(pages), min(pages, count + 200))
-        for p in offs[:200]:  # warm-up: first requests, thread start-up
-            os.pread(fd, 4096, p * 4096)
-        lat = []
-        for p in offs[200:]:
-            t0 = time.perf_counter_ns()
-            b = os.pread(fd, 4096, p * 4096)
-            lat.append(time.perf_counter_ns() - t0)
-            if len(b) != 4096:
-                sys.exit("randread: short read at %d" % (p * 4096))
-    finally:
-        os.close(fd)
-    lat.sort()
-    n = len(lat)
-    med = lat[n // 2] if n % 2 else (lat[n // 2 - 1] + lat[n // 2]) // 2
-    p99 = lat[min(n - 1, (99 * n + 99) // 100 - 1)]
-    print(med / 1000, p99 / 1000, sum(lat) / n / 1000, lat[-1] / 1000, n)
-elif cmd == "json":  # json KEY < object
-    import json
-    print(json.load(sys.stdin)[sys.argv[2]])
-else:
-    sys.exit("bench_helper: unknown command " + cmd)
-EOF
+# Sets TT to the tartape binary to measure, building it unless told not to.
+pick_tartape() {
+    if [[ -n ${BENCH_TARTAPE:-} ]]; then
+        TT=$(realpath -- "$BENCH_TARTAPE")
+        meta tartape "binary $TT"
+        return
+    fi
+    TT=${CARGO_TARGET_DIR:-$REPO/target}/release/tartape
+    [[ $TT == /* ]] || TT=$REPO/$TT
+    if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+        log "cargo build --release"
+        (cd "$REPO" && cargo build --release) >>"$CMDLOG" 2>&1 || die "cargo build --release failed"
+    fi
+    meta tartape "$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '(no commit)')"
 }
 
-# ---------------------------------------------------------------- generation
+# ---------------------------------------------------------------- trees
 gen_tree() {
     local name=$1 spec marker
     shift
@@ -251,353 +275,230 @@ gen_tree() {
     printf '%s\n' "$spec" >"$marker"
 }
 
-# ---------------------------------------------------------------- timing
-declare -A MED   # key -> median, microseconds
-declare -A FIRST # key -> first run (the warm-up, if any), microseconds
-declare -A TAPE  # tree -> tape size in bytes
-declare -A NENT  # tree -> entry count
+# save_tape_info TREE: `tartape info --json` of TREE's tape, for the report
+save_tape_info() {
+    "$TT" info "$1" --catalog "$CAT/$1.db" --json >"$RESULTS/info.$1.json" 2>>"$CMDLOG" ||
+        die "tartape info $1 failed"
+}
 
-# run_one MODE CMD: run CMD (cwd WORKDIR) and set REPLY to microseconds: wall clock
-# for MODE=wall, the last line CMD prints for MODE=self.
-run_one() {
-    local mode=$1 cmd=$2 t0 t1 out
-    if [[ $mode == wall ]]; then
-        t0=$EPOCHREALTIME
-        if ! eval "$cmd"; then die "command failed: $cmd"; fi
-        t1=$EPOCHREALTIME
-        REPLY=$((${t1/./} - ${t0/./}))
-    else
-        if ! out=$(eval "$cmd"); then die "command failed: $cmd"; fi
-        REPLY=${out##*$'\n'}
-        [[ $REPLY =~ ^[0-9]+$ ]] || die "no timing printed by: $cmd"
+# tape_size TREE: the size of TREE's tape in bytes
+tape_size() {
+    local size
+    size=$("$PY" "$HELPER" json total_size <"$RESULTS/info.$1.json") || die "no total_size for $1"
+    [[ $size =~ ^[0-9]+$ ]] || die "bad total_size for $1: $size"
+    printf '%s' "$size"
+}
+
+# ---------------------------------------------------------------- timing, with hyperfine
+# Commands are strings for hyperfine. RUN_DIRECT ones are one program, run without a
+# shell (-N: no shell start-up to subtract from a few milliseconds); RUN_IN_BASH ones are
+# pipelines, or call the mount functions above. Every command's stdout goes to /dev/null
+# (or it says where), its stderr to CMDLOG.
+RUN_DIRECT=(-N)
+RUN_IN_BASH=(--shell 'bash -o pipefail')
+
+# shq WORD...: the words, quoted for bash and for hyperfine -N (POSIX quoting)
+shq() {
+    local w quoted=()
+    for w; do
+        if [[ $w =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then quoted+=("$w"); else quoted+=("'${w//\'/\'\\\'\'}'"); fi
+    done
+    printf '%s' "${quoted[*]}"
+}
+
+report_py() { python3 "$REPO/scripts/bench_report.py" "$@"; }
+
+# hf NAME HYPERFINE_ARGS...: one run of hyperfine, exported to HFDIR/NAME.json. The
+# commands inherit hyperfine's stdout (/dev/null) and stderr (CMDLOG, with hyperfine's
+# own messages).
+hf() {
+    local name=$1
+    shift
+    hyperfine --style none --output inherit --export-json "$HFDIR/$name.json" "$@" \
+        >/dev/null 2>>"$CMDLOG" || { echo >>"$CMDLOG"; die "hyperfine failed ($name)"; }
+}
+
+# runs_for WARMUP_NAME RUNS: set REPLY to RUNS, or to FAST_RUNS when every run in the
+# export WARMUP_NAME took under FAST_US: a few milliseconds are at the mercy of the
+# scheduler, so they get more runs.
+runs_for() {
+    local slowest
+    slowest=$(report_py slowest-us "$HFDIR/$1.json") || die "cannot read $HFDIR/$1.json"
+    REPLY=$2
+    if ((slowest < FAST_US && REPLY < FAST_RUNS)); then
+        REPLY=$FAST_RUNS
+        log "  warm-up under $((FAST_US / 1000)) ms: $REPLY timed runs"
     fi
 }
 
-# measure KEY MODE WARMUPS RUNS CMD [PREP]: median of RUNS runs after WARMUPS; PREP
-# (untimed) runs before each.
+# The warm-up is a hyperfine run of its own (--runs 1) rather than hyperfine's --warmup,
+# whose times are not exported: its time picks the number of timed runs, and the report
+# shows it for the mount (the first read after mounting).
+
+# measure KEY WARMUP RUNS [HYPERFINE_OPTION...] CMD: CMD, named KEY, timed RUNS times
+# after WARMUP (0 or 1) warm-up runs
 measure() {
-    local key=$1 mode=$2 warm=$3 runs=$4 cmd=$5 prep=${6:-} i samples=()
-    log "$key: $cmd  (${warm} warm-up + ${runs})"
-    for ((i = 0; i < warm + runs; i++)); do
-        if [[ -n $prep ]]; then eval "$prep"; fi
-        run_one "$mode" "$cmd"
-        if ((i == 0)); then
-            FIRST[$key]=$REPLY
-            # A command of a few milliseconds is at the mercy of the scheduler: more runs.
-            if ((warm > 0 && REPLY < FAST_US && runs < FAST_RUNS)); then
-                runs=$FAST_RUNS
-                log "  under $(fmt_us "$FAST_US"): $runs timed runs"
-            fi
-        fi
-        if ((i >= warm)); then samples+=("$REPLY"); fi
-    done
-    MED[$key]=$(median_of "${samples[@]}")
-    printf '%s\t%s\t%s\t%s\n' "$key" "${FIRST[$key]}" "${samples[*]}" "$cmd" >>"$RAW"
-    log "  median $(fmt_us "${MED[$key]}")  (first ${FIRST[$key]} µs; samples µs: ${samples[*]})"
-}
-
-# median_of SAMPLES...: the median (mean of the middle two for an even count)
-median_of() {
-    printf '%s\n' "$@" | sort -n |
-        awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'
-}
-
-# measure_pair KEY_A CMD_A PREP_A KEY_B CMD_B PREP_B: like `measure wall 1 RUNS` for two
-# commands whose ratio is the point, run alternately (A B B A A B …) after one warm-up
-# each, so that the machine speeding up or slowing down during the runs moves both alike,
-# and neither always runs right after the other.
-measure_pair() {
-    local ka=$1 ca=$2 pa=$3 kb=$4 cb=$5 pb=$6 i runs=$RUNS sa=() sb=()
-    log "$ka: $ca  /  $kb: $cb  (1 warm-up each + alternating runs)"
-    if [[ -n $pa ]]; then eval "$pa"; fi
-    run_one wall "$ca"
-    FIRST[$ka]=$REPLY
-    if [[ -n $pb ]]; then eval "$pb"; fi
-    run_one wall "$cb"
-    FIRST[$kb]=$REPLY
-    if ((FIRST[$ka] < FAST_US && FIRST[$kb] < FAST_US && runs < FAST_RUNS)); then
-        runs=$FAST_RUNS
-        log "  under $(fmt_us "$FAST_US"): $runs timed runs"
+    local key=$1 warm=$2 runs=$3 cmd=${!#}
+    local opts=("${@:4:$#-4}")
+    log "$key: $cmd  ($warm warm-up + $runs)"
+    printf '%s\t%s\n' "$key" "$cmd" >>"$RESULTS/commands.tsv"
+    local files=()
+    if ((warm)); then
+        hf "$key.warmup" "${opts[@]}" --runs 1 -n "$key" "$cmd"
+        runs_for "$key.warmup" "$runs"
+        runs=$REPLY
+        files+=("$HFDIR/$key.warmup.json")
     fi
-    for ((i = 0; i < 2 * runs; i++)); do
-        if (((i + i / 2) % 2 == 0)); then # A, B, B, A, A, B, B, A, …
-            if [[ -n $pa ]]; then eval "$pa"; fi
-            run_one wall "$ca"
-            sa+=("$REPLY")
-        else
-            if [[ -n $pb ]]; then eval "$pb"; fi
-            run_one wall "$cb"
-            sb+=("$REPLY")
-        fi
-    done
-    MED[$ka]=$(median_of "${sa[@]}")
-    MED[$kb]=$(median_of "${sb[@]}")
-    # two rows: printf repeats its format for the second four arguments
-    printf '%s\t%s\t%s\t%s\n' "$ka" "${FIRST[$ka]}" "${sa[*]}" "$ca" "$kb" "${FIRST[$kb]}" "${sb[*]}" "$cb" >>"$RAW"
-    log "  $ka median $(fmt_us "${MED[$ka]}")  (first ${FIRST[$ka]} µs; samples µs: ${sa[*]})"
-    log "  $kb median $(fmt_us "${MED[$kb]}")  (first ${FIRST[$kb]} µs; samples µs: ${sb[*]})"
+    hf "$key" "${opts[@]}" --runs "$runs" -n "$key" "$cmd"
+    report_py log "${files[@]}" "$HFDIR/$key.json" >&2
 }
 
-fmt_us() {  # microseconds -> "123 µs" / "12.3 ms" / "1.234 s"
-    awk -v u="$1" 'BEGIN {
-        if (u < 1000) printf "%d µs", u
-        else if (u < 1e6) printf "%.1f ms", u / 1e3
-        else printf "%.3f s", u / 1e6 }'
-}
-gbps() { awk -v b="$1" -v u="$2" 'BEGIN { printf "%.2f GB/s", b / (u / 1e6) / 1e9 }'; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-# check VALUE OP LIMIT -> yes / **no**
-check() {
-    awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
-        ok = (op == ">=") ? (v >= l) : (v <= l); print ok ? "yes" : "**no**" }'
-}
-
-ROWS=()
-row() { local IFS=$'\t'; ROWS+=("$*"); }
-
-tape_info() {
-    local tree=$1 json
-    json=$("$TT" info "$tree" --catalog "$CAT/$tree.db" --json 2>>"$CMDLOG") || die "tartape info $tree failed"
-    TAPE[$tree]=$("$PY" "$HELPER" json total_size <<<"$json") || die "no total_size in: $json"
-    NENT[$tree]=$("$PY" "$HELPER" json entry_count <<<"$json" 2>/dev/null || echo '?')
-    [[ ${TAPE[$tree]} =~ ^[0-9]+$ ]] || die "bad total_size for $tree: ${TAPE[$tree]}"
+# measure_pair KEY_A KEY_B [HYPERFINE_OPTION...] CMD_A CMD_B: two commands whose ratio is
+# the point. hyperfine runs one command's runs, then the other's; so after one warm-up
+# each, the pair runs as A×h B×h, then again as B×h A×h, with h = ⌈RUNS/2⌉: each side's
+# samples then sit symmetrically in time, and a drift of the machine's speed moves both
+# medians alike (a side gets RUNS + 1 samples when RUNS is odd).
+measure_pair() {
+    local ka=$1 kb=$2 ca=${*: -2:1} cb=${!#} half
+    local opts=("${@:3:$#-4}")
+    log "$ka: $ca  /  $kb: $cb  (1 warm-up each, then A B and B A)"
+    printf '%s\t%s\n' "$ka" "$ca" "$kb" "$cb" >>"$RESULTS/commands.tsv"
+    hf "$ka.warmup" "${opts[@]}" --runs 1 -n "$ka" "$ca" -n "$kb" "$cb"
+    runs_for "$ka.warmup" "$RUNS"
+    half=$(((REPLY + 1) / 2))
+    hf "$ka.ab" "${opts[@]}" --runs "$half" -n "$ka" "$ca" -n "$kb" "$cb"
+    hf "$ka.ba" "${opts[@]}" --runs "$half" -n "$kb" "$cb" -n "$ka" "$ca"
+    report_py log "$HFDIR/$ka".{warmup,ab,ba}.json >&2
 }
 
 # ---------------------------------------------------------------- the measures
 bench_record() {
-    local tree=$1 t py fnd
-    measure_pair "record.$tree.tartape" \
-        "\"\$TT\" record $tree --catalog \"\$CAT/$tree.db\" --force >/dev/null 2>>\"\$CMDLOG\"" "" \
-        "record.$tree.find" "find $tree -printf '%s %T@ %m %p\n' >/dev/null" ""
-    t=${MED[record.$tree.tartape]} fnd=${MED[record.$tree.find]}
-    if [[ $tree == million && ${BENCH_SKIP_PY_MILLION:-0} == 1 ]]; then
-        row "record $tree vs Python" "$(fmt_us "$t")" "skipped (BENCH_SKIP_PY_MILLION=1)" "—" "≥ 15×" "—"
+    local tree=$1 warm=1 runs=$RUNS
+    measure_pair "record.$tree.tartape" "record.$tree.find" "${RUN_DIRECT[@]}" \
+        "$(shq "$TT" record "$tree" --catalog "$CAT/$tree.db" --force)" \
+        "$(shq find "$tree" -printf '%s %T@ %m %p\n')"
+    if [[ $tree == million && $SKIP_PY_MILLION == 1 ]]; then
+        log "record.$tree.python: skipped (BENCH_SKIP_PY_MILLION=1)"
     else
-        if [[ $tree == million ]]; then
-            measure "record.$tree.python" wall 0 1 "\"\$PY\" \"\$HELPER\" record $tree \"\$CAT/$tree.py.tartape\" >/dev/null 2>>\"\$CMDLOG\""
-        else
-            measure "record.$tree.python" wall 1 "$RUNS" "\"\$PY\" \"\$HELPER\" record $tree \"\$CAT/$tree.py.tartape\" >/dev/null 2>>\"\$CMDLOG\""
-        fi
-        py=${MED[record.$tree.python]}
-        row "record $tree vs Python" "$(fmt_us "$t")" "Python $(fmt_us "$py")" "$(div "$py" "$t")×" "≥ 15×" \
-            "$(check "$(div "$py" "$t")" ">=" 15)"
+        if [[ $tree == million ]]; then warm=0 runs=1; fi # slow: one run, no warm-up
+        measure "record.$tree.python" "$warm" "$runs" "${RUN_DIRECT[@]}" \
+            "$(shq "$PY" "$HELPER" record "$tree" "$CAT/$tree.py.tartape")"
     fi
-    row "record $tree vs find" "$(fmt_us "$t")" "find $(fmt_us "$fnd")" "$(div "$t" "$fnd")×" "≤ 2×" \
-        "$(check "$(div "$t" "$fnd")" "<=" 2)"
-    if [[ $tree == million ]]; then
-        row "record $tree, time" "$(fmt_us "$t")" "—" "—" "≤ 10 s" "$(check "$t" "<=" 10000000)"
-    fi
-    tape_info "$tree"
+    save_tape_info "$tree"
 }
 
 # verify (every entry's metadata, walking the tree as record does) against record of the
-# same tree, alternately
+# same tree
 bench_verify() {
-    local tree=$1 v r
-    measure_pair "verify.$tree.tartape" \
-        "\"\$TT\" verify $tree --catalog \"\$CAT/$tree.db\" >/dev/null 2>>\"\$CMDLOG\"" "" \
-        "verify.$tree.record" \
-        "\"\$TT\" record $tree --catalog \"\$CAT/$tree.db\" --force >/dev/null 2>>\"\$CMDLOG\"" ""
-    v=${MED[verify.$tree.tartape]} r=${MED[verify.$tree.record]}
-    row "verify $tree vs record" "$(fmt_us "$v")" "record $(fmt_us "$r")" "$(div "$v" "$r")×" "≤ 1.5×" \
-        "$(check "$(div "$v" "$r")" "<=" 1.5)"
+    local tree=$1
+    measure_pair "verify.$tree.tartape" "verify.$tree.record" "${RUN_DIRECT[@]}" \
+        "$(shq "$TT" verify "$tree" --catalog "$CAT/$tree.db")" \
+        "$(shq "$TT" record "$tree" --catalog "$CAT/$tree.db" --force)"
 }
 
 bench_stream() {
-    local tree=$1 b t tr py
-    b=${TAPE[$tree]}
-    measure_pair "pipe.$tree.tartape" \
-        "\"\$TT\" stream $tree --catalog \"\$CAT/$tree.db\" 2>>\"\$CMDLOG\" | cat >/dev/null" "" \
-        "pipe.$tree.tar" "tar -cf - $tree 2>>\"\$CMDLOG\" | cat >/dev/null" ""
-    measure "pipe.$tree.python" wall 1 "$RUNS" \
-        "\"\$PY\" \"\$HELPER\" play $tree \"\$CAT/$tree.py.tartape\" 2>>\"\$CMDLOG\" | cat >/dev/null"
-    t=${MED[pipe.$tree.tartape]} tr=${MED[pipe.$tree.tar]} py=${MED[pipe.$tree.python]}
-    row "stream $tree \\| cat vs tar" "$(fmt_us "$t") ($(gbps "$b" "$t"))" "tar $(fmt_us "$tr") ($(gbps "$b" "$tr"))" \
-        "$(div "$tr" "$t")×" "≥ 1×" "$(check "$(div "$tr" "$t")" ">=" 1)"
-    row "stream $tree \\| cat vs Python play" "$(fmt_us "$t")" "Python $(fmt_us "$py") ($(gbps "$b" "$py"))" \
-        "$(div "$py" "$t")×" "—" "—"
-
-    measure_pair "file.$tree.tartape" \
-        "\"\$TT\" stream $tree --catalog \"\$CAT/$tree.db\" -o \"\$WORKDIR/out.tar\" 2>>\"\$CMDLOG\"" \
-        "rm -f -- \"\$WORKDIR/out.tar\"" \
-        "file.$tree.tar" "tar -cf \"\$WORKDIR/out.tar\" $tree 2>>\"\$CMDLOG\"" \
-        "rm -f -- \"\$WORKDIR/out.tar\""
-    rm -f -- "$WORKDIR/out.tar"
-    t=${MED[file.$tree.tartape]} tr=${MED[file.$tree.tar]}
-    row "stream $tree -o FILE vs tar -cf FILE" "$(fmt_us "$t") ($(gbps "$b" "$t"))" \
-        "tar $(fmt_us "$tr") ($(gbps "$b" "$tr"))" "$(div "$tr" "$t")×" "≥ 1×" "$(check "$(div "$tr" "$t")" ">=" 1)"
-}
-
-MOUNT_OUT=$WORKDIR/mount.out
-# mount_cmd TREE MNT [ARGS...]: the command string that mounts TREE at MNT
-mount_cmd() {
-    local tree=$1 mnt=$2
-    shift 2
-    # shellcheck disable=SC2016 # expanded later, by eval
-    printf '"$TT" mount %s %q --catalog "$CAT/%s.db" %s >"$MOUNT_OUT" 2>&1' "$tree" "$mnt" "$tree" "$*"
-}
-
-# after_mount MNT [--no-read]: check archive.tar reads (or, with --no-read, that it is
-# there: reading would start the kernel's readahead), remember the server's pid in
-# SERVER_PID
-after_mount() {
-    local mnt=$1
-    note_server "$mnt"
-    if [[ ${2:-} == --no-read ]]; then
-        [[ -f $mnt/archive.tar ]] || die "$mnt/archive.tar is missing after mount"
-    else
-        head -c 1 -- "$mnt/archive.tar" >/dev/null || die "$mnt/archive.tar is not readable after mount"
-    fi
-}
-
-# note_server MNT: find the pid of the process serving MNT (the `pid: N` line of the
-# mount's output, else a read-only scan of /proc for a command line naming MNT)
-note_server() {
-    local mnt=$1 p
-    [[ -f $MOUNT_OUT ]] || return 0
-    cat -- "$MOUNT_OUT" >>"$CMDLOG"
-    SERVER_PID=$(grep -oE 'pid: *[0-9]+' -- "$MOUNT_OUT" | tail -n 1 | grep -oE '[0-9]+' || true)
-    if [[ -z $SERVER_PID || ! -d /proc/$SERVER_PID ]]; then
-        SERVER_PID=
-        for p in /proc/[0-9]*; do  # read-only scan: a process whose command line names $mnt
-            [[ ${p#/proc/} == "$$" ]] && continue
-            if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$mnt" &&
-                tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q tartape; then
-                SERVER_PID=${p#/proc/}
-            fi
-        done
-    fi
-    if [[ -n $SERVER_PID ]]; then SERVERS+=("$SERVER_PID $mnt"); fi
-    rm -f -- "$MOUNT_OUT"
-}
-
-prepare_mountpoint() {
-    local mnt=$1
-    unmount "$mnt" || die "cannot unmount stale $mnt"
-    mkdir -p -- "$mnt"
-    [[ -z $(ls -A -- "$mnt") ]] || die "mount point $mnt is not empty"
-    MOUNTS+=("$mnt")
+    local tree=$1 out=$WORKDIR/out.tar errlog
+    errlog="2>>$(shq "$CMDLOG")"
+    measure_pair "pipe.$tree.tartape" "pipe.$tree.tar" "${RUN_IN_BASH[@]}" \
+        "$(shq "$TT" stream "$tree" --catalog "$CAT/$tree.db") $errlog | cat >/dev/null" \
+        "$(shq tar -cf - "$tree") $errlog | cat >/dev/null"
+    measure "pipe.$tree.python" 1 "$RUNS" "${RUN_IN_BASH[@]}" \
+        "$(shq "$PY" "$HELPER" play "$tree" "$CAT/$tree.py.tartape") $errlog | cat >/dev/null"
+    measure_pair "file.$tree.tartape" "file.$tree.tar" "${RUN_DIRECT[@]}" \
+        --prepare "$(shq rm -f -- "$out")" \
+        "$(shq "$TT" stream "$tree" --catalog "$CAT/$tree.db" -o "$out")" \
+        "$(shq tar -cf "$out" "$tree")"
+    rm -f -- "$out"
 }
 
 bench_mount_read() {
-    local tree=$1 mnt b t c
-    mnt=$WORKDIR/mnt/$tree
-    b=${TAPE[$tree]}
+    local tree=$1 mnt=$WORKDIR/mnt/$1 mode
     prepare_mountpoint "$mnt"
-    run_one wall "$(mount_cmd "$tree" "$mnt")"
-    after_mount "$mnt"
-    # first run (cold page cache of the mount) is the warm-up; then warm medians
-    measure "mount.$tree.cat" wall 1 "$RUNS" "cat \"$mnt/archive.tar\" >/dev/null"
-    measure "mount.$tree.stream" wall 1 "$RUNS" \
-        "\"\$TT\" stream $tree --catalog \"\$CAT/$tree.db\" 2>>\"\$CMDLOG\" >/dev/null"
+    mount_tape "$tree" "$mnt" || die "mounting $tree at $mnt failed: $(cat -- "$MOUNT_OUT")"
+    note_server "$mnt"
+    head -c 1 -- "$mnt/archive.tar" >/dev/null || die "$mnt/archive.tar is not readable after mount"
+    # The warm-up is the first read after mounting; the timed runs then follow the
+    # protocol (medians after a warm-up), so the kernel serves them from archive.tar's
+    # page cache.
+    measure "mount.$tree.cat" 1 "$RUNS" "${RUN_DIRECT[@]}" "$(shq cat "$mnt/archive.tar")"
+    measure "mount.$tree.stream" 1 "$RUNS" "${RUN_DIRECT[@]}" \
+        "$(shq "$TT" stream "$tree" --catalog "$CAT/$tree.db")"
     unmount "$mnt" || die "cannot unmount $mnt"
-    c=${MED[mount.$tree.cat]} t=${MED[mount.$tree.stream]}
-    row "mount: cat archive.tar ($tree) vs stream" "$(fmt_us "$c") ($(gbps "$b" "$c"); first read after mount $(gbps "$b" "${FIRST[mount.$tree.cat]}"))" \
-        "stream $(fmt_us "$t") ($(gbps "$b" "$t"))" "$(div "$t" "$c")×" "≥ 0.5×" "$(check "$(div "$t" "$c")" ">=" 0.5)"
-    if [[ $tree == large ]]; then
-        row "mount: cat archive.tar ($tree), warm" "$(gbps "$b" "$c")" "—" "—" "≥ 1 GB/s" \
-            "$(check "$(awk -v b="$b" -v u="$c" 'BEGIN { print b / u / 1e3 }')" ">=" 1)"
-    fi
-    # The rows above follow the protocol (medians after a warm-up), so the kernel serves
-    # those reads from archive.tar's page cache. These go through the server every time:
-    # a fresh mount before each timed `cat` (the source's page cache stays warm), with the
-    # default page cache and with --direct-io.
-    local mode key
+    # These go through the server every time: a fresh mount before each timed `cat` (the
+    # source's page cache stays warm), with the default page cache and with --direct-io.
     for mode in "" --direct-io; do
-        key=mount.$tree.fresh$mode
-        measure "$key" wall 0 "$RUNS" "cat \"$mnt/archive.tar\" >/dev/null" \
-            "remount \"$tree\" \"$mnt\" $mode"
+        measure "mount.$tree.fresh$mode" 0 "$RUNS" "${RUN_IN_BASH[@]}" \
+            --prepare "remount $(shq "$tree" "$mnt") $mode" \
+            "$(shq cat "$mnt/archive.tar") >/dev/null"
         unmount "$mnt" || die "cannot unmount $mnt"
-        c=${MED[$key]}
-        row "mount${mode:+ $mode}: first cat after mounting ($tree) vs stream" \
-            "$(fmt_us "$c") ($(gbps "$b" "$c"))" "stream $(fmt_us "$t") ($(gbps "$b" "$t"))" \
-            "$(div "$t" "$c")×" "— (see note)" "—"
     done
 }
 
-# remount TREE MNT [ARGS...]: unmount MNT if mounted, mount TREE there afresh
-remount() {
-    local tree=$1 mnt=$2
-    shift 2
-    unmount "$mnt" || die "cannot unmount $mnt"
-    run_one wall "$(mount_cmd "$tree" "$mnt" "$@")"
-    after_mount "$mnt" --no-read
-}
+# vm_kb FIELD PID: FIELD (VmRSS, VmHWM) of process PID in kB, or nothing
+vm_kb() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/status" 2>/dev/null || true; }
 
 bench_mount_million() {
-    local tree=million mnt=$WORKDIR/mnt/million t rss0 rss1='' hwm='' rr med p99 mean max n
+    local mnt=$WORKDIR/mnt/million rss0 rss1='' hwm=''
     prepare_mountpoint "$mnt"
-    # The default check (full: every entry, as `verify` does), then --verify quick.
-    measure "mount.$tree.full" wall 1 "$RUNS" "$(mount_cmd "$tree" "$mnt")" \
-        "note_server \"$mnt\"; unmount \"$mnt\" || die \"cannot unmount $mnt\""
+    # Ready = `tartape mount` returned (it returns once archive.tar is readable): with the
+    # default check (full: every entry, as `verify` does), then with --verify quick.
+    measure mount.million.full 1 "$RUNS" "${RUN_IN_BASH[@]}" \
+        --prepare "note_and_unmount $(shq "$mnt")" "mount_tape million $(shq "$mnt")"
     note_server "$mnt"
     unmount "$mnt" || die "cannot unmount $mnt"
-    t=${MED[mount.$tree.full]}
-    row "mount $tree (default --verify full): ready" "$(fmt_us "$t")" "—" "—" "≤ 2.5 s" "$(check "$t" "<=" 2500000)"
-    measure "mount.$tree.time" wall 1 "$RUNS" "$(mount_cmd "$tree" "$mnt" --verify quick)" \
-        "note_server \"$mnt\"; unmount \"$mnt\" || die \"cannot unmount $mnt\""
-    after_mount "$mnt"
-    t=${MED[mount.$tree.time]}
-    row "mount $tree (--verify quick): ready" "$(fmt_us "$t")" "—" "—" "≤ 2 s" "$(check "$t" "<=" 2000000)"
+    measure mount.million.time 1 "$RUNS" "${RUN_IN_BASH[@]}" \
+        --prepare "note_and_unmount $(shq "$mnt")" "mount_tape million $(shq "$mnt") --verify quick"
+    note_server "$mnt"
+    head -c 1 -- "$mnt/archive.tar" >/dev/null || die "$mnt/archive.tar is not readable after mount"
 
-    rss0=$(awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || true)
+    rss0=$(vm_kb VmRSS "$SERVER_PID")
     log "random reads: $NREADS × 4 KiB over $mnt/archive.tar"
-    rr=$("$PY" "$HELPER" randread "$mnt/archive.tar" "$NREADS" 2>>"$CMDLOG") || die "random reads failed"
-    read -r med p99 mean max n <<<"$rr"
-    printf 'randread.%s\t%s\t(median p99 mean max n, µs)\n' "$tree" "$rr" >>"$RAW"
-    row "random 4 KiB reads, $tree mount ($n)" "median $(fmt_us "$med")" "p99 $(fmt_us "$p99"), mean $(fmt_us "$mean"), max $(fmt_us "$max")" \
-        "—" "median ≤ 1 ms" "$(check "$med" "<=" 1000)"
-
+    "$PY" "$HELPER" randread "$mnt/archive.tar" "$NREADS" >"$RESULTS/randread.million.txt" 2>>"$CMDLOG" ||
+        die "random reads failed"
+    log "  median p99 mean max (µs) count: $(<"$RESULTS/randread.million.txt")"
     if [[ -n $SERVER_PID ]]; then
-        hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || true)
-        rss1=$(awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || true)
+        hwm=$(vm_kb VmHWM "$SERVER_PID")
+        rss1=$(vm_kb VmRSS "$SERVER_PID")
     fi
-    if [[ -n $hwm ]]; then
-        printf 'rss.%s\tVmHWM %s kB, VmRSS before reads %s kB, after %s kB (pid %s)\n' \
-            "$tree" "$hwm" "$rss0" "$rss1" "$SERVER_PID" >>"$RAW"
-        row "mount $tree: server peak RSS (VmHWM)" "$(awk -v k="$hwm" 'BEGIN { printf "%.1f MiB", k / 1024 }')" \
-            "$(awk -v a="$rss0" -v b="$rss1" 'BEGIN { printf "VmRSS %.1f → %.1f MiB over the reads", a / 1024, b / 1024 }')" \
-            "—" "≤ 64 MiB" "$(check "$hwm" "<=" 65536)"
-    else
-        row "mount $tree: server peak RSS (VmHWM)" "not found (pid '$SERVER_PID')" "—" "—" "≤ 64 MiB" "**no**"
-    fi
+    printf 'pid=%s\nVmHWM=%s\nVmRSS_before=%s\nVmRSS_after=%s\n' \
+        "$SERVER_PID" "$hwm" "$rss0" "$rss1" >"$RESULTS/rss.million.txt"
+    log "  server $SERVER_PID: VmHWM ${hwm:-?} kB, VmRSS ${rss0:-?} → ${rss1:-?} kB"
     unmount "$mnt" || die "cannot unmount $mnt"
 }
 
 bench_resume() {
-    local tree=million off t
-    off=$((TAPE[$tree] * 9 / 10))
+    local off
+    off=$(($(tape_size million) * 9 / 10))
     # SIGPIPE/EPIPE when head exits is expected: accept 141 from tartape
-    measure "resume.$tree" wall 1 "$RUNS" \
-        "{ \"\$TT\" stream $tree --catalog \"\$CAT/$tree.db\" --offset $off 2>>\"\$CMDLOG\" || [ \$? -eq 141 ]; } | head -c 1 >/dev/null"
-    t=${MED[resume.$tree]}
-    row "stream $tree --offset 90% \\| head -c 1" "$(fmt_us "$t")" "—" "—" "≤ 50 ms" "$(check "$t" "<=" 50000)"
+    measure resume.million 1 "$RUNS" "${RUN_IN_BASH[@]}" \
+        "{ $(shq "$TT" stream million --catalog "$CAT/million.db" --offset "$off") 2>>$(shq "$CMDLOG") || [ \$? -eq 141 ]; } | head -c 1 >/dev/null"
 }
 
 # ---------------------------------------------------------------- main
 main() {
-    local start=$EPOCHREALTIME tree mount_ok=1 mount_why='' table
-    mkdir -p -- "$CAT" "$(dirname -- "$REPORT")"
+    local tree why=''
+    mkdir -p -- "$CAT" "$(dirname -- "$REPORT")" "$WORKDIR/logs"
+    safe_rm "$RESULTS"
+    mkdir -p -- "$HFDIR"
     : >"$CMDLOG"
-    printf 'key\tfirst_run_us\tsamples_us\tcommand\n' >"$RAW"
+    : >"$SERVERS"
+    meta started "$EPOCHREALTIME"
     ensure_tools
-    write_helper
-
-    if [[ -n ${BENCH_TARTAPE:-} ]]; then
-        TT=$(realpath -- "$BENCH_TARTAPE")
-    else
-        TT=${CARGO_TARGET_DIR:-$REPO/target}/release/tartape
-        [[ $TT == /* ]] || TT=$REPO/$TT
-        if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-            log "cargo build --release"
-            (cd "$REPO" && cargo build --release) >>"$CMDLOG" 2>&1 || die "cargo build --release failed"
-        fi
-    fi
+    pick_tartape
     [[ -x $TT ]] || die "no tartape binary at $TT"
     # The background mounts' logs stay under WORKDIR.
-    mkdir -p -- "$WORKDIR/logs"
     export XDG_RUNTIME_DIR=$WORKDIR/logs XDG_STATE_HOME=$WORKDIR/logs
-    export TT CAT CMDLOG WORKDIR PY HELPER MOUNT_OUT
+    # for the mount functions, when hyperfine's bash runs them
+    export TT CAT CMDLOG MOUNT_OUT SERVERS
+    export -f is_mounted unmount mount_tape note_server note_and_unmount remount
+
+    meta quick "$QUICK"
+    meta machine "$(nproc) cores, $(free -h | awk '/^Mem:/ { print $2 }') RAM, Linux $(uname -r)"
+    meta workdir "$WORKDIR"
+    meta trees "$SMALL_N $LARGE_N $LARGE_MIB $MILLION_N"
+    meta runs "$RUNS"
+    meta fast_runs "$FAST_RUNS"
+    meta skip_py_million "$SKIP_PY_MILLION"
 
     gen_tree small "$SMALL_N"
     gen_tree large "$LARGE_N" "$LARGE_MIB"
@@ -609,42 +510,19 @@ main() {
     for tree in small large; do bench_stream "$tree"; done
 
     if ! "$TT" mount --help >/dev/null 2>&1; then
-        mount_ok=0 mount_why="\`tartape mount --help\` fails"
+        why="\`tartape mount --help\` fails"
     elif [[ ! -e /dev/fuse ]]; then
-        mount_ok=0 mount_why="no /dev/fuse"
+        why="no /dev/fuse"
     fi
-    if ((mount_ok)); then
+    if [[ -z $why ]]; then
         for tree in small large; do bench_mount_read "$tree"; done
         bench_mount_million
     else
-        row "mount: not available ($mount_why)" "—" "—" "—" "—" "—"
+        meta mount_unavailable "$why"
     fi
     bench_resume
 
-    # shellcheck disable=SC2016 # backquotes below are Markdown
-    {
-        printf '# tartape benchmark%s\n\n' "$( ((QUICK)) && echo ' (--quick)')"
-        printf -- '- date: %s; tartape %s; machine: %s cores, %s RAM, Linux %s\n' "$(date -u +%FT%TZ)" \
-            "$(if [[ -n ${BENCH_TARTAPE:-} ]]; then echo "binary $TT"; else
-                git -C "$REPO" describe --always --dirty 2>/dev/null || echo '(no commit)'; fi)" \
-            "$(nproc)" "$(free -h | awk '/^Mem:/ { print $2 }')" "$(uname -r)"
-        printf -- '- trees (under %s): ' "$WORKDIR"
-        printf 'small %s files → tape %s B (%s entries); ' "$SMALL_N" "${TAPE[small]}" "${NENT[small]}"
-        printf 'large %s × %s MiB → tape %s B; ' "$LARGE_N" "$LARGE_MIB" "${TAPE[large]}"
-        printf 'million %s entries → tape %s B\n' "${NENT[million]}" "${TAPE[million]}"
-        printf -- '- each time is the median of %s runs after 1 warm-up (%s runs when the warm-up took under 100 ms; Python record of the million tree: 1 run, no warm-up); record vs find and stream vs tar run alternately; page cache warm; raw samples in %s\n' "$RUNS" "$FAST_RUNS" "$RAW"
-        printf -- '- ratios: record = Python/tartape and tartape/find; verify = verify/record (run alternately); stream = tar/tartape (≥ 1 means tartape is faster); mount = cat throughput / stream throughput\n'
-        printf -- '- stream never splices pages of source files into the pipe (SPEC §3): every byte is read, checked after the read, then written (into a regular file with -o, large contents are copied by copy_file_range and checked after the copy); mount million: ready = `tartape mount` returned and archive.tar is readable, with the default full check and with --verify quick\n'
-        printf -- '- Python tartape 3.0.3: `record` is timed as a whole process, like `tartape record` (`python bench_helper.py record`: start-up, import and the `tartape.record(DIR, catalog_path=…, exclude=[], overwrite=True)` call); play is the whole process `python bench_helper.py play` (`tartape.open(…).as_file()`, `read(1 MiB)` → stdout) `| cat >/dev/null`, like the other pipe rows\n'
-        printf -- '- mount read: `cat MNT/archive.tar >/dev/null` (median of the warm runs; the first read after mounting is the warm-up, shown too) vs `tartape stream DIR >/dev/null`; "first cat after mounting": median of runs each on a fresh mount (archive.tar not in the page cache, the source is), default and `--direct-io`; no target of its own: the filling of fresh page-cache pages bounds it on a virtual machine; random reads: `os.pread` of aligned 4 KiB pages at distinct random offsets, POSIX_FADV_RANDOM, after 200 warm-up reads\n\n'
-        printf '| measure | tartape | comparison | ratio | target | ok? |\n|---|---|---|---|---|---|\n'
-        local r
-        for r in "${ROWS[@]}"; do printf '| %s |\n' "${r//$'\t'/ | }"; done
-        printf '\ntotal bench time: %s\n' "$(fmt_us $((${EPOCHREALTIME/./} - ${start/./})))"
-    } >"$REPORT.tmp"
-    mv -f -- "$REPORT.tmp" "$REPORT"
-    table=$(<"$REPORT")
-    printf '%s\n' "$table"
+    report_py report "$WORKDIR" "$REPORT" || die "bench_report.py failed"
     log "report written to $REPORT"
 }
 
