@@ -288,11 +288,11 @@ impl CatalogWriter {
     /// Opens the file at `path`, which [`write_template`] filled, to write rows into.
     pub fn create(path: &Path) -> Result<CatalogWriter> {
         let wrap = |e: rusqlite::Error| Error::io(path, std::io::Error::other(e.to_string()));
+        // (No SQLITE_OPEN_NOFOLLOW: it lstats every component of the path, and the
+        // recorder checks after writing that SQLite wrote the very file it created.)
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(wrap)?;
         // The file is private until renamed into place and fsync'd by the caller, so a
