@@ -302,7 +302,7 @@ impl CatalogWriter {
             "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = OFF; \
              PRAGMA synchronous = OFF; BEGIN;",
         )
-            .map_err(wrap)?;
+        .map_err(wrap)?;
         Ok(CatalogWriter {
             conn,
             path: path.to_path_buf(),

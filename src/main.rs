@@ -642,8 +642,14 @@ mod tests {
         assert_eq!(Exit::of_error(&corrupt, true), Exit::Unchecked);
         assert_eq!(Exit::of_error(&changed, true), Exit::Failure);
         assert_eq!(Exit::of_error(&not_intact, true), Exit::Failure);
-        assert_eq!(Exit::of_error(&Error::Usage("x".into()), true), Exit::Unchecked);
-        assert_eq!(Exit::of_error(&Error::Usage("x".into()), false), Exit::Failure);
+        assert_eq!(
+            Exit::of_error(&Error::Usage("x".into()), true),
+            Exit::Unchecked
+        );
+        assert_eq!(
+            Exit::of_error(&Error::Usage("x".into()), false),
+            Exit::Failure
+        );
         assert_eq!(ExitCode::from(Exit::Unchecked), ExitCode::from(2));
     }
 
