@@ -783,8 +783,8 @@ fn stream_to_append_only_and_device_outputs() {
     assert_eq!(to_null.matches(r#""md5":""#).count(), 5, "{to_null}");
 }
 
-/// Large content goes through splice (pipes) and copy_file_range (files) instead of the
-/// output buffer; every kind of output and every cut through it gives the same bytes.
+/// Large content is copied by copy_file_range into files and read ahead into chunks for
+/// pipes; every kind of output and every cut through it gives the same bytes.
 #[test]
 fn large_content_is_the_same_through_every_output() {
     let env = TestEnv::with_tree();

@@ -85,6 +85,15 @@ pub fn can_run(test: &str, needs: Needs<'_>) -> bool {
     false
 }
 
+/// Says loudly that `test` checked nothing here, and why (a property of this machine,
+/// not a missing tool: it never fails).
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(
+        io::stderr(),
+        "\n!!!!!!!! SKIP {test}: {why} — this test did NOT run !!!!!!!!\n"
+    );
+}
+
 /// Runs `command` to completion with null stdin, killing it and failing the test after
 /// [`TIMEOUT`].
 pub fn run(command: &mut Command) -> Output {
