@@ -523,6 +523,11 @@ impl Catalog {
         &self.path
     }
 
+    /// The catalog file as opened (the inode every connection reads).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     pub fn meta(&self) -> &TapeMeta {
         &self.meta
     }
@@ -797,6 +802,22 @@ impl Catalog {
         })
     }
 
+    /// The first ordinal whose arc path is not less than `key` (the entry count when every
+    /// arc path is less): a binary search in tape order. Entries under a directory `d` are
+    /// the ordinals from `lower_bound("d/")` to `lower_bound("d0")` (`0` follows `/`).
+    pub fn lower_bound(&self, key: &[u8]) -> Result<Ordinal> {
+        let (mut lo, mut hi) = (0u64, self.offsets.len() as u64);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.entry(Ordinal(mid))?.arc_path.as_slice() < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(Ordinal(lo))
+    }
+
     /// Finds an entry by arc path. Tape order is memcmp order of arc paths, so this is a
     /// binary search over ordinals; no index is needed.
     pub fn find(&self, arc_path: &[u8]) -> Result<Option<Entry>> {
@@ -954,7 +975,12 @@ fn read_meta(conn: &Connection, path: &Path) -> Result<(TapeMeta, u64)> {
         catalog_id,
     };
     let layout_crc = num("layout_crc")?;
-    if meta.arc_root.is_empty() || meta.arc_root.contains(&b'/') || meta.arc_root.contains(&0) {
+    if meta.arc_root.is_empty()
+        || meta.arc_root == b"."
+        || meta.arc_root == b".."
+        || meta.arc_root.contains(&b'/')
+        || meta.arc_root.contains(&0)
+    {
         return Err(corrupt("malformed arc_root".into()));
     }
     // Keys this version does not write would be ignored; refuse them instead.
@@ -1662,6 +1688,7 @@ mod tests {
             ("arc_root", "2f", "malformed arc_root"),
             ("arc_root", "", "malformed arc_root"),
             ("arc_root", "7200", "malformed arc_root"),
+            ("arc_root", "2e2e", "malformed arc_root"),
             ("arc_root", "7", "malformed arc_root"),
             ("source_root", "z", "malformed source_root"),
             ("surprise", "1", "unknown metadata `surprise`"),

@@ -67,6 +67,11 @@ pub enum Error {
     NotIntact { root: PathBuf, count: usize },
     /// An error of the mount front end.
     Mount(String),
+    /// A volume (or archive) read back by `restore` is not this tape's: foreign, damaged,
+    /// truncated.
+    Volume { path: PathBuf, problem: String },
+    /// Volumes that `restore` needs are not in PLACE (all of them, named).
+    MissingVolumes { place: PathBuf, names: Vec<String> },
 }
 
 impl Error {
@@ -181,6 +186,18 @@ impl fmt::Display for Error {
                 if *count == 1 { "y" } else { "ies" }
             ),
             Error::Mount(msg) => f.write_str(msg),
+            Error::Volume { path, problem } => write!(f, "{}: {problem}", path.display()),
+            Error::MissingVolumes { place, names } => {
+                let n = names.len();
+                write!(
+                    f,
+                    "{}: {n} needed volume{} missing, nothing restored: ",
+                    place.display(),
+                    if n == 1 { " is" } else { "s are" }
+                )?;
+                // Every one of them: the user has to find them all before retrying.
+                f.write_str(&names.join(", "))
+            }
         }
     }
 }

@@ -20,8 +20,10 @@ pub mod layout;
 pub mod mount;
 pub mod player;
 pub mod record;
+pub mod restore;
 pub mod source;
 pub mod tape;
+pub mod volume;
 pub mod walk;
 
 pub use digest::HashAlgo;

@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mount_cmd::MountArgs;
 
 use tartape::tape::EntryLayout;
+use tartape::volume::{NameTemplate, Volumes};
 use tartape::{Error, Event, HashAlgo, Kind, Located, Result, Tape, TapeRecorder, VerifyLevel};
 
 #[derive(Parser)]
@@ -42,6 +43,64 @@ struct CatalogArg {
     /// Catalog file to use instead of DIR/.tartape/index.db.
     #[arg(long, value_name = "PATH")]
     catalog: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The tape's catalog (e.g. the `<name>_<fp8>.tartape` copy a volume mount holds).
+    catalog: PathBuf,
+    /// A folder holding the volume files, or one whole archive.tar.
+    #[arg(long, value_name = "PLACE")]
+    from: PathBuf,
+    /// Archive paths to extract (a directory means its subtree); none means everything.
+    paths: Vec<OsString>,
+    /// Extract into DEST (created if missing).
+    #[arg(
+        short = 'C',
+        long = "directory",
+        value_name = "DEST",
+        default_value = "."
+    )]
+    dest: PathBuf,
+    /// Replace files and symlinks that already exist (kept otherwise).
+    #[arg(long)]
+    force: bool,
+    /// The volume size, when the files in PLACE cannot tell it (see `tartape volumes`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_volume_size)]
+    volume_size: Option<u64>,
+    /// The volume name template the volumes were written with.
+    #[arg(long, value_name = "TEMPLATE", default_value = tartape::volume::DEFAULT_TEMPLATE)]
+    volume_name: String,
+    /// No progress bar and no summary.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// How the tape is cut into volumes (SPEC §8).
+#[derive(Args, Clone)]
+struct VolumeArgs {
+    /// Cut the tape into volumes of SIZE bytes: a multiple of 512, with an optional binary
+    /// suffix (K = 1024, M, G, T). The last volume holds the rest.
+    #[arg(long, value_name = "SIZE", value_parser = parse_volume_size)]
+    volume_size: Option<u64>,
+    /// Volume names: `{name}` (the root name), `{fingerprint}`, `{fingerprint:.N}` (its
+    /// first N digits), `{index}` (k-1), `{part}` (k), `{pindex}` (k zero-padded to at
+    /// least 3 digits), `{total}`.
+    #[arg(long, value_name = "TEMPLATE", default_value = tartape::volume::DEFAULT_TEMPLATE, requires = "volume_size")]
+    volume_name: String,
+}
+
+impl VolumeArgs {
+    fn template(&self) -> Result<NameTemplate> {
+        NameTemplate::parse(&self.volume_name)
+    }
+}
+
+fn parse_volume_size(text: &str) -> std::result::Result<u64, String> {
+    tartape::volume::parse_volume_size(text).map_err(|e| match e {
+        Error::Usage(m) => m,
+        e => e.to_string(),
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,6 +158,12 @@ enum Command {
         /// to FILE, or to standard error with `-`.
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
+        #[command(flatten)]
+        volumes: VolumeArgs,
+        /// Write volume K (1 = the first) instead of the whole tape; --offset and --length
+        /// then count inside the volume.
+        #[arg(long, value_name = "K", requires = "volume_size")]
+        volume: Option<u64>,
     },
     /// Check that the source still matches the recording; lists every discrepancy.
     Verify {
@@ -138,7 +203,39 @@ enum Command {
         offset: Option<u64>,
         #[command(flatten)]
         catalog: CatalogArg,
+        /// Also say which volumes, and where inside them, hold the header and content.
+        #[command(flatten)]
+        volumes: VolumeArgs,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
+    /// List the volumes the tape is cut into: part, name, byte window, first and last entry.
+    #[command(after_help = "Example:\n  tartape volumes photos --volume-size 2G\n  \
+tartape stream photos --volume-size 2G --volume 3 -o photos.tar.003")]
+    Volumes {
+        dir: PathBuf,
+        #[command(flatten)]
+        catalog: CatalogArg,
+        #[command(flatten)]
+        volumes: VolumeArgs,
+        /// One JSON object per line (keys part, name, start, end, size, first_entry,
+        /// last_entry).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extract entries from a tape's volumes (or one archive.tar), reading only the
+    /// volumes that hold them.
+    #[command(
+        after_help = "PLACE is a folder holding the volume files (found by their names) \
+or one whole archive.tar. Every needed volume that is missing is named before anything is \
+written; every header read back must equal the catalog's; content is checked against the \
+recorded digests when the tape has them (record --hash).\n\nExamples:\n  \
+tartape restore uploads/photos_1a2b3c4d.tartape --from uploads photos/2024/a.jpg -C /tmp/out\n  \
+tartape restore photos.db --from archive.tar -C restored\n\nExit status: 0 restored, 1 failed \
+(nothing is left half-written), 2 usage error."
+    )]
+    Restore(RestoreArgs),
     /// Mount the tape read-only (FUSE): one file, archive.tar, served from the source.
     Mount(MountArgs),
     /// Unmount a tartape mount, also one whose serving process died.
@@ -255,14 +352,33 @@ fn run(command: Command) -> Result<Exit> {
             offset,
             length,
             events,
-        } => stream(
-            &dir,
-            catalog.catalog.as_deref(),
-            output,
-            offset,
-            length,
-            events,
-        )?,
+            volumes,
+            volume,
+        } => {
+            let tape = Tape::open_with(&dir, catalog.catalog.as_deref())?;
+            let (offset, length) = match (volume, volumes.volume_size) {
+                (Some(k), Some(size)) => {
+                    let (start, end) = Volumes::new(size, tape.total_size())?.window_of(k)?;
+                    if offset > end - start {
+                        return Err(Error::Usage(format!(
+                            "--offset {offset} is past the end of volume {k} ({} bytes)",
+                            end - start
+                        )));
+                    }
+                    let left = end - start - offset;
+                    (start + offset, Some(length.map_or(left, |l| l.min(left))))
+                }
+                (None, Some(_)) => {
+                    return Err(Error::Usage(
+                        "--volume-size needs --volume K to say which volume to write \
+                         (`tartape volumes` lists them)"
+                            .into(),
+                    ));
+                }
+                _ => (offset, length),
+            };
+            stream(&tape, output, offset, length, events)?
+        }
         Command::Verify { dir, catalog, deep } => {
             return verify(&dir, catalog.catalog.as_deref(), deep);
         }
@@ -273,7 +389,23 @@ fn run(command: Command) -> Result<Exit> {
             path,
             offset,
             catalog,
-        } => locate(&dir, catalog.catalog.as_deref(), path, offset)?,
+            volumes,
+            json,
+        } => locate(
+            &dir,
+            catalog.catalog.as_deref(),
+            path,
+            offset,
+            &volumes,
+            json,
+        )?,
+        Command::Volumes {
+            dir,
+            catalog,
+            volumes,
+            json,
+        } => list_volumes(&dir, catalog.catalog.as_deref(), &volumes, json)?,
+        Command::Restore(args) => restore(args)?,
         Command::Mount(args) => mount_cmd::run_mount(args)?,
         Command::Umount { mountpoint } => mount_cmd::run_umount(&mountpoint)?,
     }
@@ -334,14 +466,12 @@ fn spinner(what: &'static str) -> Option<ProgressBar> {
 }
 
 fn stream(
-    dir: &Path,
-    catalog: Option<&Path>,
+    tape: &Tape,
     output: Option<PathBuf>,
     offset: u64,
     length: Option<u64>,
     events: Option<PathBuf>,
 ) -> Result<()> {
-    let tape = Tape::open_with(dir, catalog)?;
     let total = tape.total_size();
     if offset > total {
         return Err(Error::Usage(format!(
@@ -568,7 +698,77 @@ fn ls(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
     out.flush().map_err(write_err)
 }
 
-fn print_layout(l: &EntryLayout) {
+/// A tape cut into volumes, with the names its volume files have.
+struct VolumeNames<'t> {
+    volumes: Volumes,
+    template: NameTemplate,
+    tape: &'t Tape,
+}
+
+impl<'t> VolumeNames<'t> {
+    fn new(tape: &'t Tape, args: &VolumeArgs) -> Result<Option<VolumeNames<'t>>> {
+        let Some(size) = args.volume_size else {
+            return Ok(None);
+        };
+        Ok(Some(VolumeNames {
+            volumes: Volumes::new(size, tape.total_size())?,
+            template: args.template()?,
+            tape,
+        }))
+    }
+
+    fn name(&self, part: u64) -> Result<String> {
+        let meta = self.tape.meta();
+        let name = self
+            .template
+            .render(&meta.arc_root, &meta.fingerprint, &self.volumes, part)?;
+        Ok(String::from_utf8_lossy(&name).into_owned())
+    }
+
+    /// The slices of tape range `[start, end)`, as JSON objects.
+    fn slices_json(&self, start: u64, end: u64, source: bool) -> Result<Vec<serde_json::Value>> {
+        self.volumes
+            .slices(start, end)
+            .into_iter()
+            .map(|s| {
+                let mut v = serde_json::json!({
+                    "part": s.part,
+                    "name": self.name(s.part)?,
+                    "volume_offset": s.volume_offset,
+                    "length": s.length,
+                });
+                if source {
+                    v["source_offset"] = s.range_offset.into();
+                }
+                Ok(v)
+            })
+            .collect()
+    }
+
+    fn print_slices(&self, what: &str, start: u64, end: u64, source: bool) -> Result<()> {
+        for s in self.volumes.slices(start, end) {
+            let within = s.volume_offset;
+            let file = if source {
+                format!(
+                    " = file bytes [{}, {})",
+                    s.range_offset,
+                    s.range_offset + s.length
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{what} part {} {}: bytes [{within}, {}){file}",
+                s.part,
+                self.name(s.part)?,
+                within + s.length
+            );
+        }
+        Ok(())
+    }
+}
+
+fn print_layout(l: &EntryLayout, volumes: Option<&VolumeNames<'_>>) -> Result<()> {
     let e = &l.entry;
     println!(
         "entry: {} ({}, {} bytes, ordinal {})",
@@ -580,6 +780,38 @@ fn print_layout(l: &EntryLayout) {
     println!("header:  [{}, {})", l.header.0, l.header.1);
     println!("content: [{}, {})", l.content.0, l.content.1);
     println!("padding: [{}, {})", l.padding.0, l.padding.1);
+    if let Some(v) = volumes {
+        println!(
+            "volumes: {} of {} bytes",
+            v.volumes.count(),
+            v.volumes.size()
+        );
+        v.print_slices("header: ", l.header.0, l.header.1, false)?;
+        v.print_slices("content:", l.content.0, l.content.1, true)?;
+    }
+    Ok(())
+}
+
+fn layout_json(l: &EntryLayout, volumes: Option<&VolumeNames<'_>>) -> Result<serde_json::Value> {
+    let e = &l.entry;
+    let mut v = serde_json::json!({
+        "path": e.display_path(),
+        "kind": e.kind.to_string(),
+        "size": e.size,
+        "ordinal": e.ordinal.0,
+        "start_offset": l.header.0,
+        "end_offset": l.padding.1,
+        "header": [l.header.0, l.header.1],
+        "content": [l.content.0, l.content.1],
+        "padding": [l.padding.0, l.padding.1],
+    });
+    if let Some(vn) = volumes {
+        v["volume_size"] = vn.volumes.size().into();
+        v["volume_count"] = vn.volumes.count().into();
+        v["header_slices"] = vn.slices_json(l.header.0, l.header.1, false)?.into();
+        v["slices"] = vn.slices_json(l.content.0, l.content.1, true)?.into();
+    }
+    Ok(v)
 }
 
 fn locate(
@@ -587,10 +819,43 @@ fn locate(
     catalog: Option<&Path>,
     path: Option<OsString>,
     offset: Option<u64>,
+    volume_args: &VolumeArgs,
+    json: bool,
 ) -> Result<()> {
     let tape = Tape::open_with(dir, catalog)?;
+    let volumes = VolumeNames::new(&tape, volume_args)?;
+    let volumes = volumes.as_ref();
     if let Some(offset) = offset {
-        match tape.locate(offset)? {
+        let located = tape.locate(offset)?;
+        let in_volume = volumes.map(|v| {
+            let part = v.volumes.part_of(offset);
+            (part, offset - (part - 1) * v.volumes.size())
+        });
+        if json {
+            let mut out = match &located {
+                Located::Footer { offset_in_footer } => serde_json::json!({
+                    "offset": offset, "part": "footer", "offset_in_part": offset_in_footer,
+                }),
+                Located::Entry {
+                    layout,
+                    part,
+                    offset_in_part,
+                } => serde_json::json!({
+                    "offset": offset,
+                    "part": part.name(),
+                    "offset_in_part": offset_in_part,
+                    "entry": layout_json(layout, volumes)?,
+                }),
+            };
+            if let (Some(v), Some((part, at))) = (volumes, in_volume) {
+                out["volume"] = serde_json::json!({
+                    "part": part, "name": v.name(part)?, "volume_offset": at,
+                });
+            }
+            println!("{out}");
+            return Ok(());
+        }
+        match &located {
             Located::Footer { offset_in_footer } => {
                 println!("offset {offset}: footer, byte {offset_in_footer} of 1024");
             }
@@ -604,20 +869,116 @@ fn locate(
                     part.name(),
                     layout.entry.display_path()
                 );
-                print_layout(&layout);
+                print_layout(layout, volumes)?;
             }
+        }
+        if let (Some(v), Some((part, at))) = (volumes, in_volume) {
+            println!(
+                "offset {offset}: volume part {part} {}, byte {at}",
+                v.name(part)?
+            );
         }
         return Ok(());
     }
     let path = path.unwrap_or_default();
     match tape.locate_path(path.as_bytes())? {
-        Some(layout) => print_layout(&layout),
+        Some(layout) if json => println!("{}", layout_json(&layout, volumes)?),
+        Some(layout) => print_layout(&layout, volumes)?,
         None => {
             return Err(Error::Usage(format!(
                 "{}: no such entry in the tape (paths start with the root name, see `tartape ls`)",
                 path.to_string_lossy()
             )));
         }
+    }
+    Ok(())
+}
+
+/// `tartape volumes`: every volume with its window and the first and last entry it touches.
+fn list_volumes(dir: &Path, catalog: Option<&Path>, args: &VolumeArgs, json: bool) -> Result<()> {
+    let tape = Tape::open_with(dir, catalog)?;
+    let Some(v) = VolumeNames::new(&tape, args)? else {
+        return Err(Error::Usage(
+            "tartape volumes needs --volume-size SIZE (e.g. 2G)".into(),
+        ));
+    };
+    let offsets = tape.catalog().offsets();
+    let entry_name = |offset: u64| -> Result<Option<String>> {
+        match offsets.entry_at(offset) {
+            Some(ordinal) => Ok(Some(tape.catalog().entry(ordinal)?.display_path())),
+            None => Ok(None),
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let write_err = |e: io::Error| Error::io("<stdout>", e);
+    for part in 1..=v.volumes.count() {
+        let (start, end) = v.volumes.window_of(part)?;
+        let name = v.name(part)?;
+        let first = entry_name(start)?;
+        let last = entry_name(end - 1)?;
+        if json {
+            let line = serde_json::json!({
+                "part": part, "name": name, "start": start, "end": end, "size": end - start,
+                "first_entry": first, "last_entry": last,
+            });
+            writeln!(out, "{line}")
+        } else {
+            let shown = |e: Option<String>| e.unwrap_or_else(|| "(footer)".into());
+            writeln!(
+                out,
+                "{part:>w$} {name} {start:>14} {end:>14} {:>12} {} .. {}",
+                end - start,
+                shown(first),
+                shown(last),
+                w = v.volumes.pindex_width()
+            )
+        }
+        .map_err(write_err)?;
+    }
+    out.flush().map_err(write_err)
+}
+
+/// `tartape restore`.
+fn restore(args: RestoreArgs) -> Result<()> {
+    let template = NameTemplate::parse(&args.volume_name)?;
+    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let bar = (!args.quiet && io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(0);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let request = tartape::restore::Restore {
+        catalog: &args.catalog,
+        from: &args.from,
+        paths: &paths,
+        dest: &args.dest,
+        force: args.force,
+        volume_size: args.volume_size,
+        template,
+    };
+    let summary = request.run(|p| {
+        if let Some(b) = &bar {
+            match p {
+                tartape::restore::Progress::Total(n) => b.set_length(n),
+                tartape::restore::Progress::Entry(path) => b.set_message(path.to_string()),
+                tartape::restore::Progress::Bytes(n) => b.inc(n),
+            }
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let summary = summary?;
+    if !args.quiet {
+        println!("{summary}");
+    }
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
     }
     Ok(())
 }

@@ -65,6 +65,15 @@ pub struct MountArgs {
           value_parser = clap::builder::TypedValueParser::map(
               clap::value_parser!(u16).range(1..), usize::from))]
     pub threads: usize,
+    /// Hold the tape's volumes of SIZE bytes (a multiple of 512; K, M, G, T suffixes)
+    /// instead of one archive.tar, plus the read-only catalog copy `<name>_<fp8>.tartape`
+    /// that `tartape restore` needs: uploading the mount's content uploads everything.
+    #[arg(long, value_name = "SIZE", value_parser = parse_volume_size)]
+    pub volume_size: Option<u64>,
+    /// Volume names (see `tartape volumes --help`).
+    #[arg(long, value_name = "TEMPLATE", default_value = tartape::volume::DEFAULT_TEMPLATE,
+          requires = "volume_size")]
+    pub volume_name: String,
     /// Bypass the page cache: every read goes to the tape (faster for one large
     /// sequential copy, slower for small reads, re-reads are not cached).
     #[arg(long)]
@@ -77,6 +86,10 @@ pub struct MountArgs {
     /// starting went (`mounting`, then `ok` or `error: …`).
     #[arg(long, hide = true, value_name = "FD")]
     pub ready_fd: Option<i32>,
+}
+
+fn parse_volume_size(text: &str) -> Result<u64, String> {
+    tartape::volume::parse_volume_size(text).map_err(|e| e.to_string())
 }
 
 /// `tartape mount SOURCE MOUNTPOINT`.
@@ -92,6 +105,7 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
         )));
     }
     mount::validate_name(&args.name)?;
+    tartape::volume::NameTemplate::parse(&args.volume_name)?;
     mount::check_fuse_available(args.allow_other)?;
 
     if !args.serve_child && !Tape::catalog_exists(&args.source, args.catalog.as_deref()) {
@@ -118,7 +132,7 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
         }
     };
     let started = check_and_mount(&args, &mountpoint, ready.as_mut());
-    let (session, total_size) = match started {
+    let (session, total_size, first) = match started {
         Ok(started) => started,
         Err(err) => {
             if let Some(ready) = ready.as_mut() {
@@ -127,12 +141,17 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
             return Err(err);
         }
     };
-    let file = mountpoint.join(&args.name);
+    let file = mountpoint.join(&first);
     match ready.take() {
         Some(mut ready) => {
-            let _ = writeln!(ready, "ok {total_size}");
+            let _ = writeln!(ready, "ok {total_size} {first}");
             log::info!("serving {} from {}", file.display(), args.source.display());
         }
+        None if args.volume_size.is_some() => println!(
+            "mounted {} at {} ({total_size} bytes in volumes from {first}); Ctrl-C unmounts",
+            args.source.display(),
+            mountpoint.display(),
+        ),
         None => println!(
             "mounted {} at {} ({total_size} bytes); Ctrl-C unmounts",
             args.source.display(),
@@ -154,24 +173,37 @@ fn is_pipe(fd: i32) -> bool {
 }
 
 /// Opens the tape, checks it against its source and mounts it: all in the process that
-/// serves, so that what is served is what was checked.
+/// serves, so that what is served is what was checked. Returns the session, the tape's
+/// size and the name of the first file in the mount.
 fn check_and_mount(
     args: &MountArgs,
     mountpoint: &Path,
     ready: Option<&mut File>,
-) -> Result<(mount::MountSession, u64), Error> {
+) -> Result<(mount::MountSession, u64, String), Error> {
     let tape = Tape::open_with(&args.source, args.catalog.as_deref())?;
     let total_size = tape.total_size();
+    let options = mount_options(args)?;
+    let first = match &options.layout {
+        mount::Layout::Single => args.name.clone(),
+        mount::Layout::Volumes { size, template } => {
+            let volumes = tartape::volume::Volumes::new(*size, total_size)?;
+            let meta = tape.meta();
+            String::from_utf8_lossy(&template.render(
+                &meta.arc_root,
+                &meta.fingerprint,
+                &volumes,
+                1,
+            )?)
+            .into_owned()
+        }
+    };
     // Whatever --verify says, the root entry is checked before any byte is served.
     tape.check_root()?;
     verify(&tape, args)?;
     if let Some(ready) = ready {
         let _ = writeln!(ready, "mounting");
     }
-    Ok((
-        mount::mount(tape, mountpoint, &mount_options(args))?,
-        total_size,
-    ))
+    Ok((mount::mount(tape, mountpoint, &options)?, total_size, first))
 }
 
 /// `tartape umount MOUNTPOINT`.
@@ -198,9 +230,17 @@ fn verify(tape: &Tape, args: &MountArgs) -> Result<(), Error> {
     })
 }
 
-fn mount_options(args: &MountArgs) -> MountOptions {
-    MountOptions {
+fn mount_options(args: &MountArgs) -> Result<MountOptions, Error> {
+    let layout = match args.volume_size {
+        None => mount::Layout::Single,
+        Some(size) => mount::Layout::Volumes {
+            size,
+            template: tartape::volume::NameTemplate::parse(&args.volume_name)?,
+        },
+    };
+    Ok(MountOptions {
         name: args.name.clone(),
+        layout,
         allow_other: args.allow_other,
         threads: args.threads.max(1),
         cache: if args.direct_io {
@@ -209,7 +249,7 @@ fn mount_options(args: &MountArgs) -> MountOptions {
             CacheMode::KeepCache
         },
         ..MountOptions::default()
-    }
+    })
 }
 
 /// Re-executes this program as a detached process that checks, mounts and serves the
@@ -265,9 +305,9 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
         }
     };
 
-    let file = mountpoint.join(&args.name);
-    let total_size = match wait_until_ready(File::from(ready_read), &mut child, mountpoint, &file) {
-        Ok(size) => size,
+    let (total_size, first) = match wait_until_ready(File::from(ready_read), &mut child, mountpoint)
+    {
+        Ok(ready) => ready,
         Err(Failure::Said(message)) => {
             // Its one line says it all: the log would only repeat it.
             let _ = fs::remove_file(&log_path);
@@ -284,11 +324,19 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
             )));
         }
     };
-    println!(
-        "mounted {} at {} ({total_size} bytes)",
-        args.source.display(),
-        file.display()
-    );
+    if args.volume_size.is_some() {
+        println!(
+            "mounted {} at {} ({total_size} bytes in volumes from {first})",
+            args.source.display(),
+            mountpoint.display()
+        );
+    } else {
+        println!(
+            "mounted {} at {} ({total_size} bytes)",
+            args.source.display(),
+            mountpoint.join(&first).display()
+        );
+    }
     println!("serving process: pid {}", child.id());
     println!("log: {}", log_path.display());
     println!("unmount with: tartape umount {}", args.mountpoint.display());
@@ -328,6 +376,12 @@ fn child_args(
     if args.direct_io {
         out.push("--direct-io".into());
     }
+    if let Some(size) = args.volume_size {
+        out.push("--volume-size".into());
+        out.push(size.to_string().into());
+        out.push("--volume-name".into());
+        out.push(args.volume_name.clone().into());
+    }
     out.push("--foreground".into());
     out.push("--serve-child".into());
     out.push("--ready-fd".into());
@@ -345,14 +399,13 @@ enum Failure {
 
 /// Waits for the serving process's word on the pipe: however long checking the tape
 /// takes, then at most [`READY_TIMEOUT`] for the mount itself and for one byte of
-/// `file` to be readable. On success, the tape's size. A process that fails is stopped
-/// and its mount, if any, removed.
+/// the first file of the mount to be readable. On success, the tape's size and that
+/// file's name. A process that fails is stopped and its mount, if any, removed.
 fn wait_until_ready(
     ready: File,
     child: &mut Child,
     mountpoint: &Path,
-    file: &Path,
-) -> Result<u64, Failure> {
+) -> Result<(u64, String), Failure> {
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
         for line in io::BufRead::lines(io::BufReader::new(ready)) {
@@ -374,8 +427,9 @@ fn wait_until_ready(
             Ok(line) if line == "mounting" => deadline = Some(Instant::now() + READY_TIMEOUT),
             Ok(line) if line.starts_with("ok ") => {
                 break line[3..]
-                    .parse::<u64>()
-                    .map_err(|_| Failure::Other(format!("the serving process said {line:?}")));
+                    .split_once(' ')
+                    .and_then(|(size, first)| Some((size.parse::<u64>().ok()?, first.to_string())))
+                    .ok_or_else(|| Failure::Other(format!("the serving process said {line:?}")));
             }
             Ok(line) => {
                 let message = line.strip_prefix("error: ").unwrap_or(&line).to_string();
@@ -397,14 +451,17 @@ fn wait_until_ready(
             }
         }
     };
-    let outcome = outcome.and_then(|size| match read_one_byte(file, READY_TIMEOUT) {
-        Some(Ok(())) => Ok(size),
-        Some(Err(err)) => Err(Failure::Other(format!("{}: {err}", file.display()))),
-        None => Err(Failure::Other(format!(
-            "{} was not readable within {} s",
-            file.display(),
-            READY_TIMEOUT.as_secs()
-        ))),
+    let outcome = outcome.and_then(|(size, first)| {
+        let file = mountpoint.join(&first);
+        match read_one_byte(&file, READY_TIMEOUT) {
+            Some(Ok(())) => Ok((size, first)),
+            Some(Err(err)) => Err(Failure::Other(format!("{}: {err}", file.display()))),
+            None => Err(Failure::Other(format!(
+                "{} was not readable within {} s",
+                file.display(),
+                READY_TIMEOUT.as_secs()
+            ))),
+        }
     });
     if outcome.is_err() {
         stop_child(child, mountpoint);

@@ -175,9 +175,14 @@ impl TapeRecorder {
                     ))
                 })?,
         };
-        if arc_root.is_empty() || arc_root.contains(&b'/') || arc_root.contains(&0) {
+        if arc_root.is_empty()
+            || arc_root == b"."
+            || arc_root == b".."
+            || arc_root.contains(&b'/')
+            || arc_root.contains(&0)
+        {
             return Err(Error::Usage(format!(
-                "--arc-root {:?}: must be a single non-empty path component",
+                "--arc-root {:?}: must be a single non-empty path component, not `.` or `..`",
                 String::from_utf8_lossy(&arc_root)
             )));
         }

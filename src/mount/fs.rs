@@ -1,14 +1,19 @@
 //! The filesystem: a thin translator from FUSE requests to [`Tape`] calls. A root
-//! directory (inode 1) holds a single regular file (inode 2, `archive.tar` by default)
-//! whose bytes are `tape.read_at(offset, …)`.
+//! directory (inode 1) holds regular files (inodes 2, 3, …): either the single tape file
+//! (`archive.tar` by default) whose bytes are `tape.read_at(offset, …)`, or, with volumes
+//! (SPEC §8), one file per volume — a window of the tape — plus a read-only copy of the
+//! catalog, so that copying the mount's content copies everything a restore needs.
 //!
 //! The mount is read-only (`MS_RDONLY`): the kernel refuses writes, creates, renames,
 //! links, attribute and xattr changes with EROFS before they reach this filesystem, so no
 //! handler is written out to refuse them one by one.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,13 +28,64 @@ use log::error;
 
 use super::system::mount_entry;
 use super::{CacheMode, DEFAULT_READAHEAD_KB, validate_name};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tape::Tape;
+use crate::volume::{NameTemplate, Volumes, catalog_copy_name};
 
 /// Inode of the root directory (fixed by FUSE).
 const ROOT_INO: INodeNo = INodeNo::ROOT;
-/// Inode of the tape file. An inode is not a tape ordinal: there is exactly one file.
-const FILE_INO: INodeNo = INodeNo(2);
+/// Inode of the first file; file i (0-based, in listing order) is inode `FIRST_INO + i`.
+/// An inode is not a tape ordinal.
+const FIRST_INO: u64 = 2;
+/// Inode of the tape file when the mount holds only it.
+#[cfg(test)]
+const FILE_INO: INodeNo = INodeNo(FIRST_INO);
+
+/// More volume files than this is a volume size chosen by mistake.
+const MAX_VOLUMES: u64 = 1_000_000;
+
+/// What the mount holds.
+#[derive(Clone, Debug, Default)]
+pub enum Layout {
+    /// One file, the whole tape, with this name.
+    #[default]
+    Single,
+    /// The tape's volumes (named by the template) and a copy of the catalog.
+    Volumes { size: u64, template: NameTemplate },
+}
+
+/// Where the bytes of a mounted file come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Content {
+    /// Tape bytes from this offset on.
+    Tape { start: u64 },
+    /// The catalog file the tape was opened from.
+    Catalog,
+}
+
+/// One file of the mount.
+struct MountFile {
+    name: OsString,
+    content: Content,
+    size: u64,
+}
+
+/// The catalog file as it was when mounted: a read of the copy that finds it otherwise
+/// (written in place, which tartape never does) fails with EIO.
+struct CatalogSnapshot {
+    file: std::fs::File,
+    stamp: (u64, i64, i64, i64, i64),
+}
+
+fn stamp(meta: &std::fs::Metadata) -> (u64, i64, i64, i64, i64) {
+    (
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+}
 
 /// Attributes never change while the tape is intact, so the kernel may keep them.
 const ATTR_TTL: Duration = Duration::from_secs(3600);
@@ -45,8 +101,11 @@ const FILE_BLKSIZE: u32 = 1 << 20;
 /// the logic can be tested without a kernel.
 pub struct TapeFs {
     tape: Tape,
-    name: OsString,
+    files: Vec<MountFile>,
+    by_name: HashMap<OsString, usize>,
+    catalog: Option<CatalogSnapshot>,
     root_attr: FileAttr,
+    /// Attributes shared by every file (all but inode and size).
     file_attr: FileAttr,
     open_flags: FopenFlags,
     /// Set once mounted; see [`Disarm`].
@@ -77,7 +136,75 @@ impl Disarm {
 impl TapeFs {
     /// A filesystem serving `tape` as the file `name`, owned by the current user.
     pub fn new(tape: Tape, name: &str, cache: CacheMode) -> Result<TapeFs> {
+        TapeFs::with_layout(tape, name, &Layout::Single, cache)
+    }
+
+    /// A filesystem serving `tape` as `layout` says: the file `name`, or volume files
+    /// and the catalog copy.
+    pub fn with_layout(
+        tape: Tape,
+        name: &str,
+        layout: &Layout,
+        cache: CacheMode,
+    ) -> Result<TapeFs> {
         validate_name(name)?;
+        let total_size = tape.total_size();
+        let mut files = Vec::new();
+        let mut catalog = None;
+        match layout {
+            Layout::Single => files.push(MountFile {
+                name: OsString::from(name),
+                content: Content::Tape { start: 0 },
+                size: total_size,
+            }),
+            Layout::Volumes { size, template } => {
+                let volumes = Volumes::new(*size, total_size)?;
+                if volumes.count() > MAX_VOLUMES {
+                    return Err(Error::Usage(format!(
+                        "--volume-size {size} cuts this tape of {total_size} bytes into {} \
+                         volumes; at most {MAX_VOLUMES} can be mounted (use a larger size)",
+                        volumes.count()
+                    )));
+                }
+                let meta = tape.meta();
+                for part in 1..=volumes.count() {
+                    let (start, end) = volumes.window(part).expect("a part of the tape");
+                    let name =
+                        template.render(&meta.arc_root, &meta.fingerprint, &volumes, part)?;
+                    files.push(MountFile {
+                        name: OsString::from_vec(name),
+                        content: Content::Tape { start },
+                        size: end - start,
+                    });
+                }
+                let file = tape
+                    .catalog()
+                    .file()
+                    .try_clone()
+                    .map_err(|e| Error::io(tape.catalog().path(), e))?;
+                let opened = file
+                    .metadata()
+                    .map_err(|e| Error::io(tape.catalog().path(), e))?;
+                files.push(MountFile {
+                    name: OsString::from_vec(catalog_copy_name(&meta.arc_root, &meta.fingerprint)),
+                    content: Content::Catalog,
+                    size: opened.len(),
+                });
+                catalog = Some(CatalogSnapshot {
+                    file,
+                    stamp: stamp(&opened),
+                });
+            }
+        }
+        let mut by_name = HashMap::with_capacity(files.len());
+        for (i, f) in files.iter().enumerate() {
+            if by_name.insert(f.name.clone(), i).is_some() {
+                return Err(Error::Usage(format!(
+                    "--volume-name gives two files the name {:?}",
+                    f.name
+                )));
+            }
+        }
         let (uid, gid) = (
             rustix::process::getuid().as_raw(),
             rustix::process::getgid().as_raw(),
@@ -100,11 +227,10 @@ impl TapeFs {
             blksize: 4096,
             flags: 0,
         };
-        let total_size = tape.total_size();
         let file_attr = FileAttr {
-            ino: FILE_INO,
-            size: total_size,
-            blocks: total_size.div_ceil(512),
+            ino: INodeNo(FIRST_INO),
+            size: 0,
+            blocks: 0,
             kind: FileType::RegularFile,
             perm: 0o444,
             nlink: 1,
@@ -117,7 +243,9 @@ impl TapeFs {
         } | FopenFlags::FOPEN_NOFLUSH;
         Ok(TapeFs {
             tape,
-            name: OsString::from(name),
+            files,
+            by_name,
+            catalog,
             root_attr,
             file_attr,
             open_flags,
@@ -125,21 +253,42 @@ impl TapeFs {
         })
     }
 
-    /// Attributes of an inode.
-    fn attr(&self, ino: INodeNo) -> Result<&FileAttr, Errno> {
-        match ino {
-            ROOT_INO => Ok(&self.root_attr),
-            FILE_INO => Ok(&self.file_attr),
-            _ => Err(Errno::ENOENT),
+    /// The file with inode `ino`.
+    fn file(&self, ino: INodeNo) -> Option<&MountFile> {
+        let i = ino.0.checked_sub(FIRST_INO)?;
+        self.files.get(usize::try_from(i).ok()?)
+    }
+
+    /// Attributes of the file with index `i`.
+    fn attr_of(&self, i: usize) -> FileAttr {
+        let size = self.files[i].size;
+        FileAttr {
+            ino: INodeNo(FIRST_INO + i as u64),
+            size,
+            blocks: size.div_ceil(512),
+            ..self.file_attr
         }
     }
 
+    /// Attributes of an inode.
+    fn attr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+        if ino == ROOT_INO {
+            return Ok(self.root_attr);
+        }
+        self.file(ino)
+            .map(|_| self.attr_of((ino.0 - FIRST_INO) as usize))
+            .ok_or(Errno::ENOENT)
+    }
+
     /// The entry `name` of directory `parent`.
-    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<&FileAttr, Errno> {
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
         match parent {
-            ROOT_INO if name == self.name => Ok(&self.file_attr),
-            ROOT_INO => Err(Errno::ENOENT),
-            FILE_INO => Err(Errno::ENOTDIR),
+            ROOT_INO => self
+                .by_name
+                .get(name)
+                .map(|&i| self.attr_of(i))
+                .ok_or(Errno::ENOENT),
+            ino if self.file(ino).is_some() => Err(Errno::ENOTDIR),
             _ => Err(Errno::ENOENT),
         }
     }
@@ -147,9 +296,9 @@ impl TapeFs {
     /// Open flags for the tape file, refusing anything but reading.
     fn open_file(&self, ino: INodeNo, flags: OpenFlags) -> Result<FopenFlags, Errno> {
         match ino {
-            FILE_INO => {}
             ROOT_INO => return Err(Errno::EISDIR),
-            _ => return Err(Errno::ENOENT),
+            ino if self.file(ino).is_none() => return Err(Errno::ENOENT),
+            _ => {}
         }
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return Err(Errno::EROFS);
@@ -157,44 +306,93 @@ impl TapeFs {
         Ok(self.open_flags)
     }
 
-    /// The listing of a directory: (inode, kind, name), in readdir order.
-    fn listing(&self, ino: INodeNo) -> Result<[(INodeNo, FileType, &OsStr); 3], Errno> {
+    /// The listing of a directory from position `from` on: (inode, kind, name), in
+    /// readdir order (`.`, `..`, then the files).
+    fn listing(
+        &self,
+        ino: INodeNo,
+        from: usize,
+    ) -> Result<impl Iterator<Item = (INodeNo, FileType, &OsStr)>, Errno> {
         match ino {
-            ROOT_INO => Ok([
-                (ROOT_INO, FileType::Directory, OsStr::new(".")),
-                (ROOT_INO, FileType::Directory, OsStr::new("..")),
-                (FILE_INO, FileType::RegularFile, self.name.as_os_str()),
-            ]),
-            FILE_INO => Err(Errno::ENOTDIR),
-            _ => Err(Errno::ENOENT),
+            ROOT_INO => {}
+            ino if self.file(ino).is_some() => return Err(Errno::ENOTDIR),
+            _ => return Err(Errno::ENOENT),
         }
+        let dots = [
+            (ROOT_INO, FileType::Directory, OsStr::new(".")),
+            (ROOT_INO, FileType::Directory, OsStr::new("..")),
+        ];
+        let files = self.files.iter().enumerate().map(|(i, f)| {
+            (
+                INodeNo(FIRST_INO + i as u64),
+                FileType::RegularFile,
+                f.name.as_os_str(),
+            )
+        });
+        Ok(dots.into_iter().chain(files).skip(from))
     }
 
     /// Fills `buf` with the tape bytes from `offset`; the length read is short only at the
     /// end of the tape. A tape error (integrity, I/O) is logged with its cause and becomes
     /// EIO: the kernel must never see a short or zero-filled read for a broken range.
     fn read_range(&self, ino: INodeNo, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
-        match ino {
-            FILE_INO => {}
+        let file = match ino {
             ROOT_INO => return Err(Errno::EISDIR),
-            _ => return Err(Errno::ENOENT),
-        }
-        match self.tape.read_at(offset, buf) {
-            Ok(len) => Ok(len),
+            ino => self.file(ino).ok_or(Errno::ENOENT)?,
+        };
+        // Never past the end of this file (a volume is a window of the tape).
+        let len = file.size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let buf = &mut buf[..len];
+        let read = match file.content {
+            Content::Tape { start } => self.tape.read_at(start + offset, buf),
+            Content::Catalog => self.read_catalog(offset, buf),
+        };
+        match read {
+            Ok(read) => Ok(read),
             Err(err) => {
                 error!(
                     "read of {} bytes at offset {offset} of {}: {err}",
                     buf.len(),
-                    self.name.to_string_lossy()
+                    file.name.to_string_lossy()
                 );
                 Err(Errno::EIO)
             }
         }
     }
 
-    /// Length of a read request once clamped to the end of the tape.
-    fn clamp_len(&self, offset: u64, size: u32) -> usize {
-        let remaining = self.file_attr.size.saturating_sub(offset);
+    /// Bytes of the catalog copy: the catalog file as mounted, checked unchanged after the
+    /// read.
+    fn read_catalog(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let snapshot = self
+            .catalog
+            .as_ref()
+            .expect("a volume mount has its catalog");
+        let path = self.tape.catalog().path();
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = snapshot
+                .file
+                .read_at(&mut buf[filled..], offset + filled as u64)
+                .map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        let now = snapshot.file.metadata().map_err(|e| Error::io(path, e))?;
+        if stamp(&now) != snapshot.stamp || filled != buf.len() {
+            return Err(Error::CatalogUnreadable {
+                path: path.to_path_buf(),
+                problem: "the catalog file was changed in place since it was mounted".into(),
+            });
+        }
+        Ok(filled)
+    }
+
+    /// Length of a read request once clamped to the end of the file.
+    fn clamp_len(&self, ino: INodeNo, offset: u64, size: u32) -> usize {
+        let file_size = self.file(ino).map_or(0, |f| f.size);
+        let remaining = file_size.saturating_sub(offset);
         // Bounded by `size`, a u32, so the cast cannot truncate.
         remaining.min(u64::from(size)) as usize
     }
@@ -205,7 +403,7 @@ impl TapeFs {
         if mask.contains(AccessFlags::W_OK) {
             return Err(Errno::EROFS);
         }
-        if mask.contains(AccessFlags::X_OK) && ino == FILE_INO {
+        if mask.contains(AccessFlags::X_OK) && ino != ROOT_INO {
             return Err(Errno::EACCES);
         }
         Ok(())
@@ -251,14 +449,14 @@ impl Filesystem for TapeFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.child(parent, name) {
-            Ok(attr) => reply.entry(&ATTR_TTL, attr, Generation(0)),
+            Ok(attr) => reply.entry(&ATTR_TTL, &attr, Generation(0)),
             Err(errno) => reply.error(errno),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr(ino) {
-            Ok(attr) => reply.attr(&ATTR_TTL, attr),
+            Ok(attr) => reply.attr(&ATTR_TTL, &attr),
             Err(errno) => reply.error(errno),
         }
     }
@@ -281,7 +479,7 @@ impl Filesystem for TapeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let len = self.clamp_len(offset, size);
+        let len = self.clamp_len(ino, offset, size);
         with_read_buf(len, |buf| match self.read_range(ino, offset, buf) {
             Ok(read) => reply.data(&buf[..read]),
             Err(errno) => reply.error(errno),
@@ -312,7 +510,7 @@ impl Filesystem for TapeFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.listing(ino) {
+        match self.listing(ino, 0) {
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR),
             Err(errno) => reply.error(errno),
         }
@@ -326,16 +524,14 @@ impl Filesystem for TapeFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.listing(ino) {
+        let from = usize::try_from(offset).unwrap_or(usize::MAX);
+        let entries = match self.listing(ino, from) {
             Ok(entries) => entries,
             Err(errno) => return reply.error(errno),
         };
         // The offset of an entry is the position of the one after it.
-        for (index, (entry_ino, kind, name)) in entries.into_iter().enumerate() {
-            let next_offset = index as u64 + 1;
-            if next_offset <= offset {
-                continue;
-            }
+        for (index, (entry_ino, kind, name)) in entries.enumerate() {
+            let next_offset = (from + index) as u64 + 1;
             if reply.add(entry_ino, next_offset, kind, name) {
                 break;
             }
@@ -356,8 +552,10 @@ impl Filesystem for TapeFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let block_size: u32 = 4096;
-        let blocks = self.file_attr.size.div_ceil(u64::from(block_size));
-        reply.statfs(blocks, 0, 0, 2, 0, block_size, 255, block_size);
+        let bytes: u64 = self.files.iter().map(|f| f.size).sum();
+        let blocks = bytes.div_ceil(u64::from(block_size));
+        let inodes = self.files.len() as u64 + 1;
+        reply.statfs(blocks, 0, 0, inodes, 0, block_size, 255, block_size);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
@@ -405,16 +603,15 @@ impl Filesystem for TapeFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        // Only SEEK_DATA/SEEK_HOLE reach the filesystem; the tape has no holes.
-        let size = self.file_attr.size;
-        let result = match (ino, whence) {
-            (FILE_INO, _) if offset < 0 => Err(Errno::ENXIO),
-            (FILE_INO, libc::SEEK_DATA) if (offset as u64) < size => Ok(offset),
-            (FILE_INO, libc::SEEK_HOLE) if (offset as u64) < size => Ok(size as i64),
-            (FILE_INO, libc::SEEK_DATA | libc::SEEK_HOLE) => Err(Errno::ENXIO),
-            (FILE_INO, _) => Err(Errno::EINVAL),
-            (ROOT_INO, _) => Err(Errno::EISDIR),
-            _ => Err(Errno::ENOENT),
+        // Only SEEK_DATA/SEEK_HOLE reach the filesystem; the files have no holes.
+        let result = match (ino, self.file(ino).map(|f| f.size), whence) {
+            (ROOT_INO, _, _) => Err(Errno::EISDIR),
+            (_, None, _) => Err(Errno::ENOENT),
+            (_, Some(_), _) if offset < 0 => Err(Errno::ENXIO),
+            (_, Some(size), libc::SEEK_DATA) if (offset as u64) < size => Ok(offset),
+            (_, Some(size), libc::SEEK_HOLE) if (offset as u64) < size => Ok(size as i64),
+            (_, Some(_), libc::SEEK_DATA | libc::SEEK_HOLE) => Err(Errno::ENXIO),
+            (_, Some(_), _) => Err(Errno::EINVAL),
         };
         match result {
             Ok(position) => reply.offset(position),
@@ -483,9 +680,10 @@ mod tests {
             fs.child(FILE_INO, OsStr::new("x")).unwrap_err(),
             Errno::ENOTDIR
         );
-        let names: Vec<&OsStr> = fs.listing(ROOT_INO).unwrap().iter().map(|e| e.2).collect();
+        let names: Vec<&OsStr> = fs.listing(ROOT_INO, 0).unwrap().map(|e| e.2).collect();
         assert_eq!(names, [".", "..", "photos.tar"]);
-        assert_eq!(fs.listing(FILE_INO).unwrap_err(), Errno::ENOTDIR);
+        assert_eq!(fs.listing(ROOT_INO, 2).unwrap().count(), 1);
+        assert!(matches!(fs.listing(FILE_INO, 0), Err(Errno::ENOTDIR)));
     }
 
     #[test]
@@ -525,13 +723,13 @@ mod tests {
         assert_eq!(fs.tape.read_at(0, &mut whole).unwrap(), whole.len());
 
         for (offset, size) in [(0, 512), (500, 30), (total - 1500, 1 << 20), (total, 4096)] {
-            let len = fs.clamp_len(offset, size);
+            let len = fs.clamp_len(FILE_INO, offset, size);
             assert_eq!(len as u64, u64::from(size).min(total - offset));
             let mut buf = vec![0u8; len];
             let read = fs.read_range(FILE_INO, offset, &mut buf).unwrap();
             assert_eq!(&buf[..read], &whole[offset as usize..offset as usize + len]);
         }
-        assert_eq!(fs.clamp_len(total + 10, 4096), 0);
+        assert_eq!(fs.clamp_len(FILE_INO, total + 10, 4096), 0);
         assert_eq!(
             fs.read_range(ROOT_INO, 0, &mut [0u8; 8]).unwrap_err(),
             Errno::EISDIR
@@ -554,6 +752,56 @@ mod tests {
         );
         // The root's header does not touch the changed file.
         assert_eq!(fs.read_range(FILE_INO, 0, &mut buf[..512]).unwrap(), 512);
+    }
+
+    #[test]
+    fn a_volume_layout_holds_the_windows_and_the_catalog_copy() {
+        let (dir, _fs) = tape_fs(DEFAULT_NAME, CacheMode::KeepCache);
+        let tape = Tape::discover(dir.path().join("src")).unwrap();
+        let total = tape.total_size();
+        let mut whole = vec![0u8; total as usize];
+        tape.read_at(0, &mut whole).unwrap();
+        let catalog = fs::read(tape.catalog().path()).unwrap();
+        let fp8 = tape.fingerprint()[..8].to_string();
+        let layout = Layout::Volumes {
+            size: 32 * 1024,
+            template: NameTemplate::default(),
+        };
+        let fs = TapeFs::with_layout(tape, DEFAULT_NAME, &layout, CacheMode::KeepCache).unwrap();
+        let names: Vec<String> = fs
+            .listing(ROOT_INO, 2)
+            .unwrap()
+            .map(|e| e.2.to_string_lossy().into_owned())
+            .collect();
+        let n = total.div_ceil(32 * 1024) as usize;
+        assert_eq!(names.len(), n + 1);
+        assert_eq!(names[0], format!("src_{fp8}.tar.001"));
+        assert_eq!(names[n], format!("src_{fp8}.tartape"));
+        let mut joined = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let attr = fs.child(ROOT_INO, OsStr::new(name)).unwrap();
+            assert_eq!(attr.ino, INodeNo(FIRST_INO + i as u64));
+            assert_eq!(attr.perm, 0o444);
+            let mut buf = vec![0u8; attr.size as usize + 100];
+            let read = fs.read_range(attr.ino, 0, &mut buf).unwrap();
+            assert_eq!(read as u64, attr.size, "{name}");
+            if i < n {
+                joined.extend_from_slice(&buf[..read]);
+            } else {
+                assert_eq!(&buf[..read], catalog.as_slice());
+            }
+        }
+        assert_eq!(joined, whole);
+        // A read past a volume's end stops at it, not at the tape's end.
+        let second = INodeNo(FIRST_INO + 1);
+        let mut buf = vec![0u8; 4096];
+        let read = fs.read_range(second, 32 * 1024 - 100, &mut buf).unwrap();
+        assert_eq!(read, 100);
+        assert_eq!(fs.clamp_len(second, 32 * 1024 - 100, 4096), 100);
+        assert_eq!(
+            fs.attr(INodeNo(FIRST_INO + n as u64 + 1)).unwrap_err(),
+            Errno::ENOENT
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod fs;
 pub mod session;
 pub mod system;
 
-pub use fs::TapeFs;
+pub use fs::{Layout, TapeFs};
 pub use session::{MountSession, mount, mount_foreground};
 pub use system::{check_fuse_available, check_mountpoint, is_mount_point, unmount};
 
@@ -67,6 +67,8 @@ pub enum CacheMode {
 pub struct MountOptions {
     /// Name of the single file in the mount.
     pub name: String,
+    /// The tape file alone, or its volumes and the catalog copy.
+    pub layout: Layout,
     /// Let every user access the mount (`allow_other`; non-root mounters need
     /// `user_allow_other` in `/etc/fuse.conf`).
     pub allow_other: bool,
@@ -83,6 +85,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             name: DEFAULT_NAME.to_string(),
+            layout: Layout::Single,
             allow_other: false,
             threads: DEFAULT_THREADS,
             cache: CacheMode::default(),

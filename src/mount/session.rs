@@ -84,7 +84,7 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
     // First of all: from here on a signal unmounts instead of killing the process.
     let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)
         .map_err(|err| Error::Mount(format!("cannot handle signals: {err}")))?;
-    let fs = TapeFs::new(tape, &options.name, options.cache)?;
+    let fs = TapeFs::with_layout(tape, &options.name, &options.layout, options.cache)?;
     let disarm_slot = Arc::clone(&fs.disarm);
     let mut config = Config::default();
     config.mount_options = vec![

@@ -1,0 +1,908 @@
+//! `tartape restore` (SPEC §8): extract entries of a tape from its volume files (or one
+//! whole archive), reading only the volumes that hold them.
+//!
+//! The order of work is what makes it safe:
+//! 1. the catalog is opened and every selected row is fetched (and so self-checked) before
+//!    anything is written;
+//! 2. the volumes needed are worked out from the offsets alone; every missing one is named
+//!    at once, and one of the wrong size is refused by name;
+//! 3. in each needed volume the first header of a selected entry is read back and compared
+//!    with the header regenerated from the catalog, so a foreign volume is refused before
+//!    anything is written;
+//! 4. entries are then extracted in tape order from one sequential pass over the needed
+//!    ranges: every header compared again, content checked against the recorded digest
+//!    when the tape has one, each file written under a temporary name and renamed;
+//!    directories get their modes and mtimes last.
+//!
+//! Everything is written relative to a descriptor of DEST and opened without following
+//! symlinks (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so nothing lands outside it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+
+use crate::catalog::Catalog;
+use crate::digest::ContentHasher;
+use crate::entry::{Entry, Kind, Ordinal};
+use crate::error::{Error, Result};
+use crate::header::{BLOCK, Header};
+use crate::source::open_beneath;
+use crate::volume::{NameTemplate, Volumes};
+
+/// Bytes read from a volume at a time in the extraction pass.
+const READ_CHUNK: usize = 1 << 20;
+
+/// What to restore, from where, to where.
+pub struct Restore<'a> {
+    /// The tape's catalog.
+    pub catalog: &'a Path,
+    /// A folder holding volume files, or one whole archive.
+    pub from: &'a Path,
+    /// Archive paths to extract (a directory means its subtree); empty = everything.
+    pub paths: &'a [Vec<u8>],
+    /// Where to extract (created when missing).
+    pub dest: &'a Path,
+    /// Replace existing files and symlinks.
+    pub force: bool,
+    /// The volume size, when the files in `from` cannot tell it.
+    pub volume_size: Option<u64>,
+    /// How the volume files are named.
+    pub template: NameTemplate,
+}
+
+/// Progress reports of [`Restore::run`].
+pub enum Progress<'a> {
+    /// Content bytes to be written in all.
+    Total(u64),
+    /// Extracting this entry.
+    Entry(&'a str),
+    /// This many more content bytes written.
+    Bytes(u64),
+}
+
+/// What a restore did.
+#[derive(Debug, Default)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Content bytes written.
+    pub bytes: u64,
+    /// Files and symlinks that already existed and were kept (no `--force`).
+    pub kept: Vec<String>,
+    /// Volume files opened (1 for a whole archive).
+    pub volumes_opened: usize,
+    /// Volumes of the tape (`None` when restoring from a whole archive).
+    pub volumes_total: Option<u64>,
+    pub dest: PathBuf,
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Display for RestoreSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        write!(
+            f,
+            "restored {}, {}, {} ({} content bytes) into {}",
+            plural(self.files, "file", "files"),
+            plural(self.dirs, "directory", "directories"),
+            plural(self.symlinks, "symlink", "symlinks"),
+            self.bytes,
+            self.dest.display()
+        )?;
+        match self.volumes_total {
+            Some(total) => write!(
+                f,
+                ", reading {} of {total} volume{}",
+                self.volumes_opened,
+                if total == 1 { "" } else { "s" }
+            ),
+            None => f.write_str(", reading the whole archive"),
+        }
+    }
+}
+
+impl Restore<'_> {
+    /// Restores; `progress` hears about every entry and every chunk written.
+    pub fn run(&self, mut progress: impl FnMut(Progress<'_>)) -> Result<RestoreSummary> {
+        let catalog = Catalog::open(self.catalog)?;
+        let selection = self.select(&catalog)?;
+
+        // 1. Every selected row, fetched and checked, before anything else.
+        let mut content_bytes = 0u64;
+        for &(first, end) in &selection {
+            catalog.for_each_from(first, |e| {
+                if e.ordinal >= end {
+                    return Ok(false);
+                }
+                content_bytes += e.size;
+                Ok(true)
+            })?;
+        }
+        let offsets = catalog.offsets();
+        let ranges: Vec<(u64, u64)> = selection
+            .iter()
+            .map(|&(first, end)| (offsets.start(first), offsets.end(Ordinal(end.0 - 1))))
+            .collect();
+
+        // 2. The volumes (or the archive), all present and of the right size.
+        let mut source = Source::open(self, &catalog, &ranges)?;
+
+        // 3. The first selected header in every needed volume.
+        for (part, (start, end)) in source.windows(&ranges) {
+            let Some(ordinal) = first_entry_from(&catalog, start, end, &selection) else {
+                continue;
+            };
+            let entry = catalog.entry(ordinal)?;
+            let mut got = [0u8; BLOCK as usize];
+            source.read_exact_at(entry.start_offset, &mut got)?;
+            let expected = header_of(&catalog, &entry)?;
+            if got != *expected.as_bytes() {
+                return Err(source.foreign(entry.start_offset, &entry, part));
+            }
+        }
+
+        // 4. Extraction.
+        progress(Progress::Total(content_bytes));
+        std::fs::create_dir_all(self.dest).map_err(|e| Error::io(self.dest, e))?;
+        let dest_fd = rustix::fs::open(
+            self.dest,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(self.dest, e.into()))?;
+        let mut out = Extractor {
+            dest: self.dest,
+            dest_fd: dest_fd.as_fd(),
+            force: self.force,
+            parent: None,
+            dirs: Vec::new(),
+            summary: RestoreSummary {
+                dest: self.dest.to_path_buf(),
+                ..RestoreSummary::default()
+            },
+            tmp_counter: 0,
+        };
+        let hash = catalog.meta().hash;
+        let mut reader = SeqReader::default();
+        for (&(first, end), &(_, range_end)) in selection.iter().zip(&ranges) {
+            catalog.for_each_from(first, |e| {
+                if e.ordinal >= end {
+                    return Ok(false);
+                }
+                let shown = e.display_path();
+                progress(Progress::Entry(&shown));
+                let expected = header_of(&catalog, &e)?;
+                let got = reader.bytes(&mut source, e.start_offset, BLOCK as usize, range_end)?;
+                if got != expected.as_bytes() {
+                    let part = source.part_of(e.start_offset);
+                    return Err(source.foreign(e.start_offset, &e, part));
+                }
+                out.entry(&e, |file| {
+                    let mut hasher = hash.map(ContentHasher::new);
+                    let mut pos = e.start_offset + BLOCK;
+                    let content_end = pos + e.size;
+                    while pos < content_end {
+                        let want = (content_end - pos).min(READ_CHUNK as u64) as usize;
+                        let chunk = reader.bytes(&mut source, pos, want, range_end)?;
+                        if let Some(h) = hasher.as_mut() {
+                            h.update(chunk);
+                        }
+                        file.write_all(chunk)
+                            .map_err(|err| Error::io(out_path(self.dest, &e), err))?;
+                        pos += chunk.len() as u64;
+                        progress(Progress::Bytes(chunk.len() as u64));
+                    }
+                    if let (Some(h), Some(recorded)) = (hasher, &e.digest) {
+                        let got = h.finish();
+                        if got != *recorded {
+                            let first = e.start_offset + BLOCK;
+                            let (path, at) = source.position(first);
+                            return Err(Error::Volume {
+                                path,
+                                problem: format!(
+                                    "the content of {} (from byte {at}) is not the recorded \
+                                     one ({} {got}, recorded {recorded}): a damaged volume",
+                                    e.display_path(),
+                                    hash.map_or("", |a| a.name()),
+                                ),
+                            });
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(true)
+            })?;
+        }
+        out.finish()?;
+        let mut summary = out.summary;
+        summary.volumes_opened = source.opened;
+        summary.volumes_total = source.volume_count();
+        if !summary.kept.is_empty() {
+            let n = summary.kept.len();
+            let mut w = format!(
+                "kept {n} existing file{} (--force replaces them): ",
+                if n == 1 { "" } else { "s" }
+            );
+            w.push_str(
+                &summary
+                    .kept
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            if n > 10 {
+                w.push_str(&format!(", … and {} more", n - 10));
+            }
+            summary.warnings.push(w);
+        }
+        Ok(summary)
+    }
+
+    /// The selected entries as sorted, disjoint ordinal ranges `[first, end)`.
+    fn select(&self, catalog: &Catalog) -> Result<Vec<(Ordinal, Ordinal)>> {
+        let count = catalog.offsets().len() as u64;
+        if self.paths.is_empty() {
+            return Ok(vec![(Ordinal(0), Ordinal(count))]);
+        }
+        let mut ranges = Vec::new();
+        let mut unknown = Vec::new();
+        for path in self.paths {
+            let path = path.strip_suffix(b"/").unwrap_or(path);
+            let Some(entry) = catalog.find(path)? else {
+                unknown.push(String::from_utf8_lossy(path).into_owned());
+                continue;
+            };
+            ranges.push((entry.ordinal.0, entry.ordinal.0 + 1));
+            if entry.kind == Kind::Dir {
+                let below = |last: u8| {
+                    let mut key = path.to_vec();
+                    key.push(last);
+                    catalog.lower_bound(&key)
+                };
+                let (first, end) = (below(b'/')?, below(b'/' + 1)?);
+                if first < end {
+                    ranges.push((first.0, end.0));
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} not in the tape: {} (archive paths start with the root name {:?}; \
+                 `tartape ls` lists them)",
+                if unknown.len() == 1 {
+                    "this path is"
+                } else {
+                    "these paths are"
+                },
+                unknown.join(", "),
+                String::from_utf8_lossy(&catalog.meta().arc_root)
+            )));
+        }
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in ranges {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(a, b)| (Ordinal(a), Ordinal(b)))
+            .collect())
+    }
+}
+
+/// The header the catalog says entry `e` has.
+fn header_of(catalog: &Catalog, e: &Entry) -> Result<Header> {
+    Header::for_entry(e)
+        .map_err(|p| Error::corrupt(catalog.path(), format!("{}: {p}", e.display_path())))
+}
+
+/// The first selected entry whose header starts in tape bytes `[start, end)`.
+fn first_entry_from(
+    catalog: &Catalog,
+    start: u64,
+    end: u64,
+    selection: &[(Ordinal, Ordinal)],
+) -> Option<Ordinal> {
+    let offsets = catalog.offsets();
+    let mut o = offsets.entry_at(start)?;
+    if offsets.start(o) < start {
+        o = Ordinal(o.0 + 1);
+    }
+    for &(first, last) in selection {
+        let candidate = o.max(first);
+        if candidate < last {
+            return (candidate.0 < offsets.len() as u64 && offsets.start(candidate) < end)
+                .then_some(candidate);
+        }
+    }
+    None
+}
+
+/// Where tape bytes come from: one whole archive, or volume files in a folder.
+struct Source {
+    place: PathBuf,
+    kind: SourceKind,
+    /// Volume files opened so far.
+    opened: usize,
+}
+
+enum SourceKind {
+    Archive(File),
+    Volumes {
+        dir: OwnedFd,
+        volumes: Volumes,
+        names: Namer,
+        open: HashMap<u64, File>,
+    },
+}
+
+/// Renders the volume names of one tape.
+struct Namer {
+    template: NameTemplate,
+    name: Vec<u8>,
+    fingerprint: String,
+}
+
+impl Namer {
+    fn name(&self, volumes: &Volumes, part: u64) -> Result<Vec<u8>> {
+        self.template
+            .render(&self.name, &self.fingerprint, volumes, part)
+    }
+}
+
+fn lossy(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+impl Source {
+    fn open(request: &Restore<'_>, catalog: &Catalog, ranges: &[(u64, u64)]) -> Result<Source> {
+        let place = request.from;
+        let meta = catalog.meta();
+        let st = std::fs::metadata(place).map_err(|e| Error::io(place, e))?;
+        if st.is_file() {
+            let file = File::open(place).map_err(|e| Error::io(place, e))?;
+            let len = file.metadata().map_err(|e| Error::io(place, e))?.len();
+            if len != meta.total_size {
+                return Err(Error::Volume {
+                    path: place.to_path_buf(),
+                    problem: format!(
+                        "{len} bytes, but the tape {} is {} bytes: not its archive, or cut",
+                        &meta.fingerprint[..8],
+                        meta.total_size
+                    ),
+                });
+            }
+            return Ok(Source {
+                place: place.to_path_buf(),
+                kind: SourceKind::Archive(file),
+                opened: 1,
+            });
+        }
+        if !st.is_dir() {
+            return Err(Error::Usage(format!(
+                "{}: --from takes a folder of volume files or one archive file",
+                place.display()
+            )));
+        }
+        let dir = rustix::fs::open(
+            place,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(place, e.into()))?;
+        let names = Namer {
+            template: request.template.clone(),
+            name: meta.arc_root.clone(),
+            fingerprint: meta.fingerprint.clone(),
+        };
+        let volumes = match request.volume_size {
+            Some(size) => Volumes::new(size, meta.total_size)?,
+            None => infer_volumes(place, meta.total_size, &names)?,
+        };
+        let mut needed = BTreeSet::new();
+        for &(start, end) in ranges {
+            needed.extend(volumes.part_of(start)..=volumes.part_of(end - 1));
+        }
+        let mut missing = Vec::new();
+        for &part in &needed {
+            let name = names.name(&volumes, part)?;
+            let (start, end) = volumes.window(part).expect("a needed part exists");
+            match rustix::fs::statat(&dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                Err(rustix::io::Errno::NOENT) => missing.push(lossy(&name)),
+                Err(e) => return Err(Error::io(place.join(lossy(&name)), e.into())),
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
+                    return Err(Error::Volume {
+                        path: place.join(lossy(&name)),
+                        problem: "not a regular file".into(),
+                    });
+                }
+                Ok(st) if st.st_size as u64 != end - start => {
+                    return Err(Error::Volume {
+                        path: place.join(lossy(&name)),
+                        problem: format!(
+                            "{} bytes, but volume {part} of {} of this tape is {} bytes: \
+                             not this tape's volume, or cut",
+                            st.st_size,
+                            volumes.count(),
+                            end - start
+                        ),
+                    });
+                }
+                Ok(_) => {}
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::MissingVolumes {
+                place: place.to_path_buf(),
+                names: missing,
+            });
+        }
+        Ok(Source {
+            place: place.to_path_buf(),
+            kind: SourceKind::Volumes {
+                dir,
+                volumes,
+                names,
+                open: HashMap::new(),
+            },
+            opened: 0,
+        })
+    }
+
+    fn volume_count(&self) -> Option<u64> {
+        match &self.kind {
+            SourceKind::Archive(_) => None,
+            SourceKind::Volumes { volumes, .. } => Some(volumes.count()),
+        }
+    }
+
+    /// Each needed volume with the part of the needed ranges inside it.
+    fn windows(&self, ranges: &[(u64, u64)]) -> Vec<(u64, (u64, u64))> {
+        let mut out = Vec::new();
+        match &self.kind {
+            SourceKind::Archive(_) => out.extend(ranges.iter().map(|&r| (1, r))),
+            SourceKind::Volumes { volumes, .. } => {
+                for &(start, end) in ranges {
+                    for s in volumes.slices(start, end) {
+                        let at = start + s.range_offset;
+                        out.push((s.part, (at, at + s.length)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn part_of(&self, offset: u64) -> u64 {
+        match &self.kind {
+            SourceKind::Archive(_) => 1,
+            SourceKind::Volumes { volumes, .. } => volumes.part_of(offset),
+        }
+    }
+
+    /// The file holding tape byte `offset`, and the offset inside it.
+    fn position(&self, offset: u64) -> (PathBuf, u64) {
+        match &self.kind {
+            SourceKind::Archive(_) => (self.place.clone(), offset),
+            SourceKind::Volumes { volumes, names, .. } => {
+                let part = volumes.part_of(offset);
+                let name = names
+                    .name(volumes, part)
+                    .map(|n| lossy(&n))
+                    .unwrap_or_else(|_| format!("volume {part}"));
+                (self.place.join(name), offset - (part - 1) * volumes.size())
+            }
+        }
+    }
+
+    /// The error for a header read back that is not the catalog's.
+    fn foreign(&self, offset: u64, e: &Entry, part: u64) -> Error {
+        let (path, at) = self.position(offset);
+        let what = match &self.kind {
+            SourceKind::Archive(_) => "archive".to_string(),
+            SourceKind::Volumes { .. } => format!("volume {part}"),
+        };
+        Error::Volume {
+            path,
+            problem: format!(
+                "byte {at}: the header of {} is not the catalog's: not this tape's {what}, \
+                 or damaged",
+                e.display_path()
+            ),
+        }
+    }
+
+    /// Reads tape bytes `[offset, offset + buf.len())`.
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match &mut self.kind {
+            SourceKind::Archive(file) => file
+                .read_exact_at(buf, offset)
+                .map_err(|e| Error::io(&self.place, e)),
+            SourceKind::Volumes {
+                dir,
+                volumes,
+                names,
+                open,
+            } => {
+                let end = offset + buf.len() as u64;
+                for s in volumes.slices(offset, end) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(s.part) {
+                        let name = names.name(volumes, s.part)?;
+                        let path = self.place.join(lossy(&name));
+                        let fd = rustix::fs::openat(
+                            &*dir,
+                            name.as_slice(),
+                            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(|e| Error::io(&path, e.into()))?;
+                        let file = File::from(fd);
+                        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+                        let (start, end) = volumes.window(s.part).expect("part of the tape");
+                        if len != end - start {
+                            return Err(Error::Volume {
+                                path,
+                                problem: format!(
+                                    "{len} bytes, expected {}: changed while restoring",
+                                    end - start
+                                ),
+                            });
+                        }
+                        slot.insert(file);
+                        self.opened += 1;
+                    }
+                    let file = &open[&s.part];
+                    let at = s.range_offset as usize;
+                    file.read_exact_at(&mut buf[at..at + s.length as usize], s.volume_offset)
+                        .map_err(|e| {
+                            let name = names
+                                .name(volumes, s.part)
+                                .map(|n| lossy(&n))
+                                .unwrap_or_default();
+                            Error::io(self.place.join(name), e)
+                        })?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Works out the volume size from the volume files in `place`: every size that one of
+/// them implies (its own, or — were it the last — what the others would be), kept when the
+/// files with the names it gives have the sizes it gives. Ambiguity is an error that asks
+/// for `--volume-size`.
+fn infer_volumes(place: &Path, total: u64, names: &Namer) -> Result<Volumes> {
+    let mut files: Vec<(Vec<u8>, u64)> = Vec::new();
+    for item in std::fs::read_dir(place).map_err(|e| Error::io(place, e))? {
+        let item = item.map_err(|e| Error::io(place, e))?;
+        let Ok(st) = item.metadata() else { continue };
+        if st.is_file() && st.len() > 0 && st.len().is_multiple_of(BLOCK) && st.len() <= total {
+            files.push((item.file_name().as_bytes().to_vec(), st.len()));
+        }
+    }
+    // Digit runs of a name: the part number is one of them (or one less, for {index}).
+    let numbers = |name: &[u8]| -> Vec<u64> {
+        name.split(|b| !b.is_ascii_digit())
+            .filter(|run| !run.is_empty() && run.len() < 19)
+            .filter_map(|run| std::str::from_utf8(run).ok()?.parse::<u64>().ok())
+            .flat_map(|n| [n, n + 1])
+            .filter(|&k| k >= 1)
+            .collect()
+    };
+    let mut candidates = BTreeSet::new();
+    for (name, len) in &files {
+        candidates.insert(*len);
+        for k in numbers(name) {
+            if k >= 2 && (total - len).is_multiple_of(k - 1) {
+                let size = (total - len) / (k - 1);
+                if size >= *len && size.is_multiple_of(BLOCK) {
+                    candidates.insert(size);
+                }
+            }
+        }
+    }
+    // For each candidate size: how many files are named and sized as its volumes.
+    let mut fits: Vec<(usize, Volumes)> = Vec::new();
+    for size in candidates {
+        let Ok(volumes) = Volumes::new(size, total) else {
+            continue;
+        };
+        let mut matched = 0usize;
+        let mut contradicted = false;
+        for (name, len) in &files {
+            for k in numbers(name) {
+                let Some((start, end)) = volumes.window(k) else {
+                    continue;
+                };
+                if names.name(&volumes, k).is_ok_and(|n| n == *name) {
+                    if *len == end - start {
+                        matched += 1;
+                    } else {
+                        contradicted = true;
+                    }
+                    break;
+                }
+            }
+        }
+        if matched > 0 && !contradicted {
+            fits.push((matched, volumes));
+        }
+    }
+    fits.sort_by_key(|(matched, _)| std::cmp::Reverse(*matched));
+    match fits.as_slice() {
+        [] => Err(Error::Usage(format!(
+            "{}: no volume file of this tape here (names like {}); give the folder that \
+             holds them, or --volume-size and --volume-name if they were cut differently",
+            place.display(),
+            lossy(
+                &names
+                    .name(&Volumes::new(BLOCK, total)?, 1)
+                    .unwrap_or_else(|_| b"?".to_vec())
+            )
+            .replace("0001", "NNN")
+        ))),
+        [(_, v)] => Ok(*v),
+        [(a, v), (b, _), ..] if a > b => Ok(*v),
+        _ => Err(Error::Usage(format!(
+            "{}: the volume files here fit more than one volume size ({}); say which with \
+             --volume-size",
+            place.display(),
+            fits.iter()
+                .map(|(_, v)| v.size().to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ))),
+    }
+}
+
+/// Reads the needed ranges of the tape front to back through one buffer.
+#[derive(Default)]
+struct SeqReader {
+    buf: Vec<u8>,
+    /// Tape offset of `buf[0]`.
+    start: u64,
+}
+
+impl SeqReader {
+    /// Up to `len` bytes (at least one) of the tape from `offset`, not reading past
+    /// `limit` (the end of the needed range).
+    fn bytes(&mut self, source: &mut Source, offset: u64, len: usize, limit: u64) -> Result<&[u8]> {
+        let end = self.start + self.buf.len() as u64;
+        if offset < self.start || offset >= end {
+            let want = (limit.saturating_sub(offset)).min(READ_CHUNK as u64) as usize;
+            let want = want.max(len.min(READ_CHUNK));
+            self.buf.resize(want, 0);
+            self.start = offset;
+            source.read_exact_at(offset, &mut self.buf)?;
+        }
+        let at = (offset - self.start) as usize;
+        let n = len.min(self.buf.len() - at);
+        Ok(&self.buf[at..at + n])
+    }
+}
+
+/// The path of entry `e` under DEST, for messages.
+fn out_path(dest: &Path, e: &Entry) -> PathBuf {
+    dest.join(std::ffi::OsStr::from_bytes(&e.arc_path))
+}
+
+fn timestamps(e: &Entry) -> Timestamps {
+    let mtime = Timespec {
+        tv_sec: e.mtime_sec,
+        tv_nsec: e.mtime_nsec as _,
+    };
+    Timestamps {
+        last_access: mtime,
+        last_modification: mtime,
+    }
+}
+
+/// Writes entries under DEST.
+struct Extractor<'a> {
+    dest: &'a Path,
+    dest_fd: BorrowedFd<'a>,
+    force: bool,
+    /// The last parent directory used: its path under DEST and a descriptor.
+    parent: Option<(Vec<u8>, OwnedFd)>,
+    /// Directories restored: path under DEST, mode, entry (for the mtime), set last.
+    dirs: Vec<(Vec<u8>, u32, Timestamps)>,
+    summary: RestoreSummary,
+    tmp_counter: u64,
+}
+
+impl Extractor<'_> {
+    /// Extracts `e`; `content` writes a regular file's bytes.
+    fn entry(&mut self, e: &Entry, content: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+        let path = out_path(self.dest, e);
+        let (parent_rel, name) = match e.arc_path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&e.arc_path[..i], &e.arc_path[i + 1..]),
+            None => (&b""[..], e.arc_path.as_slice()),
+        };
+        if self.parent.as_ref().is_none_or(|(p, _)| p != parent_rel) {
+            let fd = self.open_dir(parent_rel)?;
+            self.parent = Some((parent_rel.to_vec(), fd));
+        }
+        let (cached, parent) = self.parent.take().expect("just set");
+        let result = self.entry_in(&parent, name, e, &path, content);
+        self.parent = Some((cached, parent));
+        result
+    }
+
+    /// [`Extractor::entry`] in the open directory `parent`.
+    fn entry_in(
+        &mut self,
+        parent: &OwnedFd,
+        name: &[u8],
+        e: &Entry,
+        path: &Path,
+        content: impl FnOnce(&mut File) -> Result<()>,
+    ) -> Result<()> {
+        let io_err = |err: rustix::io::Errno| Error::io(path, err.into());
+        let existing = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(err) => return Err(io_err(err)),
+        };
+        match e.kind {
+            Kind::Dir => {
+                match existing {
+                    Some(FileType::Directory) => {}
+                    Some(_) if !self.force => {
+                        return Err(Error::io(
+                            path,
+                            io::Error::other("exists and is not a directory (--force replaces it)"),
+                        ));
+                    }
+                    Some(_) => {
+                        rustix::fs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err)?;
+                        rustix::fs::mkdirat(parent, name, Mode::RWXU).map_err(io_err)?;
+                    }
+                    // Owner-writable until the end, whatever the recorded mode.
+                    None => rustix::fs::mkdirat(parent, name, Mode::RWXU).map_err(io_err)?,
+                }
+                self.dirs.push((e.arc_path.clone(), e.mode, timestamps(e)));
+                self.summary.dirs += 1;
+                return Ok(());
+            }
+            _ if existing == Some(FileType::Directory) => {
+                return Err(Error::io(
+                    path,
+                    io::Error::other(format!("is a directory; the tape has a {} here", e.kind)),
+                ));
+            }
+            _ if existing.is_some() && !self.force => {
+                self.summary.kept.push(path.display().to_string());
+                return Ok(());
+            }
+            _ => {}
+        }
+        let tmp = self.temp_name();
+        match e.kind {
+            Kind::Symlink => {
+                rustix::fs::symlinkat(e.link_target.as_slice(), parent, tmp.as_slice())
+                    .map_err(io_err)?;
+                let done = rustix::fs::utimensat(
+                    parent,
+                    tmp.as_slice(),
+                    &timestamps(e),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io_err);
+                if let Err(err) = done {
+                    let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), AtFlags::empty());
+                    return Err(err);
+                }
+                self.summary.symlinks += 1;
+            }
+            Kind::File => {
+                let fd = rustix::fs::openat(
+                    parent,
+                    tmp.as_slice(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::RUSR | Mode::WUSR,
+                )
+                .map_err(io_err)?;
+                let mut file = File::from(fd);
+                let written = content(&mut file).and_then(|()| {
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(e.mode)).map_err(io_err)?;
+                    rustix::fs::futimens(&file, &timestamps(e)).map_err(io_err)
+                });
+                if let Err(err) = written {
+                    let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), AtFlags::empty());
+                    return Err(err);
+                }
+                self.summary.files += 1;
+                self.summary.bytes += e.size;
+            }
+            Kind::Dir => unreachable!("handled above"),
+        }
+        if let Err(err) = rustix::fs::renameat(parent, tmp.as_slice(), parent, name) {
+            let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), AtFlags::empty());
+            return Err(io_err(err));
+        }
+        Ok(())
+    }
+
+    /// A fresh temporary name (the create is O_EXCL, so a clash is an error, not a loss).
+    fn temp_name(&mut self) -> Vec<u8> {
+        self.tmp_counter += 1;
+        format!(
+            ".tartape-restore-{}-{}.tmp",
+            std::process::id(),
+            self.tmp_counter
+        )
+        .into_bytes()
+    }
+
+    /// The directory `rel` under DEST (created, with its parents, when missing), opened
+    /// without following symlinks.
+    fn open_dir(&self, rel: &[u8]) -> Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        let shown = |upto: &[u8]| self.dest.join(std::ffi::OsStr::from_bytes(upto));
+        let refuse = |upto: &[u8], err: io::Error| -> Error {
+            let why = match err.raw_os_error() {
+                Some(libc::ELOOP) => io::Error::other(
+                    "is a symlink (or leads through one): restore never writes through a symlink",
+                ),
+                Some(libc::ENOTDIR) => io::Error::other("is not a directory"),
+                Some(libc::EXDEV) => io::Error::other("leads outside the destination"),
+                _ => err,
+            };
+            Error::io(shown(upto), why)
+        };
+        match open_beneath(self.dest_fd, rel, flags) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(refuse(rel, e)),
+        }
+        // Create the missing components one by one, each beneath the previous.
+        let mut at: Option<OwnedFd> = None;
+        let mut upto = 0usize;
+        for comp in rel.split(|&b| b == b'/') {
+            upto += comp.len();
+            let base = at.as_ref().map_or(self.dest_fd, |d| d.as_fd());
+            match rustix::fs::mkdirat(base, comp, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(Error::io(shown(&rel[..upto]), e.into())),
+            }
+            let fd = open_beneath(base, comp, flags).map_err(|e| refuse(&rel[..upto], e))?;
+            at = Some(fd);
+            upto += 1;
+        }
+        at.ok_or_else(|| Error::Usage("empty directory path".into()))
+    }
+
+    /// Modes and mtimes of the restored directories, deepest first (tape order puts a
+    /// directory before everything under it).
+    fn finish(&mut self) -> Result<()> {
+        self.parent = None;
+        for (rel, mode, times) in self.dirs.iter().rev() {
+            let path = self.dest.join(std::ffi::OsStr::from_bytes(rel));
+            let fd = open_beneath(self.dest_fd, rel, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| Error::io(&path, e))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(*mode))
+                .and_then(|()| rustix::fs::futimens(&fd, times))
+                .map_err(|e| Error::io(&path, e.into()))?;
+        }
+        Ok(())
+    }
+}
