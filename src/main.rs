@@ -254,7 +254,10 @@ fn main() -> ExitCode {
         tartape::catalog::configure_sqlite();
     }
     raise_open_file_limit();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -270,6 +273,25 @@ fn main() -> ExitCode {
             Exit::of_error(&e, verifying).into()
         }
     }
+}
+
+/// A usage error as one line (clap's first paragraph, its lines joined) and exit status 2;
+/// `--help` and `--version` as clap prints them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.split("\n\n").next().unwrap_or_default();
+    let line = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("{line} (see --help)");
+    ExitCode::from(2)
 }
 
 /// Exit statuses (SPEC §6), decided here and nowhere else. Usage errors found by clap exit

@@ -2,12 +2,12 @@
 //! whole archive), reading only the volumes that hold them.
 //!
 //! The order of work is what makes it safe:
-//! 1. the catalog is opened and every selected row is fetched (and so self-checked) before
-//!    anything is written;
-//! 2. the volumes needed are worked out from the offsets alone; every missing one is named
+//! 1. the volumes needed are worked out from the offsets alone; every missing one is named
 //!    at once, and one of the wrong size is refused by name;
-//! 3. in each needed volume the first header of a selected entry is read back and compared
-//!    with the header regenerated from the catalog, so a foreign volume is refused before
+//! 2. every selected catalog row is fetched (and so self-checked) before anything is
+//!    written;
+//! 3. the header of every selected entry is read back and compared with the header
+//!    regenerated from the catalog, so a foreign or damaged volume is refused before
 //!    anything is written;
 //! 4. entries are then extracted in tape order from one sequential pass over the needed
 //!    ranges: every header compared again, content checked against the recorded digest
@@ -116,41 +116,34 @@ impl Restore<'_> {
         let catalog = Catalog::open(self.catalog)?;
         let selection = self.select(&catalog)?;
 
-        // 1. Every selected row, fetched and checked, before anything else.
-        let mut content_bytes = 0u64;
-        for &(first, end) in &selection {
-            catalog.for_each_from(first, |e| {
-                if e.ordinal >= end {
-                    return Ok(false);
-                }
-                content_bytes += e.size;
-                Ok(true)
-            })?;
-        }
         let offsets = catalog.offsets();
         let ranges: Vec<(u64, u64)> = selection
             .iter()
             .map(|&(first, end)| (offsets.start(first), offsets.end(Ordinal(end.0 - 1))))
             .collect();
 
-        // 2. The volumes (or the archive), all present and of the right size.
+        // 1. The volumes (or the archive) needed: all present and of the right size.
         let mut source = Source::open(self, &catalog, &ranges)?;
 
-        // 3. The first selected header in every needed volume.
-        for (part, (start, end)) in source.windows(&ranges) {
-            let Some(ordinal) = first_entry_from(&catalog, start, end, &selection) else {
-                continue;
-            };
-            let entry = catalog.entry(ordinal)?;
-            let mut got = [0u8; BLOCK as usize];
-            source.read_exact_at(entry.start_offset, &mut got)?;
-            let expected = header_of(&catalog, &entry)?;
-            if got != *expected.as_bytes() {
-                return Err(source.foreign(entry.start_offset, &entry, part));
-            }
+        // 2. Before anything is written: every selected row fetched and checked, and its
+        // header read back and compared with the one the catalog gives.
+        let mut content_bytes = 0u64;
+        let mut got = [0u8; BLOCK as usize];
+        for &(first, end) in &selection {
+            catalog.for_each_from(first, |e| {
+                if e.ordinal >= end {
+                    return Ok(false);
+                }
+                content_bytes += e.size;
+                source.read_exact_at(e.start_offset, &mut got)?;
+                if got != *header_of(&catalog, &e)?.as_bytes() {
+                    return Err(source.foreign(e.start_offset, &e));
+                }
+                Ok(true)
+            })?;
         }
 
-        // 4. Extraction.
+        // 3. Extraction, in one sequential pass over the needed ranges.
         progress(Progress::Total(content_bytes));
         std::fs::create_dir_all(self.dest).map_err(|e| Error::io(self.dest, e))?;
         let dest_fd = rustix::fs::open(
@@ -183,8 +176,7 @@ impl Restore<'_> {
                 let expected = header_of(&catalog, &e)?;
                 let got = reader.bytes(&mut source, e.start_offset, BLOCK as usize, range_end)?;
                 if got != expected.as_bytes() {
-                    let part = source.part_of(e.start_offset);
-                    return Err(source.foreign(e.start_offset, &e, part));
+                    return Err(source.foreign(e.start_offset, &e));
                 }
                 out.entry(&e, |file| {
                     let mut hasher = hash.map(ContentHasher::new);
@@ -308,28 +300,6 @@ impl Restore<'_> {
 fn header_of(catalog: &Catalog, e: &Entry) -> Result<Header> {
     Header::for_entry(e)
         .map_err(|p| Error::corrupt(catalog.path(), format!("{}: {p}", e.display_path())))
-}
-
-/// The first selected entry whose header starts in tape bytes `[start, end)`.
-fn first_entry_from(
-    catalog: &Catalog,
-    start: u64,
-    end: u64,
-    selection: &[(Ordinal, Ordinal)],
-) -> Option<Ordinal> {
-    let offsets = catalog.offsets();
-    let mut o = offsets.entry_at(start)?;
-    if offsets.start(o) < start {
-        o = Ordinal(o.0 + 1);
-    }
-    for &(first, last) in selection {
-        let candidate = o.max(first);
-        if candidate < last {
-            return (candidate.0 < offsets.len() as u64 && offsets.start(candidate) < end)
-                .then_some(candidate);
-        }
-    }
-    None
 }
 
 /// Where tape bytes come from: one whole archive, or volume files in a folder.
@@ -470,30 +440,6 @@ impl Source {
         }
     }
 
-    /// Each needed volume with the part of the needed ranges inside it.
-    fn windows(&self, ranges: &[(u64, u64)]) -> Vec<(u64, (u64, u64))> {
-        let mut out = Vec::new();
-        match &self.kind {
-            SourceKind::Archive(_) => out.extend(ranges.iter().map(|&r| (1, r))),
-            SourceKind::Volumes { volumes, .. } => {
-                for &(start, end) in ranges {
-                    for s in volumes.slices(start, end) {
-                        let at = start + s.range_offset;
-                        out.push((s.part, (at, at + s.length)));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    fn part_of(&self, offset: u64) -> u64 {
-        match &self.kind {
-            SourceKind::Archive(_) => 1,
-            SourceKind::Volumes { volumes, .. } => volumes.part_of(offset),
-        }
-    }
-
     /// The file holding tape byte `offset`, and the offset inside it.
     fn position(&self, offset: u64) -> (PathBuf, u64) {
         match &self.kind {
@@ -510,11 +456,11 @@ impl Source {
     }
 
     /// The error for a header read back that is not the catalog's.
-    fn foreign(&self, offset: u64, e: &Entry, part: u64) -> Error {
+    fn foreign(&self, offset: u64, e: &Entry) -> Error {
         let (path, at) = self.position(offset);
         let what = match &self.kind {
             SourceKind::Archive(_) => "archive".to_string(),
-            SourceKind::Volumes { .. } => format!("volume {part}"),
+            SourceKind::Volumes { volumes, .. } => format!("volume {}", volumes.part_of(offset)),
         };
         Error::Volume {
             path,
@@ -762,6 +708,15 @@ impl Extractor<'_> {
             Kind::Dir => {
                 match existing {
                     Some(FileType::Directory) => {}
+                    Some(FileType::Symlink) if !self.force => {
+                        return Err(Error::io(
+                            path,
+                            io::Error::other(
+                                "is a symlink where the tape has a directory: restore never \
+                                 writes through one (--force replaces it)",
+                            ),
+                        ));
+                    }
                     Some(_) if !self.force => {
                         return Err(Error::io(
                             path,

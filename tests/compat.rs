@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use compat_support::*;
+use sha2::{Digest, Sha256};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -1241,5 +1242,109 @@ fn non_utf8_names_kept_as_bytes() {
         );
         let report = diff_snapshots(&expected_snapshot(&model), &snapshot(&dest.join(ROOT_NAME)));
         assert!(report.is_empty(), "GNU tar extraction differs:\n{report}");
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Volumes (SPEC §8): names, windows and bytes as the Python tartape 3.0.3 cuts them
+// -------------------------------------------------------------------------------------------
+
+/// `tartape volumes … --json` as (part, name, start, end).
+fn our_volumes(root: &Path, catalog: &Path, size: u64) -> Vec<(u64, String, u64, u64)> {
+    let out = tartape_ok(&[
+        os("volumes"),
+        os(root),
+        os("--catalog"),
+        os(catalog),
+        os("--volume-size"),
+        os(size.to_string()),
+        os("--json"),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
+            assert_eq!(n("size"), n("end") - n("start"), "{line}");
+            (
+                n("part"),
+                v["name"].as_str().unwrap().to_string(),
+                n("start"),
+                n("end"),
+            )
+        })
+        .collect()
+}
+
+/// For the same tree and volume size, the volume names, byte windows and volume bytes are
+/// the Python tartape's `Tape.iter_volumes(size)`: at 512 bytes (headers straddle volumes,
+/// and more than 1,000 volumes widen the part number to 4 digits), at sizes that are not
+/// powers of two, with a short last volume, and at a size larger than the tape.
+#[test]
+fn python_volume_parity() {
+    let Some(python) = py_tartape() else { return };
+    let work_dir = tempdir();
+    let work = work_dir.path();
+    let root = build_compat_tree(&work.join("src"));
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    write_file(&root.join("zz-big.bin"), &big, 0o644);
+    let sizes = [512u64, 1536, 5120, 64 * 1024, 1 << 30];
+    let (py, py_fp) = python_volumes(&python, &root, work, &sizes);
+    let catalog = work.join("tartape.db");
+    let fp = record(&root, &catalog);
+    assert_eq!(fp, py_fp, "fingerprints differ");
+    let tape = stream_to_file(&root, &catalog, None, None, &work.join("tape.tar"));
+    for size in sizes {
+        let theirs: Vec<&PyVolume> = py.iter().filter(|v| v.0 == size).collect();
+        let ours = our_volumes(&root, &catalog, size);
+        assert_eq!(ours.len(), theirs.len(), "volume count at size {size}");
+        assert_eq!(ours.len() as u64, (tape.len() as u64).div_ceil(size));
+        if size == 512 {
+            assert!(
+                ours.len() > 1000,
+                "the tree must give more than 1,000 volumes"
+            );
+            assert!(ours[0].1.ends_with(".tar.0001"), "{}", ours[0].1);
+        }
+        for ((part, name, start, end), (_, py_name, py_start, py_end, py_sha)) in
+            ours.iter().zip(&theirs)
+        {
+            assert_eq!(
+                (name, start, end),
+                (py_name, py_start, py_end),
+                "volume {part} at size {size}"
+            );
+            let window = &tape[*start as usize..*end as usize];
+            assert_eq!(
+                &hex(&Sha256::digest(window)),
+                py_sha,
+                "bytes of volume {part} ({name}) at size {size}"
+            );
+        }
+        // `stream --volume K` writes those bytes: first, second, middle and last.
+        let n = ours.len() as u64;
+        let mut parts = vec![1, 2.min(n), n.div_ceil(2), n];
+        parts.dedup();
+        for k in parts {
+            let out = work.join(format!("vol-{size}-{k}"));
+            tartape_ok(&[
+                os("stream"),
+                os(&root),
+                os("--catalog"),
+                os(&catalog),
+                os("--volume-size"),
+                os(size.to_string()),
+                os("--volume"),
+                os(k.to_string()),
+                os("-o"),
+                os(&out),
+            ]);
+            let (_, _, _, _, py_sha) = theirs[(k - 1) as usize];
+            assert_eq!(
+                &hex(&Sha256::digest(fs::read(&out).unwrap())),
+                py_sha,
+                "`stream --volume {k}` at size {size}"
+            );
+        }
     }
 }

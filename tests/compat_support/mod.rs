@@ -334,6 +334,58 @@ pub fn python_reference(
     (fs::read(&tape).unwrap(), fp)
 }
 
+const PY_VOLUMES: &str = r#"import sys, hashlib, tartape
+t = tartape.record(sys.argv[1], exclude=[])
+for size in sys.argv[2:]:
+    for v in t.iter_volumes(int(size)):
+        with v:
+            data = v.read()
+        print(size, v.name, v.start_offset, v.end_offset, hashlib.sha256(data).hexdigest())
+print(t.fingerprint)
+"#;
+
+/// One volume as the Python tartape cuts it: (volume size, name, start, end, sha256).
+pub type PyVolume = (u64, String, u64, u64, String);
+
+/// Records DIR with the Python tartape (its default catalog, `<DIR>.tartape` beside DIR,
+/// whose stem — the root name — names the volumes) and lists `Tape.iter_volumes(size)`
+/// for every size, with the sha256 of each volume's bytes. Returns them and the
+/// fingerprint.
+pub fn python_volumes(
+    python: &Path,
+    dir: &Path,
+    work: &Path,
+    sizes: &[u64],
+) -> (Vec<PyVolume>, String) {
+    let script = work.join("py_volumes.py");
+    fs::write(&script, PY_VOLUMES).unwrap();
+    let mut cmd = Command::new(python);
+    cmd.arg(&script).arg(dir);
+    for size in sizes {
+        cmd.arg(size.to_string());
+    }
+    let out = run_ok(cmd.stdin(Stdio::null()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    let fp = lines.pop().unwrap_or("").trim().to_string();
+    assert_eq!(fp.len(), 64, "python printed no fingerprint: {stdout:?}");
+    let volumes = lines
+        .iter()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_eq!(f.len(), 5, "unexpected python line {line:?}");
+            (
+                f[0].parse().unwrap(),
+                f[1].to_string(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+                f[4].to_string(),
+            )
+        })
+        .collect();
+    (volumes, fp)
+}
+
 const PY_RECORD_SLICES: &str = r#"import sys, tartape
 t = tartape.record(sys.argv[1], catalog_path=sys.argv[2], exclude=[])
 for i, spec in enumerate(sys.argv[4:]):
