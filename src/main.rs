@@ -987,7 +987,7 @@ fn restore(args: RestoreArgs) -> Result<()> {
         if let Some(b) = &bar {
             match p {
                 tartape::restore::Progress::Total(n) => b.set_length(n),
-                tartape::restore::Progress::Entry(path) => b.set_message(path.to_string()),
+                tartape::restore::Progress::Entry(entry) => b.set_message(entry.display_path()),
                 tartape::restore::Progress::Bytes(n) => b.inc(n),
             }
         }

@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 
 use crate::catalog::Catalog;
 use crate::digest::ContentHasher;
@@ -37,7 +37,22 @@ use crate::source::open_beneath;
 use crate::volume::{NameTemplate, Volumes};
 
 /// Bytes read from a volume at a time in the extraction pass.
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 1 << 14;
+
+/// Content at least this large is copied with `copy_file_range` when no digest is to be
+/// computed.
+const COPY_IN_KERNEL: u64 = 1 << 20;
+
+/// Selections of up to this many entries keep the rows fetched by the checking pass for
+/// the extraction (about 250 bytes each); larger ones fetch them again.
+const HELD_ENTRIES: u64 = 1 << 18;
+
+/// The process's umask (read by setting it and putting it back: there is no other way).
+fn current_umask() -> u32 {
+    let mask = rustix::process::umask(Mode::empty());
+    rustix::process::umask(mask);
+    mask.bits()
+}
 
 /// What to restore, from where, to where.
 pub struct Restore<'a> {
@@ -62,7 +77,7 @@ pub enum Progress<'a> {
     /// Content bytes to be written in all.
     Total(u64),
     /// Extracting this entry.
-    Entry(&'a str),
+    Entry(&'a Entry),
     /// This many more content bytes written.
     Bytes(u64),
 }
@@ -127,9 +142,13 @@ impl Restore<'_> {
 
         // 2. Before anything is written: every selected row fetched and checked, and its
         // header read back and compared with the one the catalog gives.
+        // Up to HELD_ENTRIES rows are kept for the extraction rather than fetched again.
+        let selected: u64 = selection.iter().map(|(a, b)| b.0 - a.0).sum();
+        let mut held: Option<Vec<(Entry, u64)>> =
+            (selected <= HELD_ENTRIES).then(|| Vec::with_capacity(selected as usize));
         let mut content_bytes = 0u64;
         let mut got = [0u8; BLOCK as usize];
-        for &(first, end) in &selection {
+        for (&(first, end), &(_, range_end)) in selection.iter().zip(&ranges) {
             catalog.for_each_from(first, |e| {
                 if e.ordinal >= end {
                     return Ok(false);
@@ -138,6 +157,9 @@ impl Restore<'_> {
                 source.read_exact_at(e.start_offset, &mut got)?;
                 if got != *header_of(&catalog, &e)?.as_bytes() {
                     return Err(source.foreign(e.start_offset, &e));
+                }
+                if let Some(held) = held.as_mut() {
+                    held.push((e, range_end));
                 }
                 Ok(true)
             })?;
@@ -163,56 +185,74 @@ impl Restore<'_> {
                 ..RestoreSummary::default()
             },
             tmp_counter: 0,
+            pid: std::process::id(),
+            created: std::collections::HashSet::new(),
+            umask: current_umask(),
         };
         let hash = catalog.meta().hash;
         let mut reader = SeqReader::default();
-        for (&(first, end), &(_, range_end)) in selection.iter().zip(&ranges) {
-            catalog.for_each_from(first, |e| {
-                if e.ordinal >= end {
-                    return Ok(false);
+        let mut extract = |e: &Entry, range_end: u64| -> Result<()> {
+            progress(Progress::Entry(e));
+            // (Its header was compared in the checking pass.)
+            out.entry(e, |file| {
+                let mut hasher = hash.map(ContentHasher::new);
+                let mut pos = e.start_offset + BLOCK;
+                let content_end = pos + e.size;
+                // Large content without a digest to compute is copied by the kernel.
+                if hasher.is_none()
+                    && e.size >= COPY_IN_KERNEL
+                    && source.copy_to(pos, e.size, file)?
+                {
+                    progress(Progress::Bytes(e.size));
+                    return Ok(());
                 }
-                let shown = e.display_path();
-                progress(Progress::Entry(&shown));
-                let expected = header_of(&catalog, &e)?;
-                let got = reader.bytes(&mut source, e.start_offset, BLOCK as usize, range_end)?;
-                if got != expected.as_bytes() {
-                    return Err(source.foreign(e.start_offset, &e));
-                }
-                out.entry(&e, |file| {
-                    let mut hasher = hash.map(ContentHasher::new);
-                    let mut pos = e.start_offset + BLOCK;
-                    let content_end = pos + e.size;
-                    while pos < content_end {
-                        let want = (content_end - pos).min(READ_CHUNK as u64) as usize;
-                        let chunk = reader.bytes(&mut source, pos, want, range_end)?;
-                        if let Some(h) = hasher.as_mut() {
-                            h.update(chunk);
-                        }
-                        file.write_all(chunk)
-                            .map_err(|err| Error::io(out_path(self.dest, &e), err))?;
-                        pos += chunk.len() as u64;
-                        progress(Progress::Bytes(chunk.len() as u64));
+                while pos < content_end {
+                    let want = (content_end - pos).min(READ_CHUNK as u64) as usize;
+                    let chunk = reader.bytes(&mut source, pos, want, range_end)?;
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(chunk);
                     }
-                    if let (Some(h), Some(recorded)) = (hasher, &e.digest) {
-                        let got = h.finish();
-                        if got != *recorded {
-                            let first = e.start_offset + BLOCK;
-                            let (path, at) = source.position(first);
-                            return Err(Error::Volume {
-                                path,
-                                problem: format!(
-                                    "the content of {} (from byte {at}) is not the recorded \
+                    file.write_all(chunk)
+                        .map_err(|err| Error::io(out_path(self.dest, e), err))?;
+                    pos += chunk.len() as u64;
+                    progress(Progress::Bytes(chunk.len() as u64));
+                }
+                if let (Some(h), Some(recorded)) = (hasher, &e.digest) {
+                    let got = h.finish();
+                    if got != *recorded {
+                        let first = e.start_offset + BLOCK;
+                        let (path, at) = source.position(first);
+                        return Err(Error::Volume {
+                            path,
+                            problem: format!(
+                                "the content of {} (from byte {at}) is not the recorded \
                                      one ({} {got}, recorded {recorded}): a damaged volume",
-                                    e.display_path(),
-                                    hash.map_or("", |a| a.name()),
-                                ),
-                            });
-                        }
+                                e.display_path(),
+                                hash.map_or("", |a| a.name()),
+                            ),
+                        });
                     }
-                    Ok(())
-                })?;
-                Ok(true)
-            })?;
+                }
+                Ok(())
+            })
+        };
+        match held {
+            Some(held) => {
+                for (e, range_end) in &held {
+                    extract(e, *range_end)?;
+                }
+            }
+            None => {
+                for (&(first, end), &(_, range_end)) in selection.iter().zip(&ranges) {
+                    catalog.for_each_from(first, |e| {
+                        if e.ordinal >= end {
+                            return Ok(false);
+                        }
+                        extract(&e, range_end)?;
+                        Ok(true)
+                    })?;
+                }
+            }
         }
         out.finish()?;
         let mut summary = out.summary;
@@ -472,20 +512,19 @@ impl Source {
         }
     }
 
-    /// Reads tape bytes `[offset, offset + buf.len())`.
-    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+    /// The pieces of tape range `[offset, offset + len)`: (file, offset in it, length,
+    /// offset in the range), opening volume files as they are first needed.
+    fn pieces(&mut self, offset: u64, len: u64) -> Result<Vec<(u64, u64, u64, u64)>> {
         match &mut self.kind {
-            SourceKind::Archive(file) => file
-                .read_exact_at(buf, offset)
-                .map_err(|e| Error::io(&self.place, e)),
+            SourceKind::Archive(_) => Ok(vec![(0, offset, len, 0)]),
             SourceKind::Volumes {
                 dir,
                 volumes,
                 names,
                 open,
             } => {
-                let end = offset + buf.len() as u64;
-                for s in volumes.slices(offset, end) {
+                let slices = volumes.slices(offset, offset + len);
+                for s in &slices {
                     if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(s.part) {
                         let name = names.name(volumes, s.part)?;
                         let path = self.place.join(lossy(&name));
@@ -511,20 +550,74 @@ impl Source {
                         slot.insert(file);
                         self.opened += 1;
                     }
-                    let file = &open[&s.part];
-                    let at = s.range_offset as usize;
-                    file.read_exact_at(&mut buf[at..at + s.length as usize], s.volume_offset)
-                        .map_err(|e| {
-                            let name = names
-                                .name(volumes, s.part)
-                                .map(|n| lossy(&n))
-                                .unwrap_or_default();
-                            Error::io(self.place.join(name), e)
-                        })?;
                 }
-                Ok(())
+                Ok(slices
+                    .iter()
+                    .map(|s| (s.part, s.volume_offset, s.length, s.range_offset))
+                    .collect())
             }
         }
+    }
+
+    /// The open file of part `part` (any part for an archive), and its path for messages.
+    fn file(&self, part: u64) -> (&File, PathBuf) {
+        match &self.kind {
+            SourceKind::Archive(file) => (file, self.place.clone()),
+            SourceKind::Volumes {
+                volumes,
+                names,
+                open,
+                ..
+            } => {
+                let name = names
+                    .name(volumes, part)
+                    .map(|n| lossy(&n))
+                    .unwrap_or_default();
+                (&open[&part], self.place.join(name))
+            }
+        }
+    }
+
+    /// Reads tape bytes `[offset, offset + buf.len())`.
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        for (part, at, len, into) in self.pieces(offset, buf.len() as u64)? {
+            let (file, path) = self.file(part);
+            let into = into as usize;
+            file.read_exact_at(&mut buf[into..into + len as usize], at)
+                .map_err(|e| Error::io(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Copies tape bytes `[offset, offset + len)` to the end of `out` inside the kernel
+    /// (`copy_file_range`). `Ok(false)` when the filesystems cannot, before anything was
+    /// copied.
+    fn copy_to(&mut self, offset: u64, len: u64, out: &File) -> Result<bool> {
+        let mut first = true;
+        for (part, mut at, len, _) in self.pieces(offset, len)? {
+            let (file, path) = self.file(part);
+            let end = at + len;
+            while at < end {
+                let want = (end - at).min(1 << 30) as usize;
+                match rustix::fs::copy_file_range(file, Some(&mut at), out, None, want) {
+                    Ok(0) => {
+                        return Err(Error::Volume {
+                            path,
+                            problem: format!("ends before byte {end}: cut while restoring"),
+                        });
+                    }
+                    Ok(_) => first = false,
+                    Err(
+                        rustix::io::Errno::XDEV
+                        | rustix::io::Errno::INVAL
+                        | rustix::io::Errno::NOSYS
+                        | rustix::io::Errno::OPNOTSUPP,
+                    ) if first => return Ok(false),
+                    Err(e) => return Err(Error::io(path, e.into())),
+                }
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -669,6 +762,11 @@ struct Extractor<'a> {
     dirs: Vec<(Vec<u8>, u32, Timestamps)>,
     summary: RestoreSummary,
     tmp_counter: u64,
+    pid: u32,
+    /// Directories (paths under DEST) this restore created: nothing else is in them.
+    created: std::collections::HashSet<Vec<u8>>,
+    /// The process's umask.
+    umask: u32,
 }
 
 impl Extractor<'_> {
@@ -684,29 +782,37 @@ impl Extractor<'_> {
             self.parent = Some((parent_rel.to_vec(), fd));
         }
         let (cached, parent) = self.parent.take().expect("just set");
-        let result = self.entry_in(&parent, name, e, &path, content);
+        let result = self.entry_in(&parent, &cached, name, e, &path, content);
         self.parent = Some((cached, parent));
         result
     }
 
-    /// [`Extractor::entry`] in the open directory `parent`.
+    /// [`Extractor::entry`] in the open directory `parent`. `parent_rel` is its path
+    /// under DEST.
     fn entry_in(
         &mut self,
         parent: &OwnedFd,
+        parent_rel: &[u8],
         name: &[u8],
         e: &Entry,
         path: &Path,
         content: impl FnOnce(&mut File) -> Result<()>,
     ) -> Result<()> {
         let io_err = |err: rustix::io::Errno| Error::io(path, err.into());
-        let existing = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
-            Err(rustix::io::Errno::NOENT) => None,
-            Err(err) => return Err(io_err(err)),
+        let existing = |parent: &OwnedFd| -> Result<Option<FileType>> {
+            match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+                Err(rustix::io::Errno::NOENT) => Ok(None),
+                Err(err) => Err(io_err(err)),
+            }
         };
-        match e.kind {
-            Kind::Dir => {
-                match existing {
+        if e.kind == Kind::Dir {
+            // Owner-writable until the end, whatever the recorded mode.
+            match rustix::fs::mkdirat(parent, name, Mode::RWXU) {
+                Ok(()) => {
+                    self.created.insert(e.arc_path.clone());
+                }
+                Err(rustix::io::Errno::EXIST) => match existing(parent)? {
                     Some(FileType::Directory) => {}
                     Some(FileType::Symlink) if !self.force => {
                         return Err(Error::io(
@@ -723,28 +829,34 @@ impl Extractor<'_> {
                             io::Error::other("exists and is not a directory (--force replaces it)"),
                         ));
                     }
-                    Some(_) => {
+                    _ => {
                         rustix::fs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err)?;
                         rustix::fs::mkdirat(parent, name, Mode::RWXU).map_err(io_err)?;
+                        self.created.insert(e.arc_path.clone());
                     }
-                    // Owner-writable until the end, whatever the recorded mode.
-                    None => rustix::fs::mkdirat(parent, name, Mode::RWXU).map_err(io_err)?,
+                },
+                Err(err) => return Err(io_err(err)),
+            }
+            self.dirs.push((e.arc_path.clone(), e.mode, timestamps(e)));
+            self.summary.dirs += 1;
+            return Ok(());
+        }
+        // In a directory this restore created, nothing can be in the way (and the rename
+        // below never replaces without --force anyway): no need to look.
+        if !self.created.contains(parent_rel) {
+            match existing(parent)? {
+                Some(FileType::Directory) => {
+                    return Err(Error::io(
+                        path,
+                        io::Error::other(format!("is a directory; the tape has a {} here", e.kind)),
+                    ));
                 }
-                self.dirs.push((e.arc_path.clone(), e.mode, timestamps(e)));
-                self.summary.dirs += 1;
-                return Ok(());
+                Some(_) if !self.force => {
+                    self.summary.kept.push(path.display().to_string());
+                    return Ok(());
+                }
+                _ => {}
             }
-            _ if existing == Some(FileType::Directory) => {
-                return Err(Error::io(
-                    path,
-                    io::Error::other(format!("is a directory; the tape has a {} here", e.kind)),
-                ));
-            }
-            _ if existing.is_some() && !self.force => {
-                self.summary.kept.push(path.display().to_string());
-                return Ok(());
-            }
-            _ => {}
         }
         let tmp = self.temp_name();
         match e.kind {
@@ -762,9 +874,12 @@ impl Extractor<'_> {
                     let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), AtFlags::empty());
                     return Err(err);
                 }
-                self.summary.symlinks += 1;
             }
             Kind::File => {
+                // Created with its final mode when the umask leaves it whole (one fchmod
+                // less per file), else fixed after writing.
+                let direct = e.mode & self.umask == 0;
+                let create_mode = if direct { e.mode } else { 0o600 };
                 let fd = rustix::fs::openat(
                     parent,
                     tmp.as_slice(),
@@ -773,26 +888,46 @@ impl Extractor<'_> {
                         | OFlags::EXCL
                         | OFlags::NOFOLLOW
                         | OFlags::CLOEXEC,
-                    Mode::RUSR | Mode::WUSR,
+                    Mode::from_raw_mode(create_mode),
                 )
                 .map_err(io_err)?;
                 let mut file = File::from(fd);
                 let written = content(&mut file).and_then(|()| {
-                    rustix::fs::fchmod(&file, Mode::from_raw_mode(e.mode)).map_err(io_err)?;
+                    if !direct {
+                        rustix::fs::fchmod(&file, Mode::from_raw_mode(e.mode)).map_err(io_err)?;
+                    }
                     rustix::fs::futimens(&file, &timestamps(e)).map_err(io_err)
                 });
                 if let Err(err) = written {
                     let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), AtFlags::empty());
                     return Err(err);
                 }
-                self.summary.files += 1;
-                self.summary.bytes += e.size;
             }
             Kind::Dir => unreachable!("handled above"),
         }
-        if let Err(err) = rustix::fs::renameat(parent, tmp.as_slice(), parent, name) {
-            let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), AtFlags::empty());
-            return Err(io_err(err));
+        let flags = if self.force {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        match rustix::fs::renameat_with(parent, tmp.as_slice(), parent, name, flags) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                // Appeared since it was looked for: kept, as any existing file.
+                let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), AtFlags::empty());
+                self.summary.kept.push(path.display().to_string());
+                return Ok(());
+            }
+            Err(err) => {
+                let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), AtFlags::empty());
+                return Err(io_err(err));
+            }
+        }
+        if e.kind == Kind::File {
+            self.summary.files += 1;
+            self.summary.bytes += e.size;
+        } else {
+            self.summary.symlinks += 1;
         }
         Ok(())
     }
@@ -800,12 +935,7 @@ impl Extractor<'_> {
     /// A fresh temporary name (the create is O_EXCL, so a clash is an error, not a loss).
     fn temp_name(&mut self) -> Vec<u8> {
         self.tmp_counter += 1;
-        format!(
-            ".tartape-restore-{}-{}.tmp",
-            std::process::id(),
-            self.tmp_counter
-        )
-        .into_bytes()
+        format!(".tartape-restore-{}-{}.tmp", self.pid, self.tmp_counter).into_bytes()
     }
 
     /// The directory `rel` under DEST (created, with its parents, when missing), opened

@@ -870,3 +870,111 @@ fn unrecorded_source_is_recorded_then_mounted_with_catalog_and_name() {
         fs::read(stream_path).unwrap()
     );
 }
+
+/// With `--volume-size` the mount holds exactly the volume files (mode 0444, their sizes,
+/// their bytes) and the catalog copy; `cat MNT/*.tar.* | tar -x` restores the tree; a
+/// `cp -r` or `rsync -a` of the mount is everything `tartape restore` needs.
+#[test]
+fn a_volume_mount_holds_the_volumes_and_the_catalog_copy() {
+    if !can_mount(
+        "a_volume_mount_holds_the_volumes_and_the_catalog_copy",
+        &["tar", "sh", "cat", "cp", "rsync"],
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let info = run(tartape().arg("info").arg(fx.source()).arg("--json"));
+    assert_success(&info, "info");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let fp8 = info["fingerprint"].as_str().unwrap()[..8].to_string();
+    let _mounted = fx.mount(&["--volume-size", "256K"]);
+
+    let size = 256 * 1024u64;
+    let total = fx.stream.len() as u64;
+    let n = total.div_ceil(size);
+    assert!(n > 2, "the tree gives several volumes");
+    let mut names: Vec<String> = fs::read_dir(fx.mnt_path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = (1..=n).map(|k| format!("tree_{fp8}.tar.{k:03}")).collect();
+    expected.push(format!("tree_{fp8}.tartape"));
+    expected.sort();
+    assert_eq!(names, expected);
+    for k in 1..=n {
+        let path = fx.mnt_path().join(format!("tree_{fp8}.tar.{k:03}"));
+        let meta = fs::metadata(&path).unwrap();
+        let (start, end) = ((k - 1) * size, (k * size).min(total));
+        assert_eq!(meta.len(), end - start, "size of volume {k}");
+        assert_eq!(meta.mode() & 0o7777, 0o444);
+        assert!(
+            fs::read(&path).unwrap() == fx.stream[start as usize..end as usize],
+            "bytes of volume {k}"
+        );
+    }
+    let copy = fx.mnt_path().join(format!("tree_{fp8}.tartape"));
+    assert_eq!(fs::metadata(&copy).unwrap().mode() & 0o7777, 0o444);
+    assert_eq!(
+        fs::read(&copy).unwrap(),
+        fs::read(fx.source().join(".tartape/index.db")).unwrap()
+    );
+    assert!(File::create(fx.mnt_path().join("new")).is_err());
+
+    // The volumes are a plain tar once concatenated.
+    let out = fx.dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let extract = run(Command::new("sh")
+        .arg("-c")
+        .arg("cat \"$1\"/*.tar.* | tar -xf - -C \"$2\"")
+        .arg("sh")
+        .arg(fx.mnt_path())
+        .arg(&out));
+    assert_success(&extract, "cat volumes | tar -x");
+    let same_tree = |root: &Path| {
+        for (rel, _) in FILES {
+            assert_eq!(
+                fs::read(root.join(rel)).unwrap(),
+                fs::read(fx.source().join(rel)).unwrap(),
+                "{rel} differs in {}",
+                root.display()
+            );
+        }
+        assert_eq!(
+            fs::read_link(root.join("link")).unwrap(),
+            Path::new("a/block")
+        );
+        assert!(root.join("empty-dir").is_dir());
+    };
+    same_tree(&out.join("tree"));
+
+    // Upload the mount (cp -r, rsync -a), delete the source, restore from the copy.
+    let up = fx.dir.path().join("up");
+    let cp = run(Command::new("cp")
+        .arg("-r")
+        .arg(fx.mnt_path().join("."))
+        .arg(&up));
+    assert_success(&cp, "cp -r");
+    let up2 = fx.dir.path().join("up2");
+    let rsync = run(Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", fx.mnt_path().display()))
+        .arg(&up2));
+    assert_success(&rsync, "rsync -a");
+    for name in &names {
+        assert!(
+            fs::read(up2.join(name)).unwrap() == fs::read(up.join(name)).unwrap(),
+            "{name}: rsync and cp differ"
+        );
+    }
+    let restored = fx.dir.path().join("restored");
+    let restore = run(tartape()
+        .arg("restore")
+        .arg(up.join(format!("tree_{fp8}.tartape")))
+        .arg("--from")
+        .arg(&up2)
+        .arg("-C")
+        .arg(&restored));
+    assert_success(&restore, "restore from the uploaded mount");
+    same_tree(&restored.join("tree"));
+}
