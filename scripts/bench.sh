@@ -474,6 +474,68 @@ bench_resume() {
         "{ $(shq "$TT" stream million --catalog "$CAT/million.db" --offset "$off") 2>>$(shq "$CMDLOG") || [ \$? -eq 141 ]; } | head -c 1 >/dev/null"
 }
 
+# restore (SPEC §8): one file from a tape cut into 1,000 volumes, and a whole tape against
+# GNU tar -xf of the same archive. Both extract into one tmpfs (so that what is measured is
+# the extraction, not the disk's writeback of earlier runs); the archive and volumes are on
+# WORKDIR's filesystem, in the page cache.
+bench_restore() {
+    local tree=$1 total size vdir=$WORKDIR/volumes/$1 only=$WORKDIR/volumes/$1.only
+    local tape=$WORKDIR/restore-$1.tar dest=$WORKDIR/restore-dest offset file part name
+    total=$(tape_size "$tree")
+    size=$(((total + 999) / 1000))
+    size=$(((size + 511) / 512 * 512))
+    log "restore: cutting $tree into volumes of $size bytes"
+    safe_rm "$vdir" "$only"
+    mkdir -p -- "$vdir" "$only"
+    while read -r part name _; do
+        "$TT" stream "$tree" --catalog "$CAT/$tree.db" --volume-size "$size" --volume "$part" \
+            -o "$vdir/$name" 2>>"$CMDLOG" || die "writing volume $part of $tree failed"
+    done < <("$TT" volumes "$tree" --catalog "$CAT/$tree.db" --volume-size "$size")
+    printf '%s\n' "$(find "$vdir" -type f | wc -l)" >"$RESULTS/restore.volumes.txt"
+    # The file: the first one at or after the middle of the tape.
+    file=
+    for ((offset = total / 2; offset < total; offset += 512)); do
+        file=$("$TT" locate "$tree" --catalog "$CAT/$tree.db" --offset "$offset" --json |
+            "$PY" "$HELPER" located-file) || die "tartape locate failed"
+        [[ -n $file ]] && break
+    done
+    [[ -n $file ]] || die "no file after the middle of the $tree tape"
+    "$TT" locate "$tree" --catalog "$CAT/$tree.db" "$file" --volume-size "$size" --json |
+        "$PY" "$HELPER" volume-names >"$RESULTS/restore.holding.txt" || die "locate $file failed"
+    # Only the volumes that hold it, hard-linked into a folder of their own: restoring from
+    # there proves that nothing else is needed.
+    while read -r name; do ln -- "$vdir/$name" "$only/$name"; done <"$RESULTS/restore.holding.txt"
+
+    if ! is_mounted "$dest"; then
+        mkdir -p -- "$dest"
+        mount -t tmpfs -o "size=$((total * 2 / 1048576 + 512))m" tartape-bench "$dest" ||
+            die "cannot mount a tmpfs at $dest (restore needs it: run as root)"
+        MOUNTS+=("$dest")
+    fi
+    safe_rm "$dest/one"
+    "$TT" restore "$CAT/$tree.db" --from "$only" "$file" -C "$dest/one" >"$RESULTS/restore.only.txt" \
+        2>>"$CMDLOG" || die "restore of $file from only the volumes that hold it failed"
+    cmp -- "$tree/${file#*/}" "$dest/one/$file" >>"$CMDLOG" 2>&1 || die "restored $file differs"
+    safe_rm "$dest/one"
+    "$TT" restore "$CAT/$tree.db" --from "$vdir" "$file" -C "$dest/one" >"$RESULTS/restore.one.txt" \
+        2>>"$CMDLOG" || die "restore of $file failed"
+    measure "restore.$tree.one" 1 "$RUNS" "${RUN_DIRECT[@]}" \
+        --prepare "$(shq rm -rf -- "$dest/one")" \
+        "$(shq "$TT" restore "$CAT/$tree.db" --from "$vdir" "$file" -C "$dest/one" -q)"
+    safe_rm "$dest/one"
+
+    "$TT" stream "$tree" --catalog "$CAT/$tree.db" -o "$tape" 2>>"$CMDLOG" || die "stream $tree failed"
+    measure_pair "restore.$tree.tartape" "restore.$tree.tar" "${RUN_DIRECT[@]}" \
+        --prepare "$(shq rm -rf -- "$dest/all")" \
+        "$(shq "$TT" restore "$CAT/$tree.db" --from "$tape" -C "$dest/all" -q)" \
+        "$(shq tar -xf "$tape" "--one-top-level=$dest/all")"
+    measure "restore.$tree.volumes" 0 "$RUNS" "${RUN_DIRECT[@]}" \
+        --prepare "$(shq rm -rf -- "$dest/all")" \
+        "$(shq "$TT" restore "$CAT/$tree.db" --from "$vdir" -C "$dest/all" -q)"
+    safe_rm "$dest/all" "$tape"
+    umount -- "$dest" || log "WARNING: could not unmount $dest"
+}
+
 # ---------------------------------------------------------------- main
 main() {
     local tree why=''
@@ -521,6 +583,7 @@ main() {
         meta mount_unavailable "$why"
     fi
     bench_resume
+    bench_restore small
 
     report_py report "$WORKDIR" "$REPORT" || die "bench_report.py failed"
     log "report written to $REPORT"

@@ -7,6 +7,13 @@
     bench_helper.py randread FILE COUNT  COUNT random 4 KiB preads; prints
                                           "median_us p99_us mean_us max_us count"
     bench_helper.py json KEY < OBJECT    one key of a JSON object
+    bench_helper.py located-file < LOCATE_JSON
+                                          the path of the entry `tartape locate --offset N
+                                          --json` names when it is a file (else nothing)
+    bench_helper.py volume-names < LOCATE_JSON
+                                          the names of the volumes holding the entry's
+                                          header and content (`locate PATH --volume-size
+                                          S --json`), one per line
 """
 import os, random, sys, time
 
@@ -65,5 +72,18 @@ elif cmd == "randread":  # randread FILE COUNT -> "median_us p99_us mean_us max_
 elif cmd == "json":  # json KEY < object
     import json
     print(json.load(sys.stdin)[sys.argv[2]])
+elif cmd == "located-file":  # located-file < locate --offset N --json
+    import json
+    entry = json.load(sys.stdin).get("entry") or {}
+    if entry.get("kind") == "file" and entry.get("size", 0) > 0:
+        print(entry["path"])
+elif cmd == "volume-names":  # volume-names < locate PATH --volume-size S --json
+    import json
+    located = json.load(sys.stdin)
+    names = []
+    for s in located["header_slices"] + located["slices"]:
+        if s["name"] not in names:
+            names.append(s["name"])
+    print("\n".join(names))
 else:
     sys.exit("bench_helper: unknown command " + cmd)

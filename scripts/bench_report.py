@@ -20,6 +20,7 @@ Standard library only.
 
 import datetime
 import json
+import re
 import math
 import os
 import sys
@@ -210,6 +211,29 @@ def resume_rows(r):
            check(t, "<=", 50_000))
 
 
+def restore_rows(r, tree):
+    volumes = (r.dir / "restore.volumes.txt").read_text().split()[0]
+    holding = [n for n in (r.dir / "restore.holding.txt").read_text().split() if n]
+    one = (r.dir / "restore.one.txt").read_text()
+    only = (r.dir / "restore.only.txt").read_text()
+    m = re.search(r"reading (\d+) of (\d+) volumes", one)
+    opened = int(m.group(1)) if m else -1
+    t = r.med("restore.%s.one" % tree)
+    ok = opened == len(holding) and "restored 1 file" in only
+    yield ("restore one file of %s from %s volumes" % (tree, volumes), fmt_us(t),
+           "opened %d volume file(s); %d hold it (`locate`); restored from only those: %s"
+           % (opened, len(holding), "yes" if "restored 1 file" in only else "no"),
+           "—", "only those holding it", "yes" if ok else "**no**")
+    b = r.tape(tree)
+    t, tar = r.med("restore.%s.tartape" % tree), r.med("restore.%s.tar" % tree)
+    ratio = div(tar, t)
+    yield ("restore %s (whole archive) vs tar -xf" % tree, "%s (%s)" % (fmt_us(t), gbps(b, t)),
+           "tar %s (%s)" % (fmt_us(tar), gbps(b, tar)), ratio + "×", "≥ 1×", check(ratio, ">=", 1))
+    v = r.med("restore.%s.volumes" % tree)
+    yield ("restore %s (whole, from %s volumes)" % (tree, volumes), "%s (%s)" % (fmt_us(v), gbps(b, v)),
+           "tar %s" % fmt_us(tar), div(tar, v) + "×", "—", "—")
+
+
 def rows(r):
     for tree in ("small", "large", "million"):
         yield from record_rows(r, tree)
@@ -225,6 +249,7 @@ def rows(r):
             yield from mount_read_rows(r, tree)
         yield from mount_million_rows(r)
     yield from resume_rows(r)
+    yield from restore_rows(r, "small")
 
 
 def header(r, raw_path):
