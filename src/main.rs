@@ -76,7 +76,8 @@ struct RestoreArgs {
     quiet: bool,
 }
 
-/// How the tape is cut into volumes (SPEC §8).
+// How the tape is cut into volumes (SPEC §8). (A plain comment: a doc comment would
+// replace the description of the subcommands that flatten it.)
 #[derive(Args, Clone)]
 struct VolumeArgs {
     /// Cut the tape into volumes of SIZE bytes: a multiple of 512, with an optional binary
@@ -203,7 +204,7 @@ enum Command {
         offset: Option<u64>,
         #[command(flatten)]
         catalog: CatalogArg,
-        /// Also say which volumes, and where inside them, hold the header and content.
+        // With --volume-size: which volumes, and where inside them, hold the entry.
         #[command(flatten)]
         volumes: VolumeArgs,
         /// One JSON object.
