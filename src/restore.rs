@@ -48,11 +48,20 @@ const COPY_IN_KERNEL: u64 = 1 << 20;
 /// the extraction (about 250 bytes each); larger ones fetch them again.
 const HELD_ENTRIES: u64 = 1 << 18;
 
-/// The process's umask (read by setting it and putting it back: there is no other way).
+/// The process's umask: from /proc/self/status (Linux 4.7+), which reads it without
+/// changing it; else by setting it and putting it back (no other thread runs yet).
 fn current_umask() -> u32 {
-    let mask = rustix::process::umask(Mode::empty());
-    rustix::process::umask(mask);
-    mask.bits()
+    let from_proc = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+            u32::from_str_radix(line.trim(), 8).ok()
+        });
+    from_proc.unwrap_or_else(|| {
+        let mask = rustix::process::umask(Mode::empty());
+        rustix::process::umask(mask);
+        mask.bits()
+    })
 }
 
 /// What to restore, from where, to where.
@@ -571,7 +580,7 @@ impl Source {
         };
         let volumes = match request.volume_size {
             Some(size) => Volumes::new(size, meta.total_size)?,
-            None => infer_volumes(place, meta.total_size, &names)?,
+            None => infer_volumes(place, catalog, &names)?,
         };
         let mut needed = BTreeSet::new();
         for &(start, end) in ranges {
@@ -763,7 +772,8 @@ impl Source {
 /// them implies (its own, or — were it the last — what the others would be), kept when the
 /// files with the names it gives have the sizes it gives. Ambiguity is an error that asks
 /// for `--volume-size`.
-fn infer_volumes(place: &Path, total: u64, names: &Namer) -> Result<Volumes> {
+fn infer_volumes(place: &Path, catalog: &Catalog, names: &Namer) -> Result<Volumes> {
+    let total = catalog.meta().total_size;
     let mut files: Vec<(Vec<u8>, u64)> = Vec::new();
     for item in std::fs::read_dir(place).map_err(|e| Error::io(place, e))? {
         let item = item.map_err(|e| Error::io(place, e))?;
@@ -793,13 +803,14 @@ fn infer_volumes(place: &Path, total: u64, names: &Namer) -> Result<Volumes> {
             }
         }
     }
-    // For each candidate size: how many files are named and sized as its volumes.
-    let mut fits: Vec<(usize, Volumes)> = Vec::new();
+    // For each candidate size: how many files are named and sized as its volumes, and
+    // whether their bytes say otherwise (a header or the footer where that size puts one).
+    let mut fits: Vec<((usize, usize), Volumes)> = Vec::new();
     for size in candidates {
         let Ok(volumes) = Volumes::new(size, total) else {
             continue;
         };
-        let mut matched = 0usize;
+        let (mut matched, mut verified) = (0usize, 0usize);
         let mut contradicted = false;
         for (name, len) in &files {
             for k in numbers(name) {
@@ -807,20 +818,23 @@ fn infer_volumes(place: &Path, total: u64, names: &Namer) -> Result<Volumes> {
                     continue;
                 };
                 if names.name(&volumes, k).is_ok_and(|n| n == *name) {
-                    if *len == end - start {
-                        matched += 1;
-                    } else {
+                    if *len != end - start {
                         contradicted = true;
+                    } else {
+                        matched += 1;
+                        verified += usize::from(fits_bytes(place, name, catalog, start, end));
                     }
                     break;
                 }
             }
         }
         if matched > 0 && !contradicted {
-            fits.push((matched, volumes));
+            fits.push(((verified, matched), volumes));
         }
     }
-    fits.sort_by_key(|(matched, _)| std::cmp::Reverse(*matched));
+    // Most files whose bytes agree first (a damaged volume keeps the size it has), then
+    // most files named and sized alike.
+    fits.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
     match fits.as_slice() {
         [] => Err(Error::Usage(format!(
             "{}: no volume file of this tape here (names like {}); give the folder that \
@@ -828,10 +842,9 @@ fn infer_volumes(place: &Path, total: u64, names: &Namer) -> Result<Volumes> {
             place.display(),
             lossy(
                 &names
-                    .name(&Volumes::new(BLOCK, total)?, 1)
+                    .name(&Volumes::new(total, total)?, 1)
                     .unwrap_or_else(|_| b"?".to_vec())
             )
-            .replace("0001", "NNN")
         ))),
         [(_, v)] => Ok(*v),
         [(a, v), (b, _), ..] if a > b => Ok(*v),
@@ -845,6 +858,37 @@ fn infer_volumes(place: &Path, total: u64, names: &Namer) -> Result<Volumes> {
                 .join(" or ")
         ))),
     }
+}
+
+/// Whether the volume file `name` in `place` can be tape bytes `[start, end)`: the first
+/// header that starts (whole) in that window is there, or, with no header in it, the
+/// footer's zeros are. A file that cannot be read says nothing against it.
+fn fits_bytes(place: &Path, name: &[u8], catalog: &Catalog, start: u64, end: u64) -> bool {
+    let Ok(file) = File::open(place.join(std::ffi::OsStr::from_bytes(name))) else {
+        return true;
+    };
+    let offsets = catalog.offsets();
+    let footer = offsets.footer_start();
+    let first = match offsets.entry_at(start) {
+        Some(o) if offsets.start(o) < start => Ordinal(o.0 + 1),
+        Some(o) => o,
+        None => Ordinal(offsets.len() as u64),
+    };
+    let mut got = [0u8; BLOCK as usize];
+    if first.0 < offsets.len() as u64 && offsets.start(first) + BLOCK <= end {
+        let at = offsets.start(first);
+        let (Ok(entry), Ok(())) = (
+            catalog.entry(first),
+            file.read_exact_at(&mut got, at - start),
+        ) else {
+            return true;
+        };
+        return header_of(catalog, &entry).is_ok_and(|h| *h.as_bytes() == got);
+    }
+    if footer >= start && footer + BLOCK <= end {
+        return file.read_exact_at(&mut got, footer - start).is_err() || got == [0u8; 512];
+    }
+    true
 }
 
 /// Reads the needed ranges of the tape front to back through one buffer.

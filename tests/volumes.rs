@@ -659,21 +659,23 @@ fn nothing_is_written_outside_dest() {
     assert!(listing(&env.path("elsewhere")).is_empty());
 }
 
-/// When the files in PLACE fit two volume sizes, restore asks for --volume-size instead
-/// of guessing; with it, the missing volume is named; with both volumes, no question.
+/// A lone volume whose name and size fit two volume sizes (the second of two, or the
+/// second of many smaller ones) is told apart by its bytes: the footer is where one size
+/// puts it. Restore then names the volume that is missing, and restores once it is back.
 #[test]
-fn an_ambiguous_volume_size_is_asked_for() {
+fn a_lone_volume_tells_the_volume_size_by_its_bytes() {
     let env = Env::new(&[]);
     let total = env.tape.len() as u64;
-    // Two volumes, the second 1024 bytes: alone, `.002` of 1024 bytes is also the second
-    // of volumes of 1024 bytes.
+    // Two volumes, the second being the footer's 1024 bytes: alone, `.002` of 1024 bytes
+    // is also the second of volumes of 1024 bytes.
     let size = (total - 1024).to_string();
     let names = env.write_volumes(&size, "v");
     assert_eq!(names.len(), 2);
     fs::rename(env.path(&format!("v/{}", names[0])), env.path(&names[0])).unwrap();
     let o = env.restore("v", &["photos/zz-last.bin", "-C", "out"]);
-    let line = assert_one_line_error(&o, 1, "--volume-size");
-    assert!(line.contains(&size) && line.contains("1024"), "{line}");
+    let line = assert_one_line_error(&o, 1, "1 needed volume is missing");
+    assert!(line.contains(&names[0]), "{line}");
+    assert!(!env.path("out").exists());
     let o = env.restore(
         "v",
         &["photos/zz-last.bin", "--volume-size", &size, "-C", "out"],
@@ -685,5 +687,26 @@ fn an_ambiguous_volume_size_is_asked_for() {
     assert_eq!(
         fs::read(env.path("out/photos/zz-last.bin")).unwrap(),
         fs::read(env.path("photos/zz-last.bin")).unwrap()
+    );
+}
+
+/// The volume holding a file in the middle of the tape, alone in its folder (every other
+/// deleted), is enough: its size is told from its name, size and bytes.
+#[test]
+fn a_middle_volume_alone_is_enough() {
+    let env = Env::new(&[]);
+    let names = env.write_volumes("64K", "v");
+    let part = header_part(&env, "photos/docs/readme.md", "64K");
+    for (i, name) in names.iter().enumerate() {
+        if i as u64 + 1 != part {
+            fs::remove_file(env.path(&format!("v/{name}"))).unwrap();
+        }
+    }
+    let o = env.restore("v", &["photos/docs/readme.md", "-C", "out"]);
+    assert_success(&o, "restore");
+    assert!(stdout(&o).contains(&format!("reading 1 of {} volumes", names.len())));
+    assert_eq!(
+        fs::read(env.path("out/photos/docs/readme.md")).unwrap(),
+        fs::read(env.path("photos/docs/readme.md")).unwrap()
     );
 }
