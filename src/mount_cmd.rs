@@ -6,6 +6,7 @@
 //! background process that serves the mount, logs to a file, and is only left behind once
 //! the mounted file is readable.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -132,7 +133,7 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
         }
     };
     let started = check_and_mount(&args, &mountpoint, ready.as_mut());
-    let (session, total_size, first) = match started {
+    let (session, total_size) = match started {
         Ok(started) => started,
         Err(err) => {
             if let Some(ready) = ready.as_mut() {
@@ -141,21 +142,24 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
             return Err(err);
         }
     };
-    let file = mountpoint.join(&first);
     match ready.take() {
         Some(mut ready) => {
-            let _ = writeln!(ready, "ok {total_size} {first}");
-            log::info!("serving {} from {}", file.display(), args.source.display());
+            let _ = writeln!(ready, "ok {total_size}");
+            log::info!(
+                "serving {} at {}",
+                args.source.display(),
+                mountpoint.display()
+            );
         }
         None if args.volume_size.is_some() => println!(
-            "mounted {} at {} ({total_size} bytes in volumes from {first}); Ctrl-C unmounts",
+            "mounted {} at {} ({total_size} bytes in volumes); Ctrl-C unmounts",
             args.source.display(),
             mountpoint.display(),
         ),
         None => println!(
             "mounted {} at {} ({total_size} bytes); Ctrl-C unmounts",
             args.source.display(),
-            file.display()
+            mountpoint.join(&args.name).display()
         ),
     }
     session.run()?;
@@ -173,37 +177,23 @@ fn is_pipe(fd: i32) -> bool {
 }
 
 /// Opens the tape, checks it against its source and mounts it: all in the process that
-/// serves, so that what is served is what was checked. Returns the session, the tape's
-/// size and the name of the first file in the mount.
+/// serves, so that what is served is what was checked. Returns the session and the tape's
+/// size.
 fn check_and_mount(
     args: &MountArgs,
     mountpoint: &Path,
     ready: Option<&mut File>,
-) -> Result<(mount::MountSession, u64, String), Error> {
+) -> Result<(mount::MountSession, u64), Error> {
     let tape = Tape::open_with(&args.source, args.catalog.as_deref())?;
     let total_size = tape.total_size();
     let options = mount_options(args)?;
-    let first = match &options.layout {
-        mount::Layout::Single => args.name.clone(),
-        mount::Layout::Volumes { size, template } => {
-            let volumes = tartape::volume::Volumes::new(*size, total_size)?;
-            let meta = tape.meta();
-            String::from_utf8_lossy(&template.render(
-                &meta.arc_root,
-                &meta.fingerprint,
-                &volumes,
-                1,
-            )?)
-            .into_owned()
-        }
-    };
     // Whatever --verify says, the root entry is checked before any byte is served.
     tape.check_root()?;
     verify(&tape, args)?;
     if let Some(ready) = ready {
         let _ = writeln!(ready, "mounting");
     }
-    Ok((mount::mount(tape, mountpoint, &options)?, total_size, first))
+    Ok((mount::mount(tape, mountpoint, &options)?, total_size))
 }
 
 /// `tartape umount MOUNTPOINT`.
@@ -326,9 +316,10 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
     };
     if args.volume_size.is_some() {
         println!(
-            "mounted {} at {} ({total_size} bytes in volumes from {first})",
+            "mounted {} at {} ({total_size} bytes in volumes from {})",
             args.source.display(),
-            mountpoint.display()
+            mountpoint.display(),
+            first.to_string_lossy()
         );
     } else {
         println!(
@@ -405,7 +396,7 @@ fn wait_until_ready(
     ready: File,
     child: &mut Child,
     mountpoint: &Path,
-) -> Result<(u64, String), Failure> {
+) -> Result<(u64, OsString), Failure> {
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
         for line in io::BufRead::lines(io::BufReader::new(ready)) {
@@ -427,9 +418,8 @@ fn wait_until_ready(
             Ok(line) if line == "mounting" => deadline = Some(Instant::now() + READY_TIMEOUT),
             Ok(line) if line.starts_with("ok ") => {
                 break line[3..]
-                    .split_once(' ')
-                    .and_then(|(size, first)| Some((size.parse::<u64>().ok()?, first.to_string())))
-                    .ok_or_else(|| Failure::Other(format!("the serving process said {line:?}")));
+                    .parse::<u64>()
+                    .map_err(|_| Failure::Other(format!("the serving process said {line:?}")));
             }
             Ok(line) => {
                 let message = line.strip_prefix("error: ").unwrap_or(&line).to_string();
@@ -451,17 +441,14 @@ fn wait_until_ready(
             }
         }
     };
-    let outcome = outcome.and_then(|(size, first)| {
-        let file = mountpoint.join(&first);
-        match read_one_byte(&file, READY_TIMEOUT) {
-            Some(Ok(())) => Ok((size, first)),
-            Some(Err(err)) => Err(Failure::Other(format!("{}: {err}", file.display()))),
-            None => Err(Failure::Other(format!(
-                "{} was not readable within {} s",
-                file.display(),
-                READY_TIMEOUT.as_secs()
-            ))),
-        }
+    let outcome = outcome.and_then(|size| match read_one_byte(mountpoint, READY_TIMEOUT) {
+        Some(Ok(first)) => Ok((size, first)),
+        Some(Err(err)) => Err(Failure::Other(format!("{}: {err}", mountpoint.display()))),
+        None => Err(Failure::Other(format!(
+            "{}: no file was readable within {} s",
+            mountpoint.display(),
+            READY_TIMEOUT.as_secs()
+        ))),
     });
     if outcome.is_err() {
         stop_child(child, mountpoint);
@@ -469,15 +456,21 @@ fn wait_until_ready(
     outcome
 }
 
-/// Reads one byte of `file` in a helper thread, so that a hung mount cannot hang us:
-/// `None` when it did not answer within `timeout`.
-fn read_one_byte(file: &Path, timeout: Duration) -> Option<io::Result<()>> {
+/// Reads one byte of the first file the mount lists in a helper thread, so that a hung
+/// mount cannot hang us: its name, or `None` when it did not answer within `timeout`.
+fn read_one_byte(mountpoint: &Path, timeout: Duration) -> Option<io::Result<OsString>> {
     let (sender, receiver) = mpsc::channel();
-    let file = file.to_path_buf();
+    let mountpoint = mountpoint.to_path_buf();
     thread::spawn(move || {
-        let result = File::open(&file).and_then(|mut handle| {
+        // The first file the mount lists: archive.tar, or the first volume.
+        let result = fs::read_dir(&mountpoint).and_then(|mut listing| {
+            let first = listing
+                .next()
+                .ok_or_else(|| io::Error::other("the mount lists no file"))??;
+            let mut handle = File::open(first.path())?;
             let mut byte = [0u8; 1];
-            handle.read_exact(&mut byte)
+            handle.read_exact(&mut byte)?;
+            Ok(first.file_name())
         });
         let _ = sender.send(result);
     });
