@@ -302,15 +302,10 @@ impl NameTemplate {
                 }
             }
         }
-        if out.is_empty()
-            || out == b"."
-            || out == b".."
-            || out.contains(&b'/')
-            || out.contains(&0)
-            || out.len() > 255
-        {
+        // (A part number is always in it: it is never empty, `.` or `..`.)
+        if out.contains(&b'/') || out.contains(&0) || out.len() > 255 {
             return Err(Error::Usage(format!(
-                "volume name {:?} is not a single file name (no '/', not '.' or '..', at most 255 bytes)",
+                "volume name {:?} is not a single file name (no '/' or NUL, at most 255 bytes)",
                 String::from_utf8_lossy(&out)
             )));
         }
@@ -352,6 +347,8 @@ mod tests {
             ("2GiB", 1 << 31),
             ("1T", 1 << 40),
             ("3KB", 3072),
+            ("1P", 1 << 50),
+            ("1pib", 1 << 50),
         ] {
             assert_eq!(parse_size(text, "--x").unwrap(), n, "{text}");
         }
@@ -381,7 +378,7 @@ mod tests {
     #[test]
     fn windows_cover_the_tape_and_the_last_is_short() {
         let v = Volumes::new(1024, 3584).unwrap();
-        assert_eq!(v.count(), 4);
+        assert_eq!((v.size(), v.total(), v.count()), (1024, 3584, 4));
         assert_eq!(v.window(1), Some((0, 1024)));
         assert_eq!(v.window(4), Some((3072, 3584)));
         assert_eq!(v.window(0), None);
@@ -455,8 +452,23 @@ mod tests {
         ] {
             assert!(NameTemplate::parse(bad).is_err(), "{bad}");
         }
-        let slash = NameTemplate::parse("a/{part}").unwrap();
-        assert!(slash.render(b"p", fp, &v, 1).is_err());
+        let trailing = NameTemplate::parse("{part}.tar").unwrap();
+        assert_eq!(trailing.render(b"p", fp, &v, 2).unwrap(), b"2.tar");
+        let e = NameTemplate::parse("{part:.2}").unwrap_err().to_string();
+        assert!(e.contains("takes no format"), "{e}");
+        let e = NameTemplate::parse("{nope}{part}").unwrap_err().to_string();
+        assert!(e.contains("unknown field `{nope}`"), "{e}");
+        for bad in [
+            "a/{part}",
+            "{part}\0",
+            &format!("{}{{part}}", "x".repeat(255)),
+        ] {
+            let t = NameTemplate::parse(bad).unwrap();
+            assert!(t.render(b"p", fp, &v, 1).is_err(), "{bad:?}");
+        }
+        let longest = format!("{}{{part}}", "x".repeat(254));
+        let t = NameTemplate::parse(&longest).unwrap();
+        assert_eq!(t.render(b"p", fp, &v, 1).unwrap().len(), 255);
         assert_eq!(catalog_copy_name(b"photos", fp), b"photos_1a2b3c4d.tartape");
     }
 }
