@@ -212,8 +212,12 @@ enum Command {
         json: bool,
     },
     /// List the volumes the tape is cut into: part, name, byte window, first and last entry.
-    #[command(after_help = "Example:\n  tartape volumes photos --volume-size 2G\n  \
-tartape stream photos --volume-size 2G --volume 3 -o photos.tar.003")]
+    #[command(
+        after_help = "Examples:\n  tartape volumes photos --volume-size 2G\n  \
+tartape stream photos --volume-size 2G --volume 3 -o photos.tar.003\n  \
+tartape locate photos photos/2024/a.jpg --volume-size 2G --json\n\nExit status: 0 listed, \
+1 failure (no catalog, a source that is not the recorded one), 2 usage error."
+    )]
     Volumes {
         dir: PathBuf,
         #[command(flatten)]
