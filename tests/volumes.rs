@@ -104,6 +104,16 @@ impl Env {
         self.run(&all)
     }
 
+    /// DEST/PATH holds the bytes of the source's PATH.
+    fn assert_restored(&self, dest: &str, path: &str) {
+        let got = fs::read(self.path(&format!("{dest}/{path}")))
+            .unwrap_or_else(|e| panic!("{dest}/{path}: {e}"));
+        assert!(
+            got == fs::read(self.path(path)).unwrap(),
+            "{dest}/{path} differs"
+        );
+    }
+
     fn fp8(&self) -> &str {
         &self.fingerprint[..8]
     }
@@ -607,10 +617,7 @@ fn existing_files_are_kept_unless_forced() {
     assert!(env.path("out/photos/empty").exists());
     let o = env.restore("v", &["photos/a.txt", "--force", "-C", "out"]);
     assert_success(&o, "restore --force");
-    assert_eq!(
-        fs::read(env.path("out/photos/a.txt")).unwrap(),
-        fs::read(env.path("photos/a.txt")).unwrap()
-    );
+    env.assert_restored("out", "photos/a.txt");
 }
 
 /// Nothing is written outside DEST: a catalog row whose path climbs out is refused by the
@@ -684,10 +691,7 @@ fn a_lone_volume_tells_the_volume_size_by_its_bytes() {
     fs::rename(env.path(&names[0]), env.path(&format!("v/{}", names[0]))).unwrap();
     let o = env.restore("v", &["photos/zz-last.bin", "-C", "out"]);
     assert_success(&o, "restore");
-    assert_eq!(
-        fs::read(env.path("out/photos/zz-last.bin")).unwrap(),
-        fs::read(env.path("photos/zz-last.bin")).unwrap()
-    );
+    env.assert_restored("out", "photos/zz-last.bin");
 }
 
 /// The volume holding a file in the middle of the tape, alone in its folder (every other
@@ -705,8 +709,5 @@ fn a_middle_volume_alone_is_enough() {
     let o = env.restore("v", &["photos/docs/readme.md", "-C", "out"]);
     assert_success(&o, "restore");
     assert!(stdout(&o).contains(&format!("reading 1 of {} volumes", names.len())));
-    assert_eq!(
-        fs::read(env.path("out/photos/docs/readme.md")).unwrap(),
-        fs::read(env.path("photos/docs/readme.md")).unwrap()
-    );
+    env.assert_restored("out", "photos/docs/readme.md");
 }
