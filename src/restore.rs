@@ -138,7 +138,13 @@ impl fmt::Display for RestoreSummary {
 impl Restore<'_> {
     /// Restores; `progress` hears about every entry and every chunk written.
     pub fn run(&self, mut progress: impl FnMut(Progress<'_>)) -> Result<RestoreSummary> {
-        let catalog = Catalog::open(self.catalog)?;
+        let catalog = Catalog::open(self.catalog).map_err(|e| match e {
+            Error::CatalogMissing(path) => Error::io(
+                path,
+                io::Error::new(io::ErrorKind::NotFound, "no such catalog file"),
+            ),
+            e => e,
+        })?;
         let selection = self.select(&catalog)?;
 
         let offsets = catalog.offsets();
@@ -208,7 +214,12 @@ impl Restore<'_> {
         );
         // 3. Extraction, in one sequential pass over the needed ranges.
         progress(Progress::Total(content_bytes));
-        std::fs::create_dir_all(self.dest).map_err(|e| Error::io(self.dest, e))?;
+        std::fs::create_dir_all(self.dest).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => {
+                Error::io(self.dest, io::Error::other("exists and is not a directory"))
+            }
+            _ => Error::io(self.dest, e),
+        })?;
         let dest_fd = rustix::fs::open(
             self.dest,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -618,6 +618,11 @@ fn existing_files_are_kept_unless_forced() {
     let o = env.restore("v", &["photos/a.txt", "--force", "-C", "out"]);
     assert_success(&o, "restore --force");
     env.assert_restored("out", "photos/a.txt");
+    // A DEST that is a file, a catalog that does not exist: one line each.
+    let o = env.restore("v", &["-C", "out/photos/a.txt"]);
+    assert_one_line_error(&o, 1, "out/photos/a.txt: exists and is not a directory");
+    let o = env.run(&["restore", "nope.db", "--from", "v"]);
+    assert_one_line_error(&o, 1, "nope.db: no such catalog file");
 }
 
 /// Nothing is written outside DEST: a catalog row whose path climbs out is refused by the
