@@ -164,6 +164,65 @@ fn stream_never_writes_bytes_of_a_file_changed_while_it_is_read() {
     }
 }
 
+/// Descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// With the files ahead asked of the disk early (`TARTAPE_PREFETCH=always`, what a cold
+/// cache turns on), the stream keeps a bounded number of descriptors however many files
+/// lie ahead, its bytes are the tape's, and a file changed after it was read ahead is
+/// still caught: nothing of it is written, what was written is a correct prefix.
+#[test]
+fn files_read_ahead_keep_descriptors_bounded_and_changes_after_still_caught() {
+    let t = Tree::new();
+    let mut rng = Rng(31);
+    for i in 0..3000 {
+        t.write(
+            &format!("d{:02}/f{i:05}", i % 30),
+            &rng.bytes(1 + (i * 37) % 9000),
+        );
+    }
+    t.write("zz-last", &rng.bytes(100_000));
+    t.record(&[]);
+    let good = t.tape();
+    let whole = run(t.cmd("stream", &[]).env("TARTAPE_PREFETCH", "always"));
+    assert_success(&whole, "stream with prefetching");
+    assert!(whole.stdout == good, "prefetching changed the bytes");
+
+    let mut child = t
+        .cmd("stream", &[])
+        .env("TARTAPE_PREFETCH", "always")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut written = vec![0u8; 256 << 10];
+    out.read_exact(&mut written).unwrap();
+    // The reader is blocked on the pipe; the prefetchers run ahead as far as they may.
+    let mut most = 0;
+    for _ in 0..50 {
+        most = most.max(open_fds(child.id()));
+        thread::sleep(Duration::from_millis(4));
+    }
+    // stdio, the catalog (file and connections), the reader's file and directory, and
+    // at most one file and one directory per prefetching thread: not 3,000 files.
+    assert!(
+        most < 48,
+        "{most} descriptors open while 3,000 files lie ahead"
+    );
+    // Changed after it was (probably) read ahead; same size, mtime put back.
+    let last = t.src().join("zz-last");
+    let mtime = mtime_of(&last);
+    pwrite(&last, 50_000, b"changed");
+    set_mtime(&last, mtime.0, mtime.1);
+    out.read_to_end(&mut written).unwrap();
+    let output = wait_output(child, "tartape stream");
+    assert_prefix_and_error(&output, &written, &good, "integrity error: src/zz-last");
+}
+
 #[test]
 fn stream_into_a_file_keeps_a_correct_prefix_when_the_source_changes_during_the_copy() {
     // `-o FILE` copies large contents inside the kernel; a writer that puts the mtime
