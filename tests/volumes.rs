@@ -104,6 +104,13 @@ impl Env {
         self.run(&all)
     }
 
+    /// `tartape locate PATH --volume-size SIZE --json`, parsed.
+    fn locate(&self, path: &str, size: &str) -> serde_json::Value {
+        let o = self.cat(&["locate", path, "--volume-size", size, "--json"]);
+        assert_success(&o, "locate --json");
+        serde_json::from_str(stdout(&o).trim()).unwrap()
+    }
+
     /// DEST/PATH holds the bytes of the source's PATH.
     fn assert_restored(&self, dest: &str, path: &str) {
         let got = fs::read(self.path(&format!("{dest}/{path}")))
@@ -359,15 +366,7 @@ fn locate_points_at_the_bytes_of_an_entry_in_its_volumes() {
     let env = Env::new(&[]);
     let names = env.write_volumes("4K", "v");
     assert!(names.len() > 100);
-    let o = env.cat(&[
-        "locate",
-        "photos/2024/feb/big.bin",
-        "--volume-size",
-        "4K",
-        "--json",
-    ]);
-    assert_success(&o, "locate --json");
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let v = env.locate("photos/2024/feb/big.bin", "4K");
     let mut content = Vec::new();
     for s in v["slices"].as_array().unwrap() {
         assert_eq!(s["source_offset"], content.len() as u64);
@@ -399,14 +398,7 @@ fn locate_points_at_the_bytes_of_an_entry_in_its_volumes() {
 fn one_file_is_restored_from_only_the_volumes_that_hold_it() {
     let env = Env::new(&[]);
     let names = env.write_volumes("4K", "v");
-    let o = env.cat(&[
-        "locate",
-        "photos/2024/jan/x.jpg",
-        "--volume-size",
-        "4K",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let v = env.locate("photos/2024/jan/x.jpg", "4K");
     let mut keep: Vec<String> = v["header_slices"]
         .as_array()
         .unwrap()
@@ -471,10 +463,9 @@ fn every_missing_volume_is_named_before_anything_is_written() {
 
 /// The part holding the header of `path` when cut into volumes of `size`.
 fn header_part(env: &Env, path: &str, size: &str) -> u64 {
-    let o = env.cat(&["locate", path, "--volume-size", size, "--json"]);
-    assert_success(&o, "locate");
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    v["header_slices"][0]["part"].as_u64().unwrap()
+    env.locate(path, size)["header_slices"][0]["part"]
+        .as_u64()
+        .unwrap()
 }
 
 /// A volume overwritten with other bytes, a cut one, and a volume of another tape are
@@ -538,14 +529,7 @@ fn foreign_damaged_and_cut_volumes_are_refused_by_name() {
 fn content_is_checked_against_recorded_digests() {
     let env = Env::new(&["--hash", "sha256"]);
     let names = env.write_volumes("4K", "v");
-    let o = env.cat(&[
-        "locate",
-        "photos/2024/feb/big.bin",
-        "--volume-size",
-        "4K",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let v = env.locate("photos/2024/feb/big.bin", "4K");
     let middle = &v["slices"][10];
     let name = middle["name"].as_str().unwrap();
     let path = env.path(&format!("v/{name}"));
