@@ -155,7 +155,7 @@ impl Restore<'_> {
 
         // 1. The volumes (or the archive) needed: all present and of the right size.
         let started = std::time::Instant::now();
-        let mut source = Source::open(self, &catalog, &ranges)?;
+        let source = Source::open(self, &catalog, &ranges)?;
 
         // 2. Before anything is written: every selected row fetched and checked, and its
         // header read back and compared with the one the catalog gives.
@@ -307,16 +307,11 @@ impl Restore<'_> {
                     let mut hasher = hash
                         .filter(|_| e.kind == Kind::File)
                         .map(ContentHasher::new);
-                    let mut pos = content_start;
-                    while pos < content_end {
-                        let want = (content_end - pos).min(READ_CHUNK as u64) as usize;
-                        let chunk = reader.bytes(&mut source, pos, want, range_end)?;
-                        if let Some(h) = hasher.as_mut() {
-                            h.update(chunk);
-                        }
+                    let range = (content_start, content_end, range_end);
+                    reader.each_chunk(&source, range, &mut hasher, |chunk| {
                         content.extend_from_slice(chunk);
-                        pos += chunk.len() as u64;
-                    }
+                        Ok(())
+                    })?;
                     digest_check(hasher, &source)?;
                     progress(Progress::Bytes(e.size));
                     let job = Job {
@@ -332,26 +327,21 @@ impl Restore<'_> {
                 }
                 out.entry(e, look, |file| {
                     let mut hasher = hash.map(ContentHasher::new);
-                    let mut pos = content_start;
                     // Large content without a digest to compute is copied by the kernel.
                     if hasher.is_none()
                         && e.size >= COPY_IN_KERNEL
-                        && source.copy_to(pos, e.size, file)?
+                        && source.copy_to(content_start, e.size, file)?
                     {
                         progress(Progress::Bytes(e.size));
                         return Ok(());
                     }
-                    while pos < content_end {
-                        let want = (content_end - pos).min(READ_CHUNK as u64) as usize;
-                        let chunk = reader.bytes(&mut source, pos, want, range_end)?;
-                        if let Some(h) = hasher.as_mut() {
-                            h.update(chunk);
-                        }
+                    let range = (content_start, content_end, range_end);
+                    reader.each_chunk(&source, range, &mut hasher, |chunk| {
                         file.write_all(chunk)
                             .map_err(|err| Error::io(out_path(dest, e), err))?;
-                        pos += chunk.len() as u64;
                         progress(Progress::Bytes(chunk.len() as u64));
-                    }
+                        Ok(())
+                    })?;
                     digest_check(hasher, &source)
                 })
             };
@@ -916,7 +906,7 @@ struct SeqReader {
 impl SeqReader {
     /// Up to `len` bytes (at least one) of the tape from `offset`, not reading past
     /// `limit` (the end of the needed range).
-    fn bytes(&mut self, source: &mut Source, offset: u64, len: usize, limit: u64) -> Result<&[u8]> {
+    fn bytes(&mut self, source: &Source, offset: u64, len: usize, limit: u64) -> Result<&[u8]> {
         let end = self.start + self.buf.len() as u64;
         if offset < self.start || offset >= end {
             let want = (limit.saturating_sub(offset)).min(READ_CHUNK as u64) as usize;
@@ -928,6 +918,28 @@ impl SeqReader {
         let at = (offset - self.start) as usize;
         let n = len.min(self.buf.len() - at);
         Ok(&self.buf[at..at + n])
+    }
+
+    /// Tape bytes `[from, to)` (`limit`: the end of the needed range they lie in) in
+    /// chunks, each added to `hasher` and given to `sink`.
+    fn each_chunk(
+        &mut self,
+        source: &Source,
+        (from, to, limit): (u64, u64, u64),
+        hasher: &mut Option<ContentHasher>,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut pos = from;
+        while pos < to {
+            let want = (to - pos).min(READ_CHUNK as u64) as usize;
+            let chunk = self.bytes(source, pos, want, limit)?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(chunk);
+            }
+            sink(chunk)?;
+            pos += chunk.len() as u64;
+        }
+        Ok(())
     }
 }
 
