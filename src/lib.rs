@@ -19,6 +19,7 @@ pub mod header;
 pub mod layout;
 pub mod mount;
 pub mod player;
+mod readahead;
 pub mod record;
 pub mod restore;
 pub mod source;

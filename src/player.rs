@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use md5::{Digest, Md5};
 
@@ -19,6 +18,7 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
 use crate::header::BLOCK;
 use crate::layout::end_offset;
+use crate::readahead::{Reach, ReadAhead};
 use crate::tape::{
     ParentDir, Tape, broken, check_not_grown, check_open_file, compare_digest, grew, read_content,
     read_content_probing,
@@ -294,18 +294,18 @@ impl TapePlayer<'_> {
         events: bool,
         mut sink: impl FnMut(Event<'_>) -> Result<()>,
     ) -> Result<()> {
-        let ahead = &Ahead::new(start);
+        let ahead = &ReadAhead::new(Reach::Whole);
+        ahead.start_run(start);
+        let total = self.tape.total_size();
+        let end = len.map_or(total, |l| start.saturating_add(l).min(total));
         std::thread::scope(|scope| {
-            // On a cold cache, files ahead are asked of the disk early (see `prefetch`).
-            let prefetcher = std::thread::Builder::new()
-                .name("tape-prefetch".into())
-                .spawn_scoped(scope, move || self.prefetch(start, len, ahead))
-                .ok();
-            let wake = || {
-                if let Some(p) = &prefetcher {
-                    p.thread().unpark();
-                }
-            };
+            // On a cold cache, files ahead are asked of the disk early (see `readahead`).
+            if !ahead.is_off() {
+                let tape = self.tape;
+                let _ = std::thread::Builder::new()
+                    .name("tape-readahead".into())
+                    .spawn_scoped(scope, move || ahead.serve(tape, end));
+            }
             // Two chunks in flight: one being written, one being filled.
             let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
             let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -325,117 +325,25 @@ impl TapePlayer<'_> {
                 })
                 .map_err(|e| Error::io("<tape reader>", e))?;
             let mut delivered = Ok(());
+            let mut written = start;
             for chunk in full_rx.iter() {
                 delivered = chunk.deliver(&mut sink);
-                ahead
-                    .written
-                    .fetch_add(chunk.filled as u64, Ordering::Release);
-                if ahead.cold.load(Ordering::Relaxed) {
-                    wake();
-                }
+                written += chunk.filled as u64;
+                ahead.advance(written);
                 let _ = empty_tx.send(chunk.bytes);
                 if delivered.is_err() {
                     break;
                 }
             }
-            // Ends the reader if it is still sending, and the prefetcher.
+            // Ends the reader if it is still sending, and the read-ahead.
             drop(full_rx);
-            ahead.done.store(true, Ordering::Release);
-            wake();
+            ahead.finish();
             let played = reader
                 .join()
                 .unwrap_or_else(|_| Err(Error::io("<tape reader>", io::Error::other("panicked"))));
             // The sink's error first: the reader's is then only "the sink stopped".
             delivered.and(played)
         })
-    }
-
-    /// Asks the kernel to read the regular files that come next in `[start, start + len)`
-    /// once the reader found the cache cold: it reads one file after another and waits
-    /// for each, while the disk could serve many at once. A dispatcher walks the catalog
-    /// and [`PREFETCHERS`] threads open each file and `posix_fadvise(WILLNEED)` its first
-    /// [`PREFETCH_HEAD`] bytes (opening reads the inode, which waits too), at most
-    /// [`AHEAD_FILES`] files and [`AHEAD_BYTES`] tape bytes ahead of what was written.
-    /// Only a hint: nothing read here is handed on — the reader reads and checks every
-    /// byte it writes — and failures are ignored. While the cache is warm it costs
-    /// nothing but a sleeping thread.
-    fn prefetch(&self, start: u64, len: Option<u64>, ahead: &Ahead) {
-        match Prefetch::from_env() {
-            Prefetch::Never => return,
-            Prefetch::Always => ahead.cold.store(true, Ordering::Release),
-            Prefetch::Auto => {}
-        }
-        while !ahead.cold.load(Ordering::Acquire) {
-            if ahead.done.load(Ordering::Acquire) {
-                return;
-            }
-            std::thread::park_timeout(std::time::Duration::from_millis(20));
-        }
-        log::debug!("prefetching the files ahead (the cache was found cold)");
-        let tape = self.tape;
-        let total = tape.total_size();
-        let end = len.map_or(total, |l| start.saturating_add(l).min(total));
-        let from = ahead.written.load(Ordering::Acquire).max(start);
-        let Some(first) = tape.catalog().offsets().entry_at(from) else {
-            return;
-        };
-        let (send, receive) = std::sync::mpsc::sync_channel::<Entry>(AHEAD_FILES);
-        let receive = std::sync::Mutex::new(receive);
-        std::thread::scope(|scope| {
-            for _ in 0..PREFETCHERS {
-                let receive = &receive;
-                let _ = std::thread::Builder::new()
-                    .name("tape-prefetch".into())
-                    .spawn_scoped(scope, move || {
-                        let mut parent = ParentDir::default();
-                        loop {
-                            let next = receive.lock().map(|r| r.recv());
-                            let Ok(Ok(entry)) = next else { break };
-                            if end_offset(&entry) <= ahead.written.load(Ordering::Acquire) {
-                                continue;
-                            }
-                            if let Ok(file) = tape.open_file_in(&mut parent, &entry) {
-                                let head = std::num::NonZeroU64::new(entry.size.min(PREFETCH_HEAD));
-                                let _ = rustix::fs::fadvise(
-                                    &file,
-                                    0,
-                                    head,
-                                    rustix::fs::Advice::WillNeed,
-                                );
-                            }
-                        }
-                    });
-            }
-            // End offsets of the files handed out, not yet written.
-            let mut asked = std::collections::VecDeque::new();
-            let _ = tape.catalog().for_each_from(first, |entry| {
-                if entry.start_offset >= end || ahead.done.load(Ordering::Acquire) {
-                    return Ok(false);
-                }
-                if entry.kind != Kind::File || entry.size == 0 {
-                    return Ok(true);
-                }
-                loop {
-                    let written = ahead.written.load(Ordering::Acquire);
-                    while asked.front().is_some_and(|&e| e <= written) {
-                        asked.pop_front();
-                    }
-                    if ahead.done.load(Ordering::Acquire) {
-                        return Ok(false);
-                    }
-                    if end_offset(&entry) <= written {
-                        return Ok(true);
-                    }
-                    if asked.len() < AHEAD_FILES && entry.start_offset < written + AHEAD_BYTES {
-                        break;
-                    }
-                    std::thread::park_timeout(std::time::Duration::from_millis(5));
-                }
-                asked.push_back(end_offset(&entry));
-                Ok(send.send(entry).is_ok())
-            });
-            drop(send);
-        });
     }
 
     /// Plays into `out`: the body of [`TapePlayer::play`] and [`TapePlayer::play_ahead`].
@@ -445,7 +353,7 @@ impl TapePlayer<'_> {
         start: u64,
         len: Option<u64>,
         out: &mut impl Out,
-        ahead: Option<&Ahead>,
+        ahead: Option<&ReadAhead>,
     ) -> Result<()> {
         let tape = self.tape;
         let total = tape.total_size();
@@ -489,7 +397,7 @@ impl TapePlayer<'_> {
         end: u64,
         parent: &mut ParentDir,
         out: &mut impl Out,
-        ahead: Option<&Ahead>,
+        ahead: Option<&ReadAhead>,
     ) -> Result<u64> {
         let tape = self.tape;
         let anonymize = tape.meta().anonymize;
@@ -555,6 +463,7 @@ impl TapePlayer<'_> {
                 // there is room: getting it means the file grew, and the separate read
                 // that checks for that (one per file) is saved.
                 let probe = at + n as u64 == content_end && room.len() > n;
+                let reading = std::time::Instant::now();
                 let read = read_content_probing(
                     f,
                     entry,
@@ -563,6 +472,9 @@ impl TapePlayer<'_> {
                     n,
                 )
                 .map_err(|e| explain(entry, f, anonymize, e))?;
+                if let Some(ahead) = ahead {
+                    ahead.read(n, reading.elapsed());
+                }
                 // Check after read, before write: these bytes leave only if the file is
                 // still the snapshot's.
                 check_open_file(entry, f, anonymize)?;
@@ -651,72 +563,6 @@ impl<F: FnMut(Event<'_>) -> Result<()>> Out for EventOut<F> {
 /// Bytes of a chunk [`TapePlayer::play_ahead`] hands over, at most.
 const CHUNK: usize = 1 << 20;
 
-/// `TARTAPE_PREFETCH`: `auto` (the default: once the cache is found cold), `always`
-/// (e.g. for a network filesystem whose cached opens are slow too), `never`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Prefetch {
-    Auto,
-    Always,
-    Never,
-}
-
-impl Prefetch {
-    fn from_env() -> Prefetch {
-        match std::env::var("TARTAPE_PREFETCH").as_deref() {
-            Ok("always") => Prefetch::Always,
-            Ok("never") => Prefetch::Never,
-            _ => Prefetch::Auto,
-        }
-    }
-}
-
-/// What the reader, the writer and the prefetcher share.
-struct Ahead {
-    /// Tape offset up to which bytes were written.
-    written: AtomicU64,
-    /// Playing is over.
-    done: AtomicBool,
-    /// The reader found the cache cold: prefetching is on (for the rest of the play).
-    cold: AtomicBool,
-    /// Opens that took longer than [`SLOW_OPEN`].
-    slow: AtomicU64,
-}
-
-impl Ahead {
-    fn new(start: u64) -> Ahead {
-        Ahead {
-            written: AtomicU64::new(start),
-            done: AtomicBool::new(false),
-            cold: AtomicBool::new(false),
-            slow: AtomicU64::new(0),
-        }
-    }
-
-    /// The reader opened a file in `took`: an inode read from the disk (not the cache)
-    /// takes far longer than [`SLOW_OPEN`]; [`COLD_OPENS`] of them turn prefetching on.
-    fn opened(&self, took: std::time::Duration) {
-        if took > SLOW_OPEN && self.slow.fetch_add(1, Ordering::Relaxed) + 1 >= COLD_OPENS {
-            self.cold.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// An open of a file whose inode is cached takes a few µs; one that reads it from a disk,
-/// 100 µs or more.
-const SLOW_OPEN: std::time::Duration = std::time::Duration::from_micros(150);
-/// Slow opens that say the cache is cold.
-const COLD_OPENS: u64 = 4;
-/// Threads opening files ahead: opening reads the inode, which waits, so one thread would
-/// ask for one file at a time.
-const PREFETCHERS: usize = 8;
-/// Files handed to the prefetchers beyond what was written, at most (so at most this many
-/// plus [`PREFETCHERS`] descriptors, each open only for its `fadvise`).
-const AHEAD_FILES: usize = 256;
-/// How far beyond what was written the prefetchers may go, in tape bytes.
-const AHEAD_BYTES: u64 = 64 << 20;
-/// Bytes asked for at the start of each file (the kernel's own readahead takes a large
-/// file on from there as it is read).
-const PREFETCH_HEAD: u64 = 2 << 20;
 /// Bytes of the first chunk: the first bytes reach the reader without waiting for a
 /// whole chunk to be read (a resumed upload, `| head -c`); each next chunk is twice as
 /// large, up to [`CHUNK`].

@@ -27,6 +27,7 @@ use crate::entry::{Entry, Kind, Ordinal, normalised_mode};
 use crate::error::{Discrepancy, Error, Result};
 use crate::header::{BLOCK, Header};
 use crate::layout::{Part, Position, padding};
+use crate::readahead::ReadAhead;
 use crate::source::{canonical_source, default_catalog, open_beneath, open_root, readable};
 use crate::walk::{Found, Observed, Visitor, Walker};
 
@@ -274,6 +275,16 @@ impl Tape {
     /// against the snapshot, and content after it was read; a mismatch is an
     /// [`Error::Integrity`] and then nothing of `buf` may be used.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.read_at_with(offset, buf, None)
+    }
+
+    /// [`Tape::read_at`], telling `ahead` how long opening files took (a cold cache).
+    pub(crate) fn read_at_with(
+        &self,
+        offset: u64,
+        buf: &mut [u8],
+        ahead: Option<&ReadAhead>,
+    ) -> Result<usize> {
         let total = self.total_size();
         let offsets = self.catalog.offsets();
         let mut pos = offset;
@@ -289,7 +300,7 @@ impl Tape {
             };
             let cached = self.cached_entry(ordinal)?;
             let entry = &cached.entry;
-            let file = self.checked_source(entry)?;
+            let file = self.checked_source(entry, ahead)?;
             let end = offsets.end(ordinal);
             let mut within = pos - entry.start_offset;
             let stop = filled + want.min((end - pos) as usize);
@@ -305,7 +316,11 @@ impl Tape {
                     let at = within - BLOCK;
                     let n = out.len().min((entry.size - at) as usize);
                     let f = file.as_ref().expect("regular files are opened");
+                    let reading = std::time::Instant::now();
                     read_content(f, entry, at, &mut out[..n])?;
+                    if let Some(ahead) = ahead {
+                        ahead.read(n, reading.elapsed());
+                    }
                     read_content_bytes = true;
                     n
                 } else {
@@ -327,7 +342,11 @@ impl Tape {
 
     /// Checks `entry` against the source; for a regular file returns the open descriptor
     /// (from the cache when possible, its path checked again with one `fstatat`).
-    fn checked_source(&self, entry: &Entry) -> Result<Option<Arc<File>>> {
+    fn checked_source(
+        &self,
+        entry: &Entry,
+        ahead: Option<&ReadAhead>,
+    ) -> Result<Option<Arc<File>>> {
         if entry.kind != Kind::File {
             self.check_entry(entry).map_err(Error::from)?;
             return Ok(None);
@@ -354,7 +373,11 @@ impl Tape {
                 return Ok(Some(Arc::clone(&open.file)));
             }
         }
+        let opening = std::time::Instant::now();
         let f = self.open_file(entry)?;
+        if let Some(ahead) = ahead {
+            ahead.opened(opening.elapsed());
+        }
         let st = fstat(&f).map_err(|e| open_error(entry, e))?;
         let f = Arc::new(f);
         *lock(slot) = Some(OpenFile {

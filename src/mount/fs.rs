@@ -29,6 +29,7 @@ use log::error;
 use super::system::mount_entry;
 use super::{CacheMode, DEFAULT_READAHEAD_KB, validate_name};
 use crate::error::{Error, Result};
+use crate::readahead::{Reach, ReadAhead};
 use crate::tape::Tape;
 use crate::volume::{NameTemplate, Volumes, catalog_copy_name};
 
@@ -61,6 +62,30 @@ enum Content {
     Tape { start: u64 },
     /// The catalog file the tape was opened from.
     Catalog,
+}
+
+/// The last reads of the mount's tape, to tell a sequential reader from a random one.
+#[derive(Default)]
+struct Sequence {
+    /// Their tape ranges, `[start, end)`; the oldest is replaced.
+    recent: [(u64, u64); RECENT_READS],
+    /// Where the next one goes in `recent`.
+    slot: usize,
+    /// One bit per read, the newest lowest: whether it touched one of the reads before it.
+    touched: u8,
+    /// Whether the reads are sequential now.
+    sequential: bool,
+}
+
+/// Reads looked back at (the bits of [`Sequence::touched`]).
+const RECENT_READS: usize = 8;
+/// Of the last [`RECENT_READS`], how many must touch another for the reads to be sequential.
+const SEQUENTIAL_READS: u32 = 4;
+
+impl Drop for TapeFs {
+    fn drop(&mut self) {
+        self.readahead.finish();
+    }
 }
 
 /// One file of the mount.
@@ -100,7 +125,11 @@ const FILE_BLKSIZE: u32 = 1 << 20;
 /// Every handler is a plain method returning `Result<_, Errno>` plus a one-line reply, so
 /// the logic can be tested without a kernel.
 pub struct TapeFs {
-    tape: Tape,
+    tape: Arc<Tape>,
+    /// Files ahead asked of the disk while reads are sequential on a cold cache.
+    readahead: Arc<ReadAhead>,
+    /// The reads seen last, to tell sequential from random.
+    sequence: Mutex<Sequence>,
     files: Vec<MountFile>,
     by_name: HashMap<OsString, usize>,
     catalog: Option<CatalogSnapshot>,
@@ -242,7 +271,9 @@ impl TapeFs {
             CacheMode::DirectIo => FopenFlags::FOPEN_DIRECT_IO,
         } | FopenFlags::FOPEN_NOFLUSH;
         Ok(TapeFs {
-            tape,
+            tape: Arc::new(tape),
+            readahead: Arc::new(ReadAhead::new(Reach::Heads)),
+            sequence: Mutex::new(Sequence::default()),
             files,
             by_name,
             catalog,
@@ -344,7 +375,11 @@ impl TapeFs {
         let len = file.size.saturating_sub(offset).min(buf.len() as u64) as usize;
         let buf = &mut buf[..len];
         let read = match file.content {
-            Content::Tape { start } => self.tape.read_at(start + offset, buf),
+            Content::Tape { start } => {
+                self.note_read(start + offset, buf.len() as u64);
+                self.tape
+                    .read_at_with(start + offset, buf, Some(&self.readahead))
+            }
             Content::Catalog => self.read_catalog(offset, buf),
         };
         match read {
@@ -357,6 +392,38 @@ impl TapeFs {
                 );
                 Err(Errno::EIO)
             }
+        }
+    }
+
+    /// Tells the read-ahead where a sequential reader is. A read touches another when one
+    /// ends where the other starts (the kernel's readahead sends a few at once, served by
+    /// several threads, so they are not always seen in order); when [`SEQUENTIAL_READS`]
+    /// of the last [`RECENT_READS`] did, the reads are sequential: the first such read
+    /// starts a run there, each next one that touches another moves it on (the reads
+    /// before it are being served: reading ahead of them is too late). Random reads touch nothing, so they do
+    /// not trigger it; once the reads are no longer sequential, the read-ahead stops when
+    /// its window is full.
+    fn note_read(&self, at: u64, len: u64) {
+        let end = at + len;
+        let mut seq = self.sequence.lock().unwrap_or_else(|e| e.into_inner());
+        // The latest start among this read and those it touches.
+        let touched = seq
+            .recent
+            .iter()
+            .filter(|&&(start, stop)| start < stop && (stop == at || start == end))
+            .map(|&(start, _)| start.max(at))
+            .max();
+        let touches = touched.is_some();
+        seq.touched = (seq.touched << 1) | u8::from(touches);
+        let slot = seq.slot;
+        seq.recent[slot] = (at, end);
+        seq.slot = (slot + 1) % RECENT_READS;
+        let was = seq.sequential;
+        seq.sequential = seq.touched.count_ones() >= SEQUENTIAL_READS;
+        match (was, seq.sequential) {
+            (false, true) => self.readahead.start_run(touched.unwrap_or(at)),
+            (true, true) if touches => self.readahead.advance(touched.unwrap_or(at)),
+            _ => {}
         }
     }
 
@@ -437,10 +504,18 @@ impl Filesystem for TapeFs {
         // Room for the kernel to keep every serving thread busy with readahead.
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        if !self.readahead.is_off() {
+            let (tape, readahead) = (Arc::clone(&self.tape), Arc::clone(&self.readahead));
+            // Only a hint: a mount without it serves the same bytes.
+            let _ = std::thread::Builder::new()
+                .name("tape-readahead".into())
+                .spawn(move || readahead.serve(&tape, tape.total_size()));
+        }
         Ok(())
     }
 
     fn destroy(&mut self) {
+        self.readahead.finish();
         let disarm = self.disarm.lock().ok().and_then(|mut slot| slot.take());
         if let Some(disarm) = disarm {
             disarm.run();
@@ -734,6 +809,60 @@ mod tests {
             fs.read_range(ROOT_INO, 0, &mut [0u8; 8]).unwrap_err(),
             Errno::EISDIR
         );
+    }
+
+    #[test]
+    fn sequential_reads_start_the_read_ahead_and_random_ones_do_not() {
+        let (_dir, fs) = tape_fs(DEFAULT_NAME, CacheMode::KeepCache);
+        let read = |at: u64, len: usize| {
+            let mut buf = vec![0u8; len];
+            fs.read_range(FILE_INO, at, &mut buf).unwrap();
+        };
+        // Random reads: none ends where another starts.
+        for at in [
+            40_000, 512, 61_440, 7, 20_000, 33_333, 1_000, 50_000, 9_999, 70_000,
+        ] {
+            read(at, 100);
+        }
+        assert_eq!(fs.readahead.state().0, 0, "random reads started a run");
+        // Sequential, though not seen in order (as the kernel's readahead sends them).
+        for at in [1024, 0, 2048, 4096, 3072] {
+            read(at, 1024);
+            assert_eq!(
+                fs.readahead.state().0,
+                0,
+                "four touching reads are not yet enough"
+            );
+        }
+        read(5120, 1024);
+        assert_eq!(
+            fs.readahead.state(),
+            (1, 5120),
+            "a run starts at the latest read"
+        );
+        read(6144, 1024);
+        read(8192, 1024);
+        read(7168, 1024);
+        assert_eq!(
+            fs.readahead.state(),
+            (1, 8192),
+            "the run moves on with the reads"
+        );
+        // Random reads again: the run is left, and stays where it was.
+        for at in [60_000, 100, 30_000, 15_000, 45_000, 2_500, 66_000, 25_000] {
+            read(at, 100);
+        }
+        let (runs, position) = fs.readahead.state();
+        assert_eq!(runs, 1);
+        assert!(
+            position < 60_000,
+            "random reads moved the run to {position}"
+        );
+        // Sequential once more: a new run.
+        for at in (20_480..).step_by(4096).take(6) {
+            read(at, 4096);
+        }
+        assert_eq!(fs.readahead.state(), (2, 20_480 + 5 * 4096));
     }
 
     #[test]
