@@ -109,6 +109,9 @@ pub(crate) struct ReadAhead {
     slow: AtomicU64,
     /// The dispatcher, to wake when there is something to do.
     dispatcher: OnceLock<Thread>,
+    /// Tape ranges of the pieces handed out, in order.
+    #[cfg(test)]
+    asked: Mutex<Vec<(u64, u64)>>,
 }
 
 /// A range of a file's content to ask of the disk.
@@ -134,7 +137,10 @@ impl ReadAhead {
     /// Idle until a run starts ([`ReadAhead::start_run`]) and the cache is found cold
     /// (or `TARTAPE_PREFETCH=always`).
     pub(crate) fn new(reach: Reach) -> ReadAhead {
-        let mode = Mode::from_env();
+        ReadAhead::with_mode(Mode::from_env(), reach)
+    }
+
+    fn with_mode(mode: Mode, reach: Reach) -> ReadAhead {
         ReadAhead {
             mode,
             reach,
@@ -144,6 +150,8 @@ impl ReadAhead {
             cold: AtomicBool::new(mode == Mode::Always),
             slow: AtomicU64::new(0),
             dispatcher: OnceLock::new(),
+            #[cfg(test)]
+            asked: Mutex::new(Vec::new()),
         }
     }
 
@@ -325,6 +333,8 @@ impl ReadAhead {
                         }
                         if asked.len() < AHEAD_PIECES && content + at < position + AHEAD_BYTES {
                             asked.push_back(piece_end);
+                            #[cfg(test)]
+                            self.asked.lock().unwrap().push((content + at, piece_end));
                             let piece = Piece {
                                 entry: entry.clone(),
                                 from: at,
@@ -362,5 +372,113 @@ impl ReadAhead {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::TapeRecorder;
+    use std::time::Instant;
+
+    /// 1,500 small files, a large one and 100 small ones after it.
+    fn recorded_tree() -> (tempfile::TempDir, Tape) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in ["a", "c"] {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+        }
+        for i in 0..1500 {
+            std::fs::write(src.join(format!("a/{i:04}")), [7u8; 100]).unwrap();
+        }
+        std::fs::write(src.join("b"), vec![1u8; (5 << 20) + 100]).unwrap();
+        for i in 0..100 {
+            std::fs::write(src.join(format!("c/{i:03}")), [9u8; 3000]).unwrap();
+        }
+        TapeRecorder::new(&src).commit().unwrap();
+        let tape = Tape::discover(&src).unwrap();
+        (dir, tape)
+    }
+
+    /// The pieces handed out, once no more come for a while.
+    fn settled(ahead: &ReadAhead) -> Vec<(u64, u64)> {
+        let start = Instant::now();
+        let mut last = usize::MAX;
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let asked = ahead.asked.lock().unwrap().clone();
+            if asked.len() == last || start.elapsed() > Duration::from_secs(10) {
+                return asked;
+            }
+            last = asked.len();
+        }
+    }
+
+    fn content_of(tape: &Tape, arc_path: &[u8]) -> (u64, u64) {
+        let layout = tape.locate_path(arc_path).unwrap().unwrap();
+        layout.content
+    }
+
+    #[test]
+    fn the_window_is_bounded_follows_the_reader_and_stops_at_the_end() {
+        let (_dir, tape) = recorded_tree();
+        let (big_start, big_end) = content_of(&tape, b"src/b");
+        let (c0, _) = content_of(&tape, b"src/c/000");
+        let (c50, _) = content_of(&tape, b"src/c/050");
+        let end = c50 - BLOCK;
+        for reach in [Reach::Whole, Reach::Heads] {
+            let ahead = ReadAhead::with_mode(Mode::Always, reach);
+            ahead.start_run(0);
+            std::thread::scope(|scope| {
+                scope.spawn(|| ahead.serve(&tape, end));
+                // The reader does not move: the window fills, and stops.
+                let asked = settled(&ahead);
+                assert_eq!(asked.len(), AHEAD_PIECES, "{reach:?}");
+                assert!(asked.windows(2).all(|w| w[0].1 <= w[1].0), "in tape order");
+                // It moves to the large file: all of it is asked for (or its head), and
+                // the files after it up to the end of the range, not beyond.
+                ahead.advance(big_start);
+                let asked = settled(&ahead);
+                let big: Vec<_> = asked
+                    .iter()
+                    .filter(|p| p.0 >= big_start && p.1 <= big_end)
+                    .collect();
+                match reach {
+                    Reach::Whole => {
+                        assert_eq!(big.len(), 3);
+                        assert_eq!((big[0].0, big[2].1), (big_start, big_end));
+                    }
+                    Reach::Heads => assert_eq!(*big, [&(big_start, big_start + PIECE)]),
+                }
+                let after: Vec<_> = asked.iter().filter(|p| p.0 >= c0).collect();
+                assert_eq!(after.len(), 50, "{reach:?}: the files of c/ before the end");
+                assert!(asked.iter().all(|p| p.0 < end), "past the end");
+                ahead.finish();
+            });
+        }
+    }
+
+    #[test]
+    fn nothing_is_asked_until_the_cache_is_found_cold() {
+        let (_dir, tape) = recorded_tree();
+        let ahead = ReadAhead::with_mode(Mode::Auto, Reach::Whole);
+        ahead.start_run(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| ahead.serve(&tape, tape.total_size()));
+            for _ in 0..COLD_OPENS * 2 {
+                ahead.opened(Duration::from_micros(20));
+                ahead.read(1 << 20, Duration::from_micros(200));
+            }
+            assert!(settled(&ahead).is_empty(), "asked with a warm cache");
+            for _ in 0..COLD_OPENS {
+                ahead.opened(Duration::from_millis(2));
+            }
+            assert_eq!(settled(&ahead).len(), AHEAD_PIECES);
+            ahead.finish();
+        });
+        let never = ReadAhead::with_mode(Mode::Never, Reach::Whole);
+        never.start_run(0);
+        never.opened(Duration::from_secs(1));
+        never.serve(&tape, tape.total_size());
     }
 }

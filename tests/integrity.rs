@@ -223,6 +223,70 @@ fn files_read_ahead_keep_descriptors_bounded_and_changes_after_still_caught() {
     assert_prefix_and_error(&output, &written, &good, "integrity error: src/zz-last");
 }
 
+/// A tree of 100,000 files streams with the files ahead asked of the disk and a number of
+/// descriptors that stays bounded all the way, with the bytes of a stream without it.
+#[test]
+fn a_stream_of_100000_files_read_ahead_keeps_its_descriptors_bounded() {
+    let t = Tree::new();
+    let mut rng = Rng(47);
+    for i in 0..100_000 {
+        t.write(
+            &format!("d{:03}/f{i:06}", i % 200),
+            &rng.bytes((i * 7919) % 700),
+        );
+    }
+    t.record(&[]);
+    let plain = run(t.cmd("stream", &[]).env("TARTAPE_PREFETCH", "never"));
+    assert_success(&plain, "stream without reading ahead");
+
+    let mut child = t
+        .cmd("stream", &[])
+        .env("TARTAPE_PREFETCH", "always")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(open_fds(pid));
+                thread::sleep(Duration::from_millis(1));
+            }
+            most
+        })
+    };
+    let mut out = child.stdout.take().unwrap();
+    let mut streamed = Vec::with_capacity(plain.stdout.len());
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = out.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        streamed.extend_from_slice(&chunk[..n]);
+        // Now and then the reader lags, and the read-ahead runs as far as it may.
+        if streamed.len() % (16 << 20) < n {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let output = wait_output(child, "tartape stream");
+    done.store(true, Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    assert_success(&output, "stream reading ahead");
+    assert!(streamed == plain.stdout, "reading ahead changed the bytes");
+    // As in the test above: stdio, the catalog, the reader's file and directory, one
+    // file and one directory per read-ahead thread.
+    assert!(
+        most < 48,
+        "{most} descriptors open, streaming 100,000 files"
+    );
+}
+
 #[test]
 fn stream_into_a_file_keeps_a_correct_prefix_when_the_source_changes_during_the_copy() {
     // `-o FILE` copies large contents inside the kernel; a writer that puts the mtime

@@ -126,31 +126,35 @@ impl Fixture {
         Mounted::new(&self.source(), &self.mnt_path(), self.dir.path(), args)
     }
 
-    /// Start offset and size of the entry `arc_path` in the stream (a tiny ustar walk).
+    /// Start offset and size of the entry `arc_path` in the stream.
     fn entry(&self, arc_path: &str) -> (u64, u64) {
-        let stream = &self.stream;
-        let mut offset = 0usize;
-        while offset + 512 <= stream.len() && stream[offset] != 0 {
-            let header = &stream[offset..offset + 512];
-            let field = |range: std::ops::Range<usize>| {
-                let bytes = &header[range];
-                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                String::from_utf8_lossy(&bytes[..end]).into_owned()
-            };
-            let (name, prefix) = (field(0..100), field(345..500));
-            let path = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let size = u64::from_str_radix(field(124..136).trim(), 8).unwrap();
-            if path.trim_end_matches('/') == arc_path {
-                return (offset as u64, size);
-            }
-            offset += 512 + (size as usize).div_ceil(512) * 512;
-        }
-        panic!("{arc_path} not in the stream");
+        entry_in(&self.stream, arc_path)
     }
+}
+
+/// Start offset and size of the entry `arc_path` in `stream` (a tiny ustar walk).
+fn entry_in(stream: &[u8], arc_path: &str) -> (u64, u64) {
+    let mut offset = 0usize;
+    while offset + 512 <= stream.len() && stream[offset] != 0 {
+        let header = &stream[offset..offset + 512];
+        let field = |range: std::ops::Range<usize>| {
+            let bytes = &header[range];
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        };
+        let (name, prefix) = (field(0..100), field(345..500));
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let size = u64::from_str_radix(field(124..136).trim(), 8).unwrap();
+        if path.trim_end_matches('/') == arc_path {
+            return (offset as u64, size);
+        }
+        offset += 512 + (size as usize).div_ceil(512) * 512;
+    }
+    panic!("{arc_path} not in the stream");
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -977,4 +981,140 @@ fn a_volume_mount_holds_the_volumes_and_the_catalog_copy() {
         .arg(&restored));
     assert_success(&restore, "restore from the uploaded mount");
     same_tree(&restored.join("tree"));
+}
+
+/// Descriptors of process `pid` that lead into `dir`.
+fn fds_into(pid: i32, dir: &Path) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| {
+        fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    })
+}
+
+/// The log says the server reads ahead.
+fn reads_ahead(mounted: &Mounted) -> bool {
+    fs::read_to_string(mounted.log()).is_ok_and(|log| log.contains("reading the files ahead"))
+}
+
+/// Reading the mount in order reads the files ahead of the reader (as a cold cache turns
+/// on, here forced by `TARTAPE_PREFETCH=always`); random reads do not. With 3,000 files
+/// ahead the server holds a bounded number of descriptors, and a file changed after it was
+/// read ahead fails its reads with EIO while everything before it reads as the stream.
+#[test]
+fn sequential_reads_of_the_mount_read_ahead_and_random_ones_do_not() {
+    if !can_mount(
+        "sequential_reads_of_the_mount_read_ahead_and_random_ones_do_not",
+        &[],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, mnt) = (dir.path().join("tree"), dir.path().join("mnt"));
+    let mut rng = Rng(59);
+    for i in 0..3000 {
+        let path = src.join(format!("d{:02}/f{i:05}", i % 30));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, rng.bytes(1 + (i * 37) % 9000)).unwrap();
+    }
+    let last = src.join("zz-last");
+    fs::write(&last, rng.bytes(100_000)).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    assert_success(&run(tartape().arg("record").arg(&src)), "tartape record");
+    let stream_path = dir.path().join("stream.tar");
+    assert_success(
+        &run(tartape()
+            .arg("stream")
+            .arg(&src)
+            .arg("-o")
+            .arg(&stream_path)),
+        "tartape stream",
+    );
+    let stream = fs::read(&stream_path).unwrap();
+    let (last_offset, last_size) = entry_in(&stream, "tree/zz-last");
+
+    // Every read reaches the server (--direct-io: no page cache, no kernel readahead).
+    let mounted = Mounted::with_env(
+        &src,
+        &mnt,
+        dir.path(),
+        &["--direct-io"],
+        &[
+            ("TARTAPE_PREFETCH", "always"),
+            ("RUST_LOG", "warn,tartape::readahead=debug"),
+        ],
+    );
+    let archive = mounted.mnt.join("archive.tar");
+    let file = File::open(&archive).unwrap();
+    // Random 4 KiB reads: at distinct multiples of 8 KiB, so that none ends where another
+    // starts.
+    let pages = stream.len() as u64 / 8192;
+    let mut offsets: Vec<u64> = (0..pages).map(|p| p * 8192).collect();
+    for i in (1..offsets.len()).rev() {
+        offsets.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    for &offset in offsets.iter().take(300) {
+        let read = read_range(&file, offset, 4096).unwrap();
+        assert!(read == expected_range(&stream, offset, 4096), "at {offset}");
+    }
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        !reads_ahead(&mounted),
+        "random reads started the read-ahead"
+    );
+
+    // In order, 64 KiB at a time, up to the middle of the tape.
+    let middle = stream.len() as u64 / 2;
+    let mut at = 0;
+    while at < middle {
+        let read = read_range(&file, at, 64 << 10).unwrap();
+        assert!(read == expected_range(&stream, at, 64 << 10), "at {at}");
+        at += read.len() as u64;
+    }
+    wait_until("the server to read ahead", || reads_ahead(&mounted));
+    // The reader pauses; the read-ahead runs on to the end of the tape (1,500 files).
+    let pid = mounted.pid();
+    let mut most = 0;
+    for _ in 0..50 {
+        most = most.max(fds_into(pid, &src));
+        thread::sleep(Duration::from_millis(4));
+    }
+    // The server's cache of open files (64) and one file and one directory per
+    // read-ahead thread (8): not 1,500 files.
+    assert!(
+        most <= 80,
+        "{most} descriptors into the source, 1,500 files ahead"
+    );
+
+    // Changed after it was (probably) read ahead; same size, mtime put back.
+    let mtime = mtime_of(&last);
+    OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .write_all_at(b"changed", 50_000)
+        .unwrap();
+    set_mtime(&last, mtime.0, mtime.1);
+    let content = last_offset + 512;
+    let failed = loop {
+        match read_range(&file, at, 64 << 10) {
+            Ok(read) => {
+                assert!(read == expected_range(&stream, at, 64 << 10), "at {at}");
+                assert!(!read.is_empty(), "the whole tape read, the change not seen");
+                at += read.len() as u64;
+            }
+            Err(err) => break (at, err),
+        }
+    };
+    assert_eq!(failed.1.raw_os_error(), Some(libc::EIO), "{}", failed.1);
+    assert!(
+        failed.0 + (64 << 10) > content && failed.0 < content + last_size,
+        "the read at {} failed, zz-last's content is at {content}",
+        failed.0
+    );
+    let log = fs::read_to_string(mounted.log()).unwrap();
+    assert!(
+        log.contains("zz-last"),
+        "the log must name the file:\n{log}"
+    );
 }

@@ -349,11 +349,23 @@ impl Mounted {
 
     /// Mounts `source` at `mnt` in the background with `args`; logs go to `logs`.
     pub fn new(source: &Path, mnt: &Path, logs: &Path, args: &[&str]) -> Mounted {
+        Mounted::with_env(source, mnt, logs, args, &[])
+    }
+
+    /// As [`Mounted::new`], the mount (and its serving process) run with `env` too.
+    pub fn with_env(
+        source: &Path,
+        mnt: &Path,
+        logs: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Mounted {
         let output = run(tartape()
             .arg("mount")
             .arg(source)
             .arg(mnt)
             .args(args)
+            .envs(env.iter().copied())
             .env("XDG_RUNTIME_DIR", logs)
             .env("XDG_STATE_HOME", logs));
         let mnt = mnt.canonicalize().unwrap();
