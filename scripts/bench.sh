@@ -24,6 +24,8 @@
 #
 # Environment:
 #   BENCH_RUNS=N              timed runs per measure (default 5)
+#   BENCH_COLD_RUNS=N         rounds of the cold runs (default 3; root only: each run
+#                             starts after sync and drop_caches)
 #   BENCH_FAST_RUNS=N         timed runs of a measure whose warm-up took under 100 ms
 #                             (default 21: a few milliseconds are noisy)
 #   BENCH_SKIP_PY_MILLION=1   skip the Python record of the million-entry tree
@@ -58,6 +60,7 @@ positive() { # positive VAR VALUE: VALUE, checked to be a positive integer
     printf '%s' "$2"
 }
 RUNS=$(positive BENCH_RUNS "${BENCH_RUNS:-5}")
+COLD_RUNS=$(positive BENCH_COLD_RUNS "${BENCH_COLD_RUNS:-3}")
 FAST_RUNS=$(positive BENCH_FAST_RUNS "${BENCH_FAST_RUNS:-21}") # runs of a measure whose warm-up took < FAST_US
 FAST_US=100000
 NREADS=$(positive BENCH_RANDOM_READS "${BENCH_RANDOM_READS:-2000}")
@@ -536,6 +539,87 @@ bench_restore() {
     umount -- "$dest" || log "WARNING: could not unmount $dest"
 }
 
+# drop_caches: what a cold run starts from: the source, the catalog and the tools read
+# from the disk again (root only)
+# shellcheck disable=SC2317 # run by hyperfine (--prepare)
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+
+# cold_rounds ROUNDS KEY PREPARE CMD [KEY PREPARE CMD]...: ROUNDS rounds, each running
+# every CMD once in turn (A B C, A B C, …) after its PREPARE and drop_caches: the disk's
+# speed drifts from run to run, and alternating lets every command see the same drift.
+# Each run is a hyperfine export of its own, KEY.rN.json; the report takes the medians.
+cold_rounds() {
+    local rounds=$1 i k key prepare cmd
+    shift
+    local specs=("$@")
+    for ((k = 0; k < ${#specs[@]}; k += 3)); do
+        printf '%s\t%s\n' "${specs[k]}" "${specs[k + 2]}" >>"$RESULTS/commands.tsv"
+    done
+    for ((i = 1; i <= rounds; i++)); do
+        for ((k = 0; k < ${#specs[@]}; k += 3)); do
+            key=${specs[k]} prepare=${specs[k + 1]} cmd=${specs[k + 2]}
+            log "$key (cold, round $i of $rounds): $cmd"
+            hf "$key.r$i" "${RUN_IN_BASH[@]}" --runs 1 \
+                --prepare "${prepare:+$prepare && }drop_caches" -n "$key" "$cmd"
+        done
+    done
+    for ((k = 0; k < ${#specs[@]}; k += 3)); do
+        report_py log "$HFDIR/${specs[k]}".r*.json >&2
+    done
+}
+
+# peak_kb VAR CMD...: VAR = the peak RSS (kB) of CMD run from a cold cache, stdout to /dev/null
+peak_kb() {
+    local var=$1
+    shift
+    drop_caches
+    printf -v "$var" '%s' "$("$PY" "$HELPER" maxrss "$@" 2>>"$CMDLOG")" || die "$* failed"
+}
+
+# Cold runs (SPEC §7, issue 13): each after sync and drop_caches, the commands alternated,
+# COLD_RUNS rounds. stream (with its read-ahead, and with TARTAPE_PREFETCH=never: what it
+# was before) against GNU tar and against the disk's parallel limit (16 cats at once), the
+# first cat of a fresh mount (the same two ways), and the large tree against cat of its
+# files. Then the peak memory of stream and of the mount server, cold, both ways.
+bench_cold() {
+    local mnt=$WORKDIR/mnt/cold tt errlog mode kb tree
+    tt=$(shq "$TT")
+    errlog="2>>$(shq "$CMDLOG")"
+    prepare_mountpoint "$mnt"
+    cold_rounds "$COLD_RUNS" \
+        cold.small.stream '' "$tt stream small --catalog $(shq "$CAT/small.db") $errlog | cat >/dev/null" \
+        cold.small.tar '' "tar -cf - small $errlog | cat >/dev/null" \
+        cold.small.xargs '' "find small -type f -print0 | xargs -0 -P 16 -n 100 cat >/dev/null" \
+        cold.small.mount "remount small $(shq "$mnt")" "cat $(shq "$mnt/archive.tar") >/dev/null" \
+        cold.small.stream-never '' "TARTAPE_PREFETCH=never $tt stream small --catalog $(shq "$CAT/small.db") $errlog | cat >/dev/null" \
+        cold.small.mount-never "TARTAPE_PREFETCH=never remount small $(shq "$mnt")" "cat $(shq "$mnt/archive.tar") >/dev/null"
+    unmount "$mnt" || die "cannot unmount $mnt"
+    cold_rounds "$COLD_RUNS" \
+        cold.large.stream '' "$tt stream large --catalog $(shq "$CAT/large.db") $errlog | cat >/dev/null" \
+        cold.large.tar '' "tar -cf - large $errlog | cat >/dev/null" \
+        cold.large.stream-null '' "$tt stream large --catalog $(shq "$CAT/large.db") >/dev/null $errlog" \
+        cold.large.cat '' "find large -type f -print0 | sort -z | xargs -0 cat >/dev/null" \
+        cold.large.stream-never '' "TARTAPE_PREFETCH=never $tt stream large --catalog $(shq "$CAT/large.db") $errlog | cat >/dev/null"
+
+    : >"$RESULTS/cold.memory.txt"
+    for mode in auto never; do
+        for tree in small large; do
+            TARTAPE_PREFETCH=$mode peak_kb kb "$TT" stream "$tree" --catalog "$CAT/$tree.db"
+            printf 'stream.%s.%s=%s\n' "$tree" "$mode" "$kb" >>"$RESULTS/cold.memory.txt"
+        done
+        TARTAPE_PREFETCH=$mode remount small "$mnt" || die "mounting small at $mnt failed"
+        drop_caches
+        cat -- "$mnt/archive.tar" >/dev/null || die "cat of $mnt/archive.tar failed"
+        kb=$(vm_kb VmHWM "$SERVER_PID")
+        printf 'mount.small.%s=%s\n' "$mode" "$kb" >>"$RESULTS/cold.memory.txt"
+        unmount "$mnt" || die "cannot unmount $mnt"
+    done
+    log "  peak memory: $(tr '\n' ' ' <"$RESULTS/cold.memory.txt")"
+}
+
 # ---------------------------------------------------------------- main
 main() {
     local tree why=''
@@ -552,13 +636,14 @@ main() {
     export XDG_RUNTIME_DIR=$WORKDIR/logs XDG_STATE_HOME=$WORKDIR/logs
     # for the mount functions, when hyperfine's bash runs them
     export TT CAT CMDLOG MOUNT_OUT SERVERS
-    export -f is_mounted unmount mount_tape note_server note_and_unmount remount
+    export -f is_mounted unmount mount_tape note_server note_and_unmount remount drop_caches
 
     meta quick "$QUICK"
     meta machine "$(nproc) cores, $(free -h | awk '/^Mem:/ { print $2 }') RAM, Linux $(uname -r)"
     meta workdir "$WORKDIR"
     meta trees "$SMALL_N $LARGE_N $LARGE_MIB $MILLION_N"
     meta runs "$RUNS"
+    meta cold_runs "$COLD_RUNS"
     meta fast_runs "$FAST_RUNS"
     meta skip_py_million "$SKIP_PY_MILLION"
 
@@ -584,6 +669,13 @@ main() {
     fi
     bench_resume
     bench_restore small
+    if [[ -n $why ]]; then
+        meta cold_unavailable "the mount is not available ($why)"
+    elif [[ ! -w /proc/sys/vm/drop_caches ]]; then
+        meta cold_unavailable "/proc/sys/vm/drop_caches is not writable (run as root)"
+    else
+        bench_cold
+    fi
 
     report_py report "$WORKDIR" "$REPORT" || die "bench_report.py failed"
     log "report written to $REPORT"

@@ -69,6 +69,12 @@ elif cmd == "randread":  # randread FILE COUNT -> "median_us p99_us mean_us max_
     med = lat[n // 2] if n % 2 else (lat[n // 2 - 1] + lat[n // 2]) // 2
     p99 = lat[min(n - 1, (99 * n + 99) // 100 - 1)]
     print(med / 1000, p99 / 1000, sum(lat) / n / 1000, lat[-1] / 1000, n)
+elif cmd == "maxrss":  # maxrss CMD... : run CMD (stdout to /dev/null); its peak RSS in kB
+    import resource, subprocess
+    rc = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL).returncode
+    if rc != 0:
+        sys.exit("maxrss: %s exited with %d" % (sys.argv[2], rc))
+    print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 elif cmd == "json":  # json KEY < object
     import json
     print(json.load(sys.stdin)[sys.argv[2]])

@@ -234,6 +234,48 @@ def restore_rows(r, tree):
            "tar %s" % fmt_us(tar), div(tar, v) + "×", "—", "—")
 
 
+def cold_rows(r):
+    """Runs each after sync and drop_caches (issue 13): medians of alternated rounds."""
+    b = r.tape("small")
+    t, tar, lim, mnt = (r.med("cold.small." + k) for k in ("stream", "tar", "xargs", "mount"))
+    never, mnt_never = r.med("cold.small.stream-never"), r.med("cold.small.mount-never")
+    ratio = div(tar, t)
+    yield ("cold: stream small \\| cat vs tar", "%s (%s)" % (fmt_us(t), gbps(b, t)),
+           "tar %s (%s)" % (fmt_us(tar), gbps(b, tar)), ratio + "×", "≥ 1.6×", check(ratio, ">=", 1.6))
+    ratio = div(lim, t)
+    yield ("cold: stream small vs 16 parallel cats", fmt_us(t), "xargs -P 16 cat %s" % fmt_us(lim),
+           ratio + "×", "≥ 0.85×", check(ratio, ">=", 0.85))
+    yield ("cold: stream small without read-ahead (before)", fmt_us(never),
+           "with it %s" % fmt_us(t), div(never, t) + "×", "—", "—")
+    ratio = div(lim, mnt)
+    yield ("cold: first cat of a fresh mount (small) vs 16 parallel cats",
+           "%s (%s)" % (fmt_us(mnt), gbps(b, mnt)), "xargs -P 16 cat %s" % fmt_us(lim),
+           ratio + "×", "≥ 0.85×", check(ratio, ">=", 0.85))
+    yield ("cold: first cat of a fresh mount (small) vs tar", fmt_us(mnt), "tar %s" % fmt_us(tar),
+           div(tar, mnt) + "×", "—", "—")
+    yield ("cold: first cat of a fresh mount (small) without read-ahead (before)", fmt_us(mnt_never),
+           "with it %s" % fmt_us(mnt), div(mnt_never, mnt) + "×", "—", "—")
+    b = r.tape("large")
+    t, tar, null, cat, never = (r.med("cold.large." + k)
+                                for k in ("stream", "tar", "stream-null", "cat", "stream-never"))
+    ratio = div(tar, t)
+    yield ("cold: stream large \\| cat vs tar", "%s (%s)" % (fmt_us(t), gbps(b, t)),
+           "tar %s (%s)" % (fmt_us(tar), gbps(b, tar)), ratio + "×", "—", "—")
+    ratio = div(cat, null)
+    yield ("cold: stream large >/dev/null vs cat of its files", "%s (%s)" % (fmt_us(null), gbps(b, null)),
+           "cat %s (%s)" % (fmt_us(cat), gbps(b, cat)), ratio + "×", "≥ 1×", check(ratio, ">=", 1))
+    yield ("cold: stream large without read-ahead (before)", fmt_us(never),
+           "with it %s" % fmt_us(t), div(never, t) + "×", "—", "—")
+    mem = read_kv(r.dir / "cold.memory.txt")
+    for what, key in (("stream small", "stream.small"), ("stream large", "stream.large"),
+                      ("mount server (small)", "mount.small")):
+        after, before = mem.get(key + ".auto", ""), mem.get(key + ".never", "")
+        ok = check(after, "<=", 65536) if after else "**no**"
+        mib = lambda kb: "%.1f MiB" % (float(kb) / 1024) if kb else "?"
+        yield ("cold: %s peak memory (VmHWM)" % what, mib(after), "without read-ahead %s" % mib(before),
+               "—", "≤ 64 MiB", ok)
+
+
 def rows(r):
     for tree in ("small", "large", "million"):
         yield from record_rows(r, tree)
@@ -250,6 +292,11 @@ def rows(r):
         yield from mount_million_rows(r)
     yield from resume_rows(r)
     yield from restore_rows(r, "small")
+    why = r.meta.get("cold_unavailable")
+    if why:
+        yield ("cold runs: not done (%s)" % why, "—", "—", "—", "—", "—")
+    else:
+        yield from cold_rows(r)
 
 
 def header(r, raw_path):
@@ -290,6 +337,12 @@ def header(r, raw_path):
         "the source is), default and `--direct-io`; no target of its own: the filling of fresh "
         "page-cache pages bounds it on a virtual machine; random reads: `os.pread` of aligned 4 KiB "
         "pages at distinct random offsets, POSIX_FADV_RANDOM, after 200 warm-up reads",
+        "- cold rows (root only): each run after `sync` and `echo 3 > /proc/sys/vm/drop_caches` "
+        "(a fresh mount is made before it), the commands alternated run by run, median of %s rounds; "
+        "the disk's parallel limit is `find small -type f -print0 | xargs -0 -P 16 -n 100 cat`; "
+        "\"cat of its files\" is `find large -type f -print0 | sort -z | xargs -0 cat >/dev/null`; "
+        "\"before\" is `TARTAPE_PREFETCH=never` (no read-ahead); peak memory: VmHWM of one more cold "
+        "run (`ru_maxrss` of stream; the server's VmHWM after a cold cat)" % m.get("cold_runs", "?"),
         "",
     ]
 
