@@ -15,8 +15,9 @@
 //! the simplest way to get that with plain system calls. The content then goes to the page
 //! cache, where the reader takes it from: no buffer of ours holds it (the memory of the
 //! process does not grow with the window) and the reader's check-after-read is untouched.
-//! Measured on the 100,000-file tree (623 MB) from a cold cache: the stream took 1.7–1.9 s
-//! with these hints against 4.6–5.7 s without, ahead of 16 parallel `cat`s (2.7–2.8 s), so
+//! Measured on the 100,000-file tree (623 MB) from a cold cache (`scripts/bench.sh`): the
+//! stream took 1.45 s with these hints against 5.17 s without, ahead of 16 parallel `cat`s
+//! (2.14 s), so
 //! a pool of threads reading into buffers, or io_uring (which also needs a crate or unsafe
 //! code), had nothing left to win here.
 //!
