@@ -169,6 +169,17 @@ fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// `tartape stream` of `t`, reading ahead from the start, its output in a pipe.
+fn stream_reading_ahead(t: &Tree) -> std::process::Child {
+    t.cmd("stream", &[])
+        .env("TARTAPE_PREFETCH", "always")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// With the files ahead asked of the disk early (`TARTAPE_PREFETCH=always`, what a cold
 /// cache turns on), the stream keeps a bounded number of descriptors however many files
 /// lie ahead, its bytes are the tape's, and a file changed after it was read ahead is
@@ -190,14 +201,7 @@ fn files_read_ahead_keep_descriptors_bounded_and_changes_after_still_caught() {
     assert_success(&whole, "stream with prefetching");
     assert!(whole.stdout == good, "prefetching changed the bytes");
 
-    let mut child = t
-        .cmd("stream", &[])
-        .env("TARTAPE_PREFETCH", "always")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = stream_reading_ahead(&t);
     let mut out = child.stdout.take().unwrap();
     let mut written = vec![0u8; 256 << 10];
     out.read_exact(&mut written).unwrap();
@@ -239,14 +243,7 @@ fn a_stream_of_100000_files_read_ahead_keeps_its_descriptors_bounded() {
     let plain = run(t.cmd("stream", &[]).env("TARTAPE_PREFETCH", "never"));
     assert_success(&plain, "stream without reading ahead");
 
-    let mut child = t
-        .cmd("stream", &[])
-        .env("TARTAPE_PREFETCH", "always")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = stream_reading_ahead(&t);
     let pid = child.id();
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
