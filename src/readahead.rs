@@ -47,17 +47,17 @@ const CACHE_RATE: u64 = 4 << 30;
 const COLD_OF_32: u32 = 16;
 /// Threads opening files ahead: opening reads the inode, which waits, so one thread would
 /// ask for one file at a time.
-pub const WORKERS: usize = 8;
+const WORKERS: usize = 8;
 /// Pieces handed to the workers beyond the reader's position, at most: small files are
 /// many to a MiB, and a mount's reader has a few MiB of requests in flight. (Descriptors
 /// are not held for them: each worker holds one, only for its `fadvise`.)
-pub const AHEAD_PIECES: usize = 1024;
+const AHEAD_PIECES: usize = 1024;
 /// How far beyond the reader's position the workers may go, in tape bytes: the page cache
 /// read ahead stays within this.
-pub const AHEAD_BYTES: u64 = 64 << 20;
+const AHEAD_BYTES: u64 = 64 << 20;
 /// Bytes of content asked for at once: a small file whole, a large one piece by piece as
 /// the reader moves on.
-pub const PIECE: u64 = 2 << 20;
+const PIECE: u64 = 2 << 20;
 /// Catalog rows read at once (the connection is not held while waiting).
 const BATCH: usize = 256;
 /// How long the dispatcher sleeps when nobody wakes it.
