@@ -24,6 +24,7 @@ pub mod record;
 pub mod restore;
 pub mod source;
 pub mod tape;
+pub mod text;
 pub mod volume;
 pub mod walk;
 

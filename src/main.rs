@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mount_cmd::MountArgs;
 
 use tartape::tape::EntryLayout;
+use tartape::text::{counted, iso8601};
 use tartape::volume::{NameTemplate, Volumes};
 use tartape::{Error, Event, HashAlgo, Kind, Located, Result, Tape, TapeRecorder, VerifyLevel};
 
@@ -669,8 +670,11 @@ fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
     } else {
         println!("fingerprint: {}", meta.fingerprint);
         println!(
-            "entries: {} ({files} files, {dirs} directories, {symlinks} symlinks)",
-            meta.entry_count
+            "entries: {} ({}, {}, {})",
+            meta.entry_count,
+            counted(files, "file", "files"),
+            counted(dirs, "directory", "directories"),
+            counted(symlinks, "symlink", "symlinks"),
         );
         println!("data bytes: {}", meta.data_size);
         println!("tape size: {}", meta.total_size);
@@ -678,7 +682,7 @@ fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
             "overhead: {overhead} bytes ({:.2}%)",
             overhead as f64 * 100.0 / meta.total_size as f64
         );
-        println!("created at: {} (unix seconds)", meta.created_at);
+        println!("created at: {}", iso8601(meta.created_at));
         println!("catalog: {catalog_path}");
         println!("source: {source}");
         println!(

@@ -25,6 +25,7 @@ use crate::layout::{FOOTER_LEN, footprint};
 use crate::source::{
     CATALOG_DIR, CATALOG_FILE, canonical_source, describe_mode, open_root, readable,
 };
+use crate::text::counted;
 use crate::walk::{Found, Observed, Visitor, Walker};
 
 /// Records a directory into a catalog.
@@ -68,11 +69,11 @@ impl fmt::Display for RecordSummary {
         writeln!(f, "catalog: {}", self.catalog.display())?;
         writeln!(
             f,
-            "entries: {} ({} files, {} directories, {} symlinks)",
+            "entries: {} ({}, {}, {})",
             self.files + self.dirs + self.symlinks,
-            self.files,
-            self.dirs,
-            self.symlinks
+            counted(self.files, "file", "files"),
+            counted(self.dirs, "directory", "directories"),
+            counted(self.symlinks, "symlink", "symlinks"),
         )?;
         writeln!(f, "data bytes: {}", self.data_size)?;
         write!(f, "tape size: {}", self.total_size)?;

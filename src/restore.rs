@@ -35,6 +35,7 @@ use crate::entry::{Entry, Kind, Ordinal};
 use crate::error::{Error, Result};
 use crate::header::{BLOCK, Header};
 use crate::source::open_beneath;
+use crate::text::counted;
 use crate::volume::{NameTemplate, Volumes};
 
 /// Bytes read from a volume at a time in the extraction pass.
@@ -112,14 +113,12 @@ pub struct RestoreSummary {
 
 impl fmt::Display for RestoreSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plural =
-            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         write!(
             f,
             "restored {}, {}, {} ({} content bytes) into {}",
-            plural(self.files, "file", "files"),
-            plural(self.dirs, "directory", "directories"),
-            plural(self.symlinks, "symlink", "symlinks"),
+            counted(self.files, "file", "files"),
+            counted(self.dirs, "directory", "directories"),
+            counted(self.symlinks, "symlink", "symlinks"),
             self.bytes,
             self.dest.display()
         )?;

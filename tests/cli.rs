@@ -89,7 +89,7 @@ fn record_prints_summary_and_refuses_to_overwrite() {
     let out = env.record();
     assert!(out.contains("fingerprint: "), "{out}");
     assert!(
-        out.contains("entries: 10 (5 files, 4 directories, 1 symlinks)"),
+        out.contains("entries: 10 (5 files, 4 directories, 1 symlink)"),
         "{out}"
     );
     let again = env.run_cat("record", &[]);
@@ -345,6 +345,21 @@ fn info_ls_locate_describe_the_tape() {
         );
     }
     assert!(info.contains(&format!("\"total_size\":{total}")), "{info}");
+    // Text: counts with their nouns, the recording time in ISO 8601 (UTC).
+    let text = stdout(&env.run_cat("info", &[]));
+    assert!(
+        text.contains("entries: 10 (5 files, 4 directories, 1 symlink)"),
+        "{text}"
+    );
+    let created = text
+        .lines()
+        .find_map(|l| l.strip_prefix("created at: "))
+        .unwrap_or_else(|| panic!("no creation time: {text}"));
+    let (date, time) = created.split_once('T').unwrap_or_else(|| panic!("{created}"));
+    assert!(
+        date.len() == 10 && time.len() == 9 && time.ends_with('Z') && date.starts_with("20"),
+        "not ISO 8601 UTC: {created}"
+    );
     let ls = stdout(&env.run_cat("ls", &[]));
     assert_eq!(ls.lines().count(), 10);
     // memcmp order: d < d.txt < d/x
