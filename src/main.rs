@@ -99,10 +99,17 @@ impl VolumeArgs {
 }
 
 fn parse_volume_size(text: &str) -> std::result::Result<u64, String> {
-    tartape::volume::parse_volume_size(text).map_err(|e| match e {
-        Error::Usage(m) => m,
-        e => e.to_string(),
-    })
+    tartape::volume::parse_volume_size(text).map_err(|e| e.to_string())
+}
+
+/// `--offset`: bytes, with an optional binary suffix (`1M` = 1048576).
+fn parse_offset(text: &str) -> std::result::Result<u64, String> {
+    tartape::volume::parse_size(text, "--offset").map_err(|e| e.to_string())
+}
+
+/// `--length`: bytes, with an optional binary suffix.
+fn parse_length(text: &str) -> std::result::Result<u64, String> {
+    tartape::volume::parse_size(text, "--length").map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -150,12 +157,16 @@ enum Command {
         /// Output file (default: standard output, which must not be a terminal).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// First byte to write.
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        /// First byte to write (suffixes K, M, G, T: powers of 1024).
+        #[arg(long, value_name = "N", default_value = "0", value_parser = parse_offset)]
         offset: u64,
-        /// Number of bytes to write (default: to the end).
-        #[arg(long, value_name = "N")]
+        /// Number of bytes to write (default: to the end; suffixes K, M, G, T).
+        #[arg(long, value_name = "N", value_parser = parse_length)]
         length: Option<u64>,
+        /// Resume into FILE (-o) at its size, like `curl -C -` / `wget -c`: its last 512
+        /// bytes must be the tape's bytes there (otherwise FILE is left untouched).
+        #[arg(long = "continue", requires = "output", conflicts_with = "offset")]
+        resume: bool,
         /// Write JSON events (file_start, file_end with MD5, tape_completed), one per line,
         /// to FILE, or to standard error with `-`.
         #[arg(long, value_name = "FILE")]
@@ -200,8 +211,8 @@ enum Command {
         /// Archive path of the entry (e.g. `photos/2024/a.jpg`).
         #[arg(required_unless_present = "offset", conflicts_with = "offset")]
         path: Option<OsString>,
-        /// A byte offset in the tape.
-        #[arg(long, value_name = "N")]
+        /// A byte offset in the tape (suffixes K, M, G, T: powers of 1024).
+        #[arg(long, value_name = "N", value_parser = parse_offset)]
         offset: Option<u64>,
         #[command(flatten)]
         catalog: CatalogArg,
@@ -379,6 +390,7 @@ fn run(command: Command) -> Result<Exit> {
             output,
             offset,
             length,
+            resume,
             events,
             volumes,
             volume,
@@ -405,7 +417,7 @@ fn run(command: Command) -> Result<Exit> {
                 }
                 _ => (offset, length),
             };
-            stream(&tape, output, offset, length, events)?
+            stream(&tape, output, offset, length, resume, events)?
         }
         Command::Verify { dir, catalog, deep } => {
             return verify(&dir, catalog.catalog.as_deref(), deep);
@@ -498,6 +510,7 @@ fn stream(
     output: Option<PathBuf>,
     offset: u64,
     length: Option<u64>,
+    resume: bool,
     events: Option<PathBuf>,
 ) -> Result<()> {
     let total = tape.total_size();
@@ -506,8 +519,19 @@ fn stream(
             "--offset {offset} is past the end of the tape ({total} bytes)"
         )));
     }
+    let (mut offset, mut length) = (offset, length);
     let stdout = io::stdout();
     let file = match &output {
+        Some(p) if resume => {
+            let end = length.map_or(total, |l| offset.saturating_add(l).min(total));
+            let Some((file, have)) = open_to_continue(tape, p, offset, end)? else {
+                eprintln!("{}: already complete ({} bytes)", p.display(), end - offset);
+                return Ok(());
+            };
+            offset += have;
+            length = length.map(|l| l.saturating_sub(have));
+            Some(file)
+        }
         Some(p) => Some(File::create(p).map_err(|e| Error::io(p, e))?),
         None if stdout.is_terminal() => {
             return Err(Error::Usage(
@@ -582,6 +606,61 @@ fn stream(
         w.flush().map_err(|e| Error::io(&p, e))?;
     }
     result
+}
+
+/// `stream -o FILE --continue` of the tape range `[start, end)`: FILE opened at its end and
+/// how many bytes of the range it holds, once its last 512 bytes (all of it when shorter)
+/// were found equal to the tape's bytes there; `None` when it holds the whole range. A
+/// missing FILE is created and holds nothing yet. FILE is not changed when refused.
+fn open_to_continue(tape: &Tape, path: &Path, start: u64, end: u64) -> Result<Option<(File, u64)>> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let io_err = |e| Error::io(path, e);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: --continue needs a regular file",
+            path.display()
+        )));
+    }
+    let have = meta.len();
+    let want = end - start;
+    if have > want {
+        return Err(Error::Volume {
+            path: path.to_path_buf(),
+            problem: format!(
+                "cannot continue: it has {have} bytes, more than the {want} to write \
+                 (not this tape, or another range of it)"
+            ),
+        });
+    }
+    let n = have.min(512);
+    let mut theirs = vec![0u8; n as usize];
+    file.read_exact_at(&mut theirs, have - n).map_err(io_err)?;
+    let mut ours = vec![0u8; n as usize];
+    let read = tape.read_at(start + have - n, &mut ours)?;
+    if read as u64 != n || theirs != ours {
+        return Err(Error::Volume {
+            path: path.to_path_buf(),
+            problem: format!(
+                "cannot continue: its last {n} bytes are not the tape's bytes at offset {} \
+                 (not this tape, or changed); the file was left as it is",
+                start + have - n
+            ),
+        });
+    }
+    if have == want {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(have)).map_err(io_err)?;
+    Ok(Some((file, have)))
 }
 
 fn event_json(event: &Event<'_>) -> String {

@@ -184,6 +184,35 @@ fn offsets_out_of_range_are_refused() {
     assert_one_line_error(&out, 1, "past the end");
     let out = env.run_cat("stream", &["--offset", "-5"]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    let out = env.run_cat("stream", &["--offset", "1M"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "1M is past the end of this tape"
+    );
+    let out = env.run_cat("stream", &["--length", "2Q"]);
+    assert_one_line_error(&out, 2, "unknown suffix");
+}
+
+#[test]
+fn offsets_and_lengths_take_binary_suffixes() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let tape = env.stream();
+    assert!(tape.len() > 2048, "the tape is {} bytes", tape.len());
+    let out = env.run_cat(
+        "stream",
+        &["--offset", "1K", "--length", "1k", "-o", "k.tar"],
+    );
+    assert_ok(&out);
+    let k = fs::read(env.dir.path().join("k.tar")).unwrap();
+    assert!(k == tape[1024..2048], "--offset 1K --length 1k");
+    let by_suffix = stdout(&env.run_cat("locate", &["--offset", "2K"]));
+    let by_number = stdout(&env.run_cat("locate", &["--offset", "2048"]));
+    assert!(
+        !by_suffix.is_empty() && by_suffix == by_number,
+        "{by_suffix}"
+    );
 }
 
 #[test]
@@ -355,7 +384,9 @@ fn info_ls_locate_describe_the_tape() {
         .lines()
         .find_map(|l| l.strip_prefix("created at: "))
         .unwrap_or_else(|| panic!("no creation time: {text}"));
-    let (date, time) = created.split_once('T').unwrap_or_else(|| panic!("{created}"));
+    let (date, time) = created
+        .split_once('T')
+        .unwrap_or_else(|| panic!("{created}"));
     assert!(
         date.len() == 10 && time.len() == 9 && time.ends_with('Z') && date.starts_with("20"),
         "not ISO 8601 UTC: {created}"
@@ -956,4 +987,56 @@ fn unwritable_source_points_to_catalog_option() {
     assert_one_line_error(&out, 1, "use --catalog PATH");
     let out = run_as_nobody(&env, &["record", "src", "--catalog", "cat.db"]);
     assert_ok(&out);
+}
+
+/// `stream -o FILE --continue` resumes a cut copy at its size (as `curl -C -`), refuses a
+/// file whose last bytes are not the tape's (leaving it untouched) and leaves a complete
+/// one as it is.
+#[test]
+fn continue_completes_a_cut_file_and_refuses_a_foreign_one() {
+    let env = TestEnv::with_tree();
+    env.record();
+    let tape = env.stream();
+    let path = env.dir.path().join("copy.tar");
+    let cont = || env.run_cat("stream", &["-o", "copy.tar", "--continue"]);
+    for cut in [0, 1, 511, 512, 1000, tape.len() - 1] {
+        fs::write(&path, &tape[..cut]).unwrap();
+        assert_ok(&cont());
+        assert!(fs::read(&path).unwrap() == tape, "continued from {cut}");
+    }
+    // Complete: nothing written.
+    let before = fs::metadata(&path).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = cont();
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("already complete"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), before);
+    // Not the tape's bytes: refused, the file untouched.
+    let mut foreign = tape[..3000].to_vec();
+    foreign[2990] ^= 1;
+    fs::write(&path, &foreign).unwrap();
+    assert_one_line_error(&cont(), 1, "cannot continue: its last 512 bytes");
+    assert!(
+        fs::read(&path).unwrap() == foreign,
+        "a refused file was changed"
+    );
+    let mut long = tape.clone();
+    long.extend_from_slice(b"more");
+    fs::write(&path, &long).unwrap();
+    assert_one_line_error(&cont(), 1, "more than the");
+    assert!(fs::read(&path).unwrap() == long);
+    // Missing: written whole. Without -o, or with --offset: a usage error.
+    fs::remove_file(&path).unwrap();
+    assert_ok(&cont());
+    assert!(fs::read(&path).unwrap() == tape);
+    assert_eq!(
+        env.run_cat("stream", &["--continue"]).status.code(),
+        Some(2)
+    );
+    let both = env.run_cat("stream", &["-o", "copy.tar", "--continue", "--offset", "5"]);
+    assert_eq!(both.status.code(), Some(2));
 }
