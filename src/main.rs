@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod mount_cmd;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -260,6 +260,22 @@ tartape restore photos.db --from archive.tar -C restored\n\nExit status: 0 resto
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Print a completion script for SHELL (e.g. `tartape completions bash >
+    /// /etc/bash_completion.d/tartape`).
+    Completions {
+        /// The shell.
+        shell: ShellArg,
+    },
+    /// Print the man page (roff; e.g. `tartape man > /usr/local/share/man/man1/tartape.1`).
+    Man,
+}
+
+/// Shells `tartape completions` writes for.
+#[derive(Clone, Copy, ValueEnum)]
+enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 fn main() -> ExitCode {
@@ -448,6 +464,24 @@ fn run(command: Command) -> Result<Exit> {
         Command::Restore(args) => restore(args)?,
         Command::Mount(args) => mount_cmd::run_mount(args)?,
         Command::Umount { mountpoint } => mount_cmd::run_umount(&mountpoint)?,
+        Command::Completions { shell } => {
+            let shell = match shell {
+                ShellArg::Bash => clap_complete::Shell::Bash,
+                ShellArg::Zsh => clap_complete::Shell::Zsh,
+                ShellArg::Fish => clap_complete::Shell::Fish,
+            };
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "tartape", &mut io::stdout());
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| Error::io("<man page>", e))?;
+            io::stdout()
+                .write_all(&page)
+                .map_err(|e| Error::io("<stdout>", e))?;
+        }
     }
     Ok(Exit::Success)
 }

@@ -1040,3 +1040,51 @@ fn continue_completes_a_cut_file_and_refuses_a_foreign_one() {
     let both = env.run_cat("stream", &["-o", "copy.tar", "--continue", "--offset", "5"]);
     assert_eq!(both.status.code(), Some(2));
 }
+
+/// `tartape completions SHELL` and `tartape man` cover every subcommand.
+#[test]
+fn completions_and_man_page_mention_every_subcommand() {
+    let env = TestEnv::new();
+    let help = stdout(&env.run(&["--help"]));
+    // The subcommands as `--help` lists them (two spaces, a name, spaces, a description).
+    let subcommands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .collect();
+    for expected in ["record", "stream", "mount", "umount", "completions", "man"] {
+        assert!(
+            subcommands.contains(&expected),
+            "{expected} not in {subcommands:?}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.run(&["completions", shell]);
+        assert_ok(&out);
+        let script = stdout(&out);
+        for name in &subcommands {
+            assert!(script.contains(name), "{shell} completions miss {name}");
+        }
+        assert!(
+            script.contains("continue"),
+            "{shell}: stream's options missing"
+        );
+    }
+    let bash = env.run(&["completions", "bash"]);
+    let path = env.dir.path().join("tartape.bash");
+    fs::write(&path, &bash.stdout).unwrap();
+    let checked = run(Command::new("bash").arg("-n").arg(&path));
+    assert_success(&checked, "bash -n of the completion script");
+    let man = env.run(&["man"]);
+    assert_ok(&man);
+    let page = stdout(&man);
+    assert!(page.contains(".TH tartape 1"), "not a man page");
+    for name in &subcommands {
+        let entry = format!("tartape\\-{name}(1)");
+        assert!(page.contains(&entry), "the man page misses {entry}");
+    }
+    assert_eq!(env.run(&["completions", "tcsh"]).status.code(), Some(2));
+}
