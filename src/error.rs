@@ -102,11 +102,37 @@ impl From<Discrepancy> for Error {
 }
 
 /// `a: x; b: y` for every problem.
+/// The first [`SHOWN`] problems of `list` for a one-line error, each path cut to
+/// [`SHOWN_PATH`] characters in its middle; `-v` logs them all, whole (see `record`).
 fn problems(list: &[Problem]) -> String {
-    list.iter()
-        .map(|(p, why)| format!("{}: {why}", p.display()))
+    let mut line = list
+        .iter()
+        .take(SHOWN)
+        .map(|(p, why)| format!("{}: {why}", shortened(&p.display().to_string())))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if list.len() > SHOWN {
+        line.push_str(&format!(
+            "; … and {} more (-v lists them all)",
+            list.len() - SHOWN
+        ));
+    }
+    line
+}
+
+/// Characters of a path a one-line error shows, at most.
+const SHOWN_PATH: usize = 200;
+
+/// `path`, or its first and last characters around `…` when longer than [`SHOWN_PATH`].
+fn shortened(path: &str) -> String {
+    let chars = path.chars().count();
+    if chars <= SHOWN_PATH {
+        return path.to_string();
+    }
+    let half = SHOWN_PATH / 2;
+    let head: String = path.chars().take(half).collect();
+    let tail: String = path.chars().skip(chars - half).collect();
+    format!("{head}…{tail}")
 }
 
 impl fmt::Display for Error {
@@ -244,5 +270,30 @@ mod tests {
             "2 unreadable path(s), no catalog written (--skip-unreadable skips them): \
              a: permission denied; b: permission denied"
         );
+    }
+
+    #[test]
+    fn long_lists_and_long_paths_are_cut_in_one_line_errors() {
+        let long = format!("{}x", "d/".repeat(3000));
+        let list: Vec<Problem> = (0..4106)
+            .map(|i| (PathBuf::from(format!("{long}{i}")), "too long".into()))
+            .collect();
+        let line = Error::Constraints(list).to_string();
+        assert!(
+            line.starts_with("4106 path(s) cannot be written as ustar"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("; … and 4096 more (-v lists them all)"),
+            "{line}"
+        );
+        assert_eq!(line.matches(": too long").count(), SHOWN);
+        assert!(line.len() < 4000, "{} bytes", line.len());
+        assert!(
+            line.contains("d/d/d/…") && line.contains("d/d/x9: too long"),
+            "{line}"
+        );
+        let short = Error::Constraints(vec![(PathBuf::from("a/b"), "bad".into())]);
+        assert!(short.to_string().ends_with(": a/b: bad"));
     }
 }

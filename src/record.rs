@@ -246,6 +246,9 @@ impl TapeRecorder {
             violations,
             ..
         } = walk;
+        for (path, why) in violations.iter().chain(&unreadable) {
+            log::info!("{}: {why}", path.display());
+        }
         let problem = if let Err(e) = walked {
             Some(e)
         } else if !violations.is_empty() {

@@ -225,6 +225,10 @@ fn bad_sources_give_one_line() {
     assert_one_line_error(&out, 1, "file: source is not a directory");
     let out = env.run(&["stream", "src", "-o", "x"]);
     assert_one_line_error(&out, 1, "no catalog found");
+    fs::create_dir(env.dir.path().join("src")).unwrap();
+    // verify: 2 when the tape could not be checked at all (SPEC §3).
+    let out = env.run(&["verify", "src"]);
+    assert_one_line_error(&out, 2, "no catalog found");
 }
 
 /// Neither the catalog nor its temporary file is there.
@@ -1087,4 +1091,31 @@ fn completions_and_man_page_mention_every_subcommand() {
         assert!(page.contains(&entry), "the man page misses {entry}");
     }
     assert_eq!(env.run(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+/// A long list in a one-line error shows the first ten and how many more; `-v` logs
+/// every one.
+#[test]
+fn long_lists_in_one_line_errors_are_cut_and_v_lists_them_all() {
+    let env = TestEnv::new();
+    let src = env.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..12 {
+        fs::write(src.join(format!("{i:02}{}", "n".repeat(120))), b"x").unwrap();
+    }
+    let out = env.run(&["record", "src"]);
+    let line = assert_one_line_error(&out, 1, "12 path(s) cannot be written as ustar");
+    assert!(
+        line.contains("; … and 2 more (-v lists them all)"),
+        "{line}"
+    );
+    assert_eq!(line.matches("(limit 100)").count(), 10, "{line}");
+    let verbose = env.run(&["record", "src", "-v"]);
+    let logged = stderr(&verbose);
+    for i in 0..12 {
+        assert!(
+            logged.contains(&format!("src/{i:02}{}", "n".repeat(120))),
+            "-v must list {i:02}…: {logged}"
+        );
+    }
 }
