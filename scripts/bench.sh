@@ -633,7 +633,7 @@ main() {
     pick_tartape
     [[ -x $TT ]] || die "no tartape binary at $TT"
     # The background mounts' logs stay under WORKDIR.
-    export XDG_RUNTIME_DIR=$WORKDIR/logs XDG_STATE_HOME=$WORKDIR/logs
+    export XDG_STATE_HOME=$WORKDIR/logs
     # for the mount functions, when hyperfine's bash runs them
     export TT CAT CMDLOG MOUNT_OUT SERVERS
     export -f is_mounted unmount mount_tape note_server note_and_unmount remount drop_caches

@@ -7,7 +7,7 @@ cargo build --release --quiet
 bin="$PWD/target/release/tartape"
 work=$(mktemp -d /tmp/tartape-try.XXXXXX)
 mnt="$work/mnt"
-export XDG_RUNTIME_DIR="$work"   # the mount's log goes here and is removed with it
+export XDG_STATE_HOME="$work"    # the mount's log goes here and is removed with it
 cleanup() {
     if mountpoint -q "$mnt" 2>/dev/null; then "$bin" umount "$mnt" || true; fi
     rm -rf "$work"

@@ -296,7 +296,10 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).build();
+    log::set_max_level(logger.filter());
+    let _ = log::set_boxed_logger(Box::new(NotingLogger(logger)));
     let verifying = matches!(cli.command, Command::Verify { .. });
     match run(cli.command) {
         Ok(exit) => exit.into(),
@@ -306,6 +309,35 @@ fn main() -> ExitCode {
             Exit::of_error(&e, verifying).into()
         }
     }
+}
+
+/// Whether a warning or an error was logged: a background mount that ends cleanly without
+/// one removes its log.
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// env_logger's logger, noting in [`WARNED`] the warnings and errors it writes.
+struct NotingLogger(env_logger::Logger);
+
+impl log::Log for NotingLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.level() <= log::Level::Warn && self.0.matches(record) {
+            WARNED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.0.log(record);
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// Whether a warning or an error was logged so far.
+fn warned() -> bool {
+    WARNED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A usage error as one line (clap's first paragraph, its lines joined) and exit status 2;

@@ -7,7 +7,7 @@
 //! the mounted file is readable.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
@@ -165,6 +165,8 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
     session.run()?;
     if !args.serve_child {
         println!("unmounted {}", args.mountpoint.display());
+    } else if !crate::warned() {
+        remove_own_log();
     }
     Ok(())
 }
@@ -249,13 +251,9 @@ fn mount_options(args: &MountArgs) -> Result<MountOptions, Error> {
 fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|err| Error::Mount(format!("cannot find the tartape executable: {err}")))?;
-    let log_dir = log_dir();
-    let log_path = log_dir.join(format!("tartape-mount-{}.log", std::process::id()));
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|err| Error::io(&log_path, err))?;
+    let logs = LogDir::open()?;
+    let (log, log_name) = logs.create(&format!("mount-{}", std::process::id()))?;
+    let log_path = logs.path.join(&log_name);
     let log_err = log.try_clone().map_err(|err| Error::io(&log_path, err))?;
     let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|err| Error::Mount(format!("cannot create a pipe: {}", io::Error::from(err))))?;
@@ -286,14 +284,7 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
         .map_err(|err| Error::Mount(format!("cannot start {}: {err}", exe.display())))?;
     drop(ready_write);
     // Name the log after the serving process; it keeps writing through its descriptors.
-    let log_path = {
-        let renamed = log_dir.join(format!("tartape-mount-{}.log", child.id()));
-        if fs::rename(&log_path, &renamed).is_ok() {
-            renamed
-        } else {
-            log_path
-        }
-    };
+    let log_path = logs.rename(&log_name, &format!("mount-{}.log", child.id()));
 
     let (total_size, first) = match wait_until_ready(File::from(ready_read), &mut child, mountpoint)
     {
@@ -500,12 +491,138 @@ fn stop_child(child: &mut Child, mountpoint: &Path) {
     }
 }
 
-/// Where background logs go: `$XDG_RUNTIME_DIR` when usable, else the temp directory.
-fn log_dir() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
+/// Logs of background mounts kept, at most (the newest).
+const KEPT_LOGS: usize = 20;
+
+/// The directory of background mounts' logs (SPEC §5): `$XDG_STATE_HOME/tartape`, by
+/// default `~/.local/state/tartape`, mode 0700, owned by this user; held open, so that
+/// every log is created in it by name, exclusively, never through a symlink.
+struct LogDir {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl LogDir {
+    fn open() -> Result<LogDir, Error> {
+        use rustix::fs::{Mode, OFlags};
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .map(|home| home.join(".local/state"))
+            })
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("tartape-{}", rustix::process::getuid().as_raw()))
+            });
+        let path = base.join("tartape");
+        let bad = |problem: String| Error::Mount(format!("{}: {problem}", path.display()));
+        fs::create_dir_all(&base).map_err(|err| Error::io(&base, err))?;
+        match rustix::fs::mkdir(&path, Mode::RWXU) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(err) => return Err(Error::io(&path, err.into())),
+        }
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|err| match err {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+                bad("the log directory is not a directory (a symlink?); remove it".into())
+            }
+            err => Error::io(&path, err.into()),
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|err| Error::io(&path, err.into()))?;
+        if st.st_uid != rustix::process::getuid().as_raw() {
+            return Err(bad(format!(
+                "the log directory belongs to uid {}, not to this user",
+                st.st_uid
+            )));
+        }
+        if st.st_mode & 0o777 != 0o700 {
+            rustix::fs::fchmod(&fd, Mode::RWXU).map_err(|err| Error::io(&path, err.into()))?;
+        }
+        Ok(LogDir { path, fd })
+    }
+
+    /// Creates the log `STEM.log` (or `STEM-N.log` when taken), mode 0600, after removing
+    /// the oldest logs beyond [`KEPT_LOGS`] - 1.
+    fn create(&self, stem: &str) -> Result<(File, String), Error> {
+        use rustix::fs::{Mode, OFlags};
+        self.prune(KEPT_LOGS - 1);
+        let flags = OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::CREATE
+            | OFlags::EXCL
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC;
+        for n in 0..100 {
+            let name = match n {
+                0 => format!("{stem}.log"),
+                n => format!("{stem}-{n}.log"),
+            };
+            match rustix::fs::openat(&self.fd, &name, flags, Mode::RUSR | Mode::WUSR) {
+                Ok(fd) => return Ok((File::from(fd), name)),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(err) => return Err(Error::io(self.path.join(&name), err.into())),
+            }
+        }
+        Err(Error::Mount(format!(
+            "{}: cannot create a log named {stem}.log",
+            self.path.display()
+        )))
+    }
+
+    /// Renames the log `from` to `to` unless `to` exists; its path, either way.
+    fn rename(&self, from: &str, to: &str) -> PathBuf {
+        let renamed = rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        self.path.join(if renamed.is_ok() { to } else { from })
+    }
+
+    /// Removes the oldest `*.log` files beyond the newest `keep`.
+    fn prune(&self, keep: usize) {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return;
+        };
+        let mut logs: Vec<(std::time::SystemTime, OsString)> = entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name();
+                let meta = e.metadata().ok()?;
+                if !(name.as_encoded_bytes().ends_with(b".log") && meta.is_file()) {
+                    return None;
+                }
+                Some((meta.modified().ok()?, name))
+            })
+            .collect();
+        logs.sort_by_key(|log| std::cmp::Reverse(log.0));
+        for (_, name) in logs.into_iter().skip(keep) {
+            let _ = rustix::fs::unlinkat(&self.fd, &name, rustix::fs::AtFlags::empty());
+        }
+    }
+}
+
+/// The serving process ended cleanly and logged no warning: its log (its standard error,
+/// a file in the log directory) says nothing worth keeping.
+fn remove_own_log() {
+    let Ok(log) = fs::read_link("/proc/self/fd/2") else {
+        return;
+    };
+    let Ok(logs) = LogDir::open() else { return };
+    if log.parent() == Some(logs.path.as_path())
+        && let Some(name) = log.file_name()
+    {
+        let _ = rustix::fs::unlinkat(&logs.fd, name, rustix::fs::AtFlags::empty());
+    }
 }
 
 /// The last lines of a log, joined on one line for an error message.

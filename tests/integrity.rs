@@ -1122,7 +1122,7 @@ if grep -q ' {mnt} ' /proc/self/mounts; then echo still mounted; exit 1; fi
     );
     let out = run(Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .env("XDG_RUNTIME_DIR", dir.path()));
+        .env("XDG_STATE_HOME", dir.path()));
     assert_success(&out, "mount, read and unmount as nobody");
     assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
 }
@@ -1311,7 +1311,7 @@ fn the_default_mount_check_sees_a_file_appended_to() {
     fs::create_dir(t.path("mnt")).unwrap();
     let out = run(tartape()
         .args(["mount", "src", "mnt", "--catalog", "c.db"])
-        .env("XDG_RUNTIME_DIR", t.dir.path())
+        .env("XDG_STATE_HOME", t.dir.path())
         .current_dir(t.dir.path()));
     let mnt = t.path("mnt").canonicalize().unwrap();
     let mounted = is_mounted(&mnt);

@@ -117,7 +117,7 @@ impl Fixture {
             .arg(self.source())
             .arg(self.mnt_path())
             .args(args)
-            .env("XDG_RUNTIME_DIR", self.dir.path());
+            .env("XDG_STATE_HOME", self.dir.path());
         command
     }
 
@@ -759,7 +759,7 @@ fn pre_mount_errors_are_one_line_and_mount_nothing() {
             .arg("mount")
             .arg(source)
             .arg(mnt)
-            .env("XDG_RUNTIME_DIR", dir))
+            .env("XDG_STATE_HOME", dir))
     };
 
     let cases: [(&str, PathBuf, PathBuf, &str); 5] = [
@@ -842,7 +842,7 @@ fn unrecorded_source_is_recorded_then_mounted_with_catalog_and_name() {
         .current_dir(dir.path())
         .args(["mount", "fresh", "mnt", "--catalog", "elsewhere.db"])
         .args(["--name", "fresh.tar"])
-        .env("XDG_RUNTIME_DIR", dir.path()));
+        .env("XDG_STATE_HOME", dir.path()));
     let _mounted = Mounted {
         mnt: mnt.canonicalize().unwrap(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -1117,4 +1117,60 @@ fn sequential_reads_of_the_mount_read_ahead_and_random_ones_do_not() {
         log.contains("zz-last"),
         "the log must name the file:\n{log}"
     );
+}
+
+/// A background mount logs into `$XDG_STATE_HOME/tartape` (mode 0700), its log created
+/// with mode 0600; at most 20 logs are kept; a clean unmount removes the log; a symlink
+/// in place of the directory is refused, and nothing is written through it.
+#[test]
+fn logs_live_in_the_state_directory_and_go_with_a_clean_unmount() {
+    use std::os::unix::fs::PermissionsExt;
+    if !can_mount(
+        "logs_live_in_the_state_directory_and_go_with_a_clean_unmount",
+        &[],
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let logs = fx.dir.path().join("tartape");
+    fs::create_dir(&logs).unwrap();
+    fs::set_permissions(&logs, fs::Permissions::from_mode(0o755)).unwrap();
+    for i in 0..25 {
+        let old = logs.join(format!("old-{i:02}.log"));
+        fs::write(&old, b"old\n").unwrap();
+        set_mtime(&old, 1_000_000 + i, 0);
+    }
+    let mounted = fx.mount(&[]);
+    let log = mounted.log();
+    assert_eq!(log.parent(), Some(logs.as_path()), "{}", log.display());
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&logs), 0o700, "the log directory");
+    assert_eq!(mode(&log), 0o600, "the log");
+    let kept: Vec<_> = fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(kept.len(), 20, "{kept:?}");
+    assert!(kept.contains(&"old-24.log".to_string()) && !kept.contains(&"old-05.log".into()));
+    let pid = mounted.pid();
+    assert_eq!(fs::read(fx.archive()).unwrap(), *fx.stream);
+    drop(mounted);
+    wait_until("the server to end", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(
+        !log.exists(),
+        "a clean unmount leaves its log {}",
+        log.display()
+    );
+
+    // A symlink where the directory should be: refused before anything is mounted.
+    let elsewhere = fx.dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::remove_dir_all(&logs).unwrap();
+    symlink(&elsewhere, &logs).unwrap();
+    let out = run(&mut fx.mount_command(&[]));
+    assert_one_line_error(&out, 1, "not a directory (a symlink?)");
+    assert!(!is_mounted(&fx.mnt()));
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
 }

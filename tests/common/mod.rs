@@ -227,7 +227,6 @@ pub fn as_nobody(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
         .arg(bin())
         .args(args)
         .current_dir(dir)
-        .env("XDG_RUNTIME_DIR", dir)
         .env("XDG_STATE_HOME", dir);
     run(&mut c)
 }
@@ -366,7 +365,6 @@ impl Mounted {
             .arg(mnt)
             .args(args)
             .envs(env.iter().copied())
-            .env("XDG_RUNTIME_DIR", logs)
             .env("XDG_STATE_HOME", logs));
         let mnt = mnt.canonicalize().unwrap();
         let mounted = Mounted {
