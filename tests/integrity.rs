@@ -1085,7 +1085,14 @@ fn a_user_mounts_through_fusermount3() {
         Needs {
             fuse: true,
             root: true,
-            tools: &["setpriv", "fusermount3", "unshare", "mount", "sha256sum"],
+            tools: &[
+                "setpriv",
+                "fusermount3",
+                "unshare",
+                "mount",
+                "sha256sum",
+                "findmnt",
+            ],
         },
     ) {
         return;
@@ -1109,7 +1116,7 @@ mknod fuse c 10 229 && chmod 0666 fuse && mount --bind fuse /dev/fuse
 nobody() {{ setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }}
 nobody {bin} mount {src} mnt --catalog c.db
 trap 'nobody {bin} umount mnt || umount -l mnt' EXIT
-grep -q ' {mnt} fuse' /proc/self/mounts
+findmnt -no SOURCE,FSTYPE {mnt}
 nobody sha256sum mnt/archive.tar
 nobody {bin} umount mnt
 trap - EXIT
@@ -1125,6 +1132,9 @@ if grep -q ' {mnt} ' /proc/self/mounts; then echo still mounted; exit 1; fi
         .env("XDG_STATE_HOME", dir.path()));
     assert_success(&out, "mount, read and unmount as nobody");
     assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
+    // The mount table names the source and the type, for this user as for root.
+    let table = format!("{} fuse.tartape", src.canonicalize().unwrap().display());
+    assert!(stdout(&out).contains(&table), "{}", stdout(&out));
 }
 
 // ---------------------------------------------------------------------------------------

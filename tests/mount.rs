@@ -1174,3 +1174,26 @@ fn logs_live_in_the_state_directory_and_go_with_a_clean_unmount() {
     assert!(!is_mounted(&fx.mnt()));
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+/// The mount table shows the canonical source directory and the type `fuse.tartape`, as
+/// `findmnt`, `mount` and `df` read it.
+#[test]
+fn the_mount_table_names_the_source_and_fuse_tartape() {
+    if !can_mount(
+        "the_mount_table_names_the_source_and_fuse_tartape",
+        &["findmnt"],
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let mounted = fx.mount(&[]);
+    let out = run(Command::new("findmnt")
+        .args(["-no", "SOURCE,FSTYPE"])
+        .arg(&mounted.mnt));
+    assert_success(&out, "findmnt");
+    let source = fx.source().canonicalize().unwrap();
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        [source.to_str().unwrap(), "fuse.tartape"]
+    );
+}

@@ -14,7 +14,6 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,11 +21,9 @@ use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
-    SessionUnmounter,
 };
 use log::error;
 
-use super::system::mount_entry;
 use super::{CacheMode, DEFAULT_READAHEAD_KB, validate_name};
 use crate::error::{Error, Result};
 use crate::readahead::{Reach, ReadAhead};
@@ -137,29 +134,6 @@ pub struct TapeFs {
     /// Attributes shared by every file (all but inode and size).
     file_attr: FileAttr,
     open_flags: FopenFlags,
-    /// Set once mounted; see [`Disarm`].
-    pub(super) disarm: Arc<Mutex<Option<Disarm>>>,
-}
-
-/// fuser unmounts again when its session ends, even when the kernel has already removed
-/// the mount (`tartape umount`), and then logs a spurious "Failed to umount filesystem".
-/// At `destroy` — the end of the session — a mount that is verifiably gone has its
-/// unmount handle consumed here, quietly, so that fuser has nothing left to undo.
-pub(super) struct Disarm {
-    pub(super) unmounter: SessionUnmounter,
-    pub(super) mountpoint: PathBuf,
-    pub(super) dev: (u32, u32),
-}
-
-impl Disarm {
-    fn run(mut self) {
-        let still_ours = mount_entry(&self.mountpoint)
-            .is_some_and(|entry| (entry.dev_major, entry.dev_minor) == self.dev);
-        if !still_ours {
-            // The mount is gone, so this only drops fuser's handle (its umount fails).
-            let _ = self.unmounter.unmount();
-        }
-    }
 }
 
 impl TapeFs {
@@ -280,7 +254,6 @@ impl TapeFs {
             root_attr,
             file_attr,
             open_flags,
-            disarm: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -516,10 +489,6 @@ impl Filesystem for TapeFs {
 
     fn destroy(&mut self) {
         self.readahead.finish();
-        let disarm = self.disarm.lock().ok().and_then(|mut slot| slot.take());
-        if let Some(disarm) = disarm {
-            disarm.run();
-        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

@@ -5,13 +5,12 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::thread;
 
-use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use fuser::{Config, MountOption, Session, SessionACL};
 use log::{error, info, warn};
 
-use super::fs::{Disarm, TapeFs};
+use super::fs::TapeFs;
 use super::system::{
     detach, dev_fuse_hint, find_fusermount, fusermount, is_root, mount_entry, raise_readahead,
     resolve_mountpoint,
@@ -38,8 +37,8 @@ pub struct MountSession {
 
 /// How a mount is taken down.
 enum Unmounter {
-    /// fuser made the mount itself (root): its handle unmounts.
-    Fuser(SessionUnmounter),
+    /// This process mounted it (root): umount(2).
+    Kernel(PathBuf),
     /// `fusermount3` made it: `fusermount3 -u` takes it down.
     Fusermount(PathBuf),
 }
@@ -47,13 +46,42 @@ enum Unmounter {
 impl Unmounter {
     fn unmount(&mut self) -> io::Result<()> {
         match self {
-            Unmounter::Fuser(u) => u.unmount(),
+            Unmounter::Kernel(path) => {
+                rustix::mount::unmount(path.as_path(), rustix::mount::UnmountFlags::empty())
+                    .map_err(io::Error::from)
+            }
             Unmounter::Fusermount(path) => fusermount(path, false),
         }
     }
 }
 
-/// Detaches a `fusermount3` mount when dropped, unless disarmed.
+/// Mounts `/dev/fuse` at `mountpoint` as root: read-only, type `fuse.tartape`, `source`
+/// as the mount table's source (what `findmnt` and `df` show); returns the device.
+fn kernel_mount(mountpoint: &Path, source: &str, allow_other: bool) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::MountFlags;
+    let device = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let root = rustix::fs::stat(mountpoint)?;
+    let data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={},default_permissions{}",
+        std::os::fd::AsRawFd::as_raw_fd(&device),
+        root.st_mode & libc::S_IFMT,
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+        if allow_other { ",allow_other" } else { "" }
+    );
+    rustix::mount::mount(
+        source,
+        mountpoint,
+        "fuse.tartape",
+        MountFlags::RDONLY | MountFlags::NOATIME | MountFlags::NODEV | MountFlags::NOSUID,
+        std::ffi::CString::new(data)?.as_c_str(),
+    )?;
+    Ok(device)
+}
+
+/// Detaches a mount this process made (itself or through `fusermount3`) when dropped,
+/// unless disarmed.
 struct FusermountGuard(Option<PathBuf>);
 
 impl FusermountGuard {
@@ -84,8 +112,9 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
     // First of all: from here on a signal unmounts instead of killing the process.
     let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)
         .map_err(|err| Error::Mount(format!("cannot handle signals: {err}")))?;
+    // The mount table names the canonical source directory, type `fuse.tartape`.
+    let source = tape.root().to_string_lossy().into_owned();
     let fs = TapeFs::with_layout(tape, &options.name, &options.layout, options.cache)?;
-    let disarm_slot = Arc::clone(&fs.disarm);
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -93,7 +122,7 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::DefaultPermissions,
-        MountOption::FSName("tartape".to_string()),
+        MountOption::FSName(source.clone()),
         MountOption::Subtype("tartape".to_string()),
     ];
     config.acl = if options.allow_other {
@@ -110,10 +139,13 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
             one_line(&err.to_string())
         ))
     };
-    let (mut session, unmounter, guard) = if is_root() {
-        let mut session = Session::new(fs, &mountpoint, &config).map_err(cannot_mount)?;
-        let unmounter = Unmounter::Fuser(session.unmount_callable());
-        (session, unmounter, None)
+    let (session, unmounter, guard) = if is_root() {
+        // Made here rather than by fuser, which gives every mount the type `fuse`.
+        let device =
+            kernel_mount(&mountpoint, &source, options.allow_other).map_err(cannot_mount)?;
+        let guard = FusermountGuard(Some(mountpoint.clone()));
+        let session = Session::from_fd(fs, device, config.acl, config).map_err(cannot_mount)?;
+        (session, Unmounter::Kernel(mountpoint.clone()), Some(guard))
     } else {
         let device = fusermount_mount(&mountpoint, &config.mount_options, options.allow_other)
             .map_err(|err| {
@@ -155,15 +187,6 @@ pub fn mount(tape: Tape, mountpoint: &Path, options: &MountOptions) -> Result<Mo
         Some(entry) => {
             if let Some(readahead_kb) = options.readahead_kb {
                 raise_readahead(&entry, readahead_kb);
-            }
-            if guard.is_none()
-                && let Ok(mut slot) = disarm_slot.lock()
-            {
-                *slot = Some(Disarm {
-                    unmounter: session.unmount_callable(),
-                    mountpoint: mountpoint.clone(),
-                    dev: (entry.dev_major, entry.dev_minor),
-                });
             }
         }
         None => warn!(
@@ -324,7 +347,10 @@ fn fusermount_option(option: &MountOption) -> String {
         MountOption::NoDev => "nodev".into(),
         MountOption::NoSuid => "nosuid".into(),
         MountOption::DefaultPermissions => "default_permissions".into(),
-        MountOption::FSName(name) => format!("fsname={name}"),
+        // fusermount3 splits options at commas and takes `\` as an escape.
+        MountOption::FSName(name) => {
+            format!("fsname={}", name.replace('\\', "\\\\").replace(',', "\\,"))
+        }
         MountOption::Subtype(name) => format!("subtype={name}"),
         other => format!("{other:?}").to_lowercase(),
     }
