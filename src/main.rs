@@ -260,6 +260,13 @@ tartape restore photos.db --from archive.tar -C restored\n\nExit status: 0 resto
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// List the active tartape mounts: mount point, source, catalog, fingerprint, serving
+    /// pid and log file.
+    Mounts {
+        /// One JSON object per line (keys mountpoint, source, catalog, fingerprint, pid, log).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a completion script for SHELL (e.g. `tartape completions bash >
     /// /etc/bash_completion.d/tartape`).
     Completions {
@@ -496,6 +503,7 @@ fn run(command: Command) -> Result<Exit> {
         Command::Restore(args) => restore(args)?,
         Command::Mount(args) => mount_cmd::run_mount(args)?,
         Command::Umount { mountpoint } => mount_cmd::run_umount(&mountpoint)?,
+        Command::Mounts { json } => mount_cmd::run_mounts(json)?,
         Command::Completions { shell } => {
             let shell = match shell {
                 ShellArg::Bash => clap_complete::Shell::Bash,

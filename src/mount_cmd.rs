@@ -205,6 +205,96 @@ pub fn run_umount(mountpoint: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// `tartape mounts`: every tartape mount of the mount table, with what its serving
+/// process says of it (found by its command line; its log is its standard error).
+pub fn run_mounts(json: bool) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    for (mountpoint, source) in mount::tartape_mounts() {
+        let server = serving_process(&mountpoint);
+        let catalog = server
+            .as_ref()
+            .and_then(|s| s.catalog.clone())
+            .unwrap_or_else(|| tartape::source::default_catalog(&source));
+        let fingerprint = tartape::catalog::Catalog::open(&catalog)
+            .ok()
+            .map(|c| c.meta().fingerprint.clone());
+        let pid = server.as_ref().map(|s| s.pid);
+        let log = server.and_then(|s| s.log);
+        let line = if json {
+            serde_json::json!({
+                "mountpoint": mountpoint.to_string_lossy(),
+                "source": source.to_string_lossy(),
+                "catalog": catalog.to_string_lossy(),
+                "fingerprint": fingerprint,
+                "pid": pid,
+                "log": log.as_ref().map(|l| l.to_string_lossy()),
+            })
+            .to_string()
+        } else {
+            format!(
+                "{} from {} (catalog {}, fingerprint {}, pid {}, log {})",
+                mountpoint.display(),
+                source.display(),
+                catalog.display(),
+                fingerprint.as_deref().unwrap_or("?"),
+                pid.map_or("?".to_string(), |p| p.to_string()),
+                log.as_ref()
+                    .map_or("none".into(), |l| l.display().to_string()),
+            )
+        };
+        writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
+    }
+    Ok(())
+}
+
+/// What `tartape mounts` learns of the process serving a mount.
+struct Server {
+    pid: u32,
+    catalog: Option<PathBuf>,
+    log: Option<PathBuf>,
+}
+
+/// The `tartape mount … MOUNTPOINT …` process serving `mountpoint`, if this user may see
+/// it: its pid, its `--catalog`, and its log (its standard error, when a file).
+fn serving_process(mountpoint: &Path) -> Option<Server> {
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<OsString> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| std::os::unix::ffi::OsStrExt::from_bytes(a))
+            .map(|a: &std::ffi::OsStr| a.to_os_string())
+            .collect();
+        if !args.iter().any(|a| a == "mount") || pid == std::process::id() {
+            continue;
+        }
+        let cwd = fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        let absolute = |a: &OsString| cwd.join(a);
+        if !args.iter().skip(1).any(|a| absolute(a) == mountpoint) {
+            continue;
+        }
+        let catalog = args
+            .iter()
+            .position(|a| a == "--catalog")
+            .and_then(|i| args.get(i + 1))
+            .map(absolute);
+        let log = fs::read_link(entry.path().join("fd/2"))
+            .ok()
+            .filter(|l| l.is_absolute() && l.is_file() && !l.starts_with("/dev"));
+        return Some(Server { pid, catalog, log });
+    }
+    None
+}
+
 /// Refuses to mount a tape whose source no longer matches it, with every discrepancy.
 fn verify(tape: &Tape, args: &MountArgs) -> Result<(), Error> {
     let level = match args.verify {

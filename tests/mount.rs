@@ -1197,3 +1197,41 @@ fn the_mount_table_names_the_source_and_fuse_tartape() {
         [source.to_str().unwrap(), "fuse.tartape"]
     );
 }
+
+/// `tartape mounts --json` lists a mount with its source, catalog, fingerprint, serving
+/// pid and log (JSON Lines), and forgets it once unmounted.
+#[test]
+fn mounts_lists_a_mount_and_forgets_it_when_unmounted() {
+    if !can_mount("mounts_lists_a_mount_and_forgets_it_when_unmounted", &[]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let listed = |mnt: &Path| -> Vec<serde_json::Value> {
+        let out = run(tartape().args(["mounts", "--json"]));
+        assert_success(&out, "tartape mounts --json");
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["mountpoint"] == mnt.to_str().unwrap())
+            .collect()
+    };
+    let mounted = fx.mount(&[]);
+    let info = run(tartape().arg("info").arg(fx.source()).arg("--json"));
+    let info: serde_json::Value = serde_json::from_str(&stdout(&info)).unwrap();
+    let found = listed(&mounted.mnt);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let m = &found[0];
+    assert_eq!(
+        m["source"],
+        fx.source().canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(m["fingerprint"], info["fingerprint"]);
+    assert_eq!(m["catalog"], info["catalog"]);
+    assert_eq!(m["pid"], mounted.pid());
+    assert_eq!(m["log"], mounted.log().to_str().unwrap());
+    let text = stdout(&run(tartape().arg("mounts")));
+    assert!(text.contains(&format!("pid {}", mounted.pid())), "{text}");
+    let mnt = mounted.mnt.clone();
+    drop(mounted);
+    assert!(listed(&mnt).is_empty(), "an unmounted tape is still listed");
+}

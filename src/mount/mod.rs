@@ -27,7 +27,7 @@ pub mod system;
 
 pub use fs::{Layout, TapeFs};
 pub use session::{MountSession, mount, mount_foreground};
-pub use system::{check_fuse_available, check_mountpoint, is_mount_point, unmount};
+pub use system::{check_fuse_available, check_mountpoint, is_mount_point, tartape_mounts, unmount};
 
 use crate::error::{Error, Result};
 

@@ -296,6 +296,18 @@ pub(super) struct MountEntry {
     pub(super) dev_minor: u32,
     pub(super) mount_point: PathBuf,
     pub(super) fs_type: String,
+    pub(super) source: PathBuf,
+}
+
+/// The tartape mounts in the mount table (type `fuse.tartape`): mount point and source,
+/// in the order they were made.
+pub fn tartape_mounts() -> Vec<(PathBuf, PathBuf)> {
+    read_mountinfo()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|entry| entry.fs_type == "fuse.tartape")
+        .map(|entry| (entry.mount_point, entry.source))
+        .collect()
 }
 
 /// The most recent mount on `path` (the one visible there), if any.
@@ -325,13 +337,16 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
     let _root = fields.next()?;
     let mount_point = PathBuf::from(OsString::from_vec(unescape_mountinfo(fields.next()?)));
     // Optional fields end with a lone "-", then comes the filesystem type.
-    let fs_type = fields.skip_while(|field| *field != b"-").nth(1)?;
+    let mut rest = fields.skip_while(|field| *field != b"-").skip(1);
+    let fs_type = rest.next()?;
+    let source = PathBuf::from(OsString::from_vec(unescape_mountinfo(rest.next()?)));
     Some(MountEntry {
         mount_id,
         dev_major: major.parse().ok()?,
         dev_minor: minor.parse().ok()?,
         mount_point,
         fs_type: String::from_utf8_lossy(fs_type).into_owned(),
+        source,
     })
 }
 
