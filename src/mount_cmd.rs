@@ -271,8 +271,7 @@ fn serving_process(mountpoint: &Path) -> Option<Server> {
         let args: Vec<OsString> = cmdline
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
-            .map(|a| std::os::unix::ffi::OsStrExt::from_bytes(a))
-            .map(|a: &std::ffi::OsStr| a.to_os_string())
+            .map(|a| <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(a).to_owned())
             .collect();
         if !args.iter().any(|a| a == "mount") || pid == std::process::id() {
             continue;
