@@ -35,6 +35,9 @@ struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// No progress bar and no summary.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,9 +75,6 @@ struct RestoreArgs {
     /// The volume name template the volumes were written with.
     #[arg(long, value_name = "TEMPLATE", default_value = tartape::volume::DEFAULT_TEMPLATE)]
     volume_name: String,
-    /// No progress bar and no summary.
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 // How the tape is cut into volumes (SPEC §8). (A plain comment: a doc comment would
@@ -307,6 +307,7 @@ fn main() -> ExitCode {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).build();
     log::set_max_level(logger.filter());
     let _ = log::set_boxed_logger(Box::new(NotingLogger(logger)));
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let verifying = matches!(cli.command, Command::Verify { .. });
     match run(cli.command) {
         Ok(exit) => exit.into(),
@@ -434,7 +435,11 @@ fn run(command: Command) -> Result<Exit> {
                 bar.finish_and_clear();
             }
             // One write, not one per line (stdout is line-buffered).
-            let summary = format!("{}\n", summary?);
+            let summary = summary?;
+            if quiet() {
+                return Ok(Exit::Success);
+            }
+            let summary = format!("{summary}\n");
             io::stdout()
                 .write_all(summary.as_bytes())
                 .map_err(|e| Error::io("<stdout>", e))?;
@@ -569,8 +574,20 @@ fn raise_open_file_limit() {
     }
 }
 
+/// `-q`: no progress bar and no summary.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Progress goes to standard error when it is a terminal, unless `-q`.
+fn progress_shown() -> bool {
+    !quiet() && io::stderr().is_terminal()
+}
+
 fn spinner(what: &'static str) -> Option<ProgressBar> {
-    if !io::stderr().is_terminal() {
+    if !progress_shown() {
         return None;
     }
     let bar = ProgressBar::new_spinner().with_prefix(what);
@@ -624,7 +641,7 @@ fn stream(
         }
     };
     let end = length.map_or(total, |l| offset.saturating_add(l).min(total));
-    let bar = (!events_to_stderr && io::stderr().is_terminal()).then(|| {
+    let bar = (!events_to_stderr && progress_shown()).then(|| {
         let bar = ProgressBar::new(end - offset);
         if let Ok(style) = ProgressStyle::with_template(
             "{bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
@@ -1127,7 +1144,7 @@ fn list_volumes(dir: &Path, catalog: Option<&Path>, args: &VolumeArgs, json: boo
 fn restore(args: RestoreArgs) -> Result<()> {
     let template = NameTemplate::parse(&args.volume_name)?;
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let bar = (!args.quiet && io::stderr().is_terminal()).then(|| {
+    let bar = progress_shown().then(|| {
         let bar = ProgressBar::new(0);
         if let Ok(style) = ProgressStyle::with_template(
             "{bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
@@ -1158,7 +1175,7 @@ fn restore(args: RestoreArgs) -> Result<()> {
         b.finish_and_clear();
     }
     let summary = summary?;
-    if !args.quiet {
+    if !quiet() {
         println!("{summary}");
     }
     for w in &summary.warnings {

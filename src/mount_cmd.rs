@@ -113,7 +113,9 @@ pub fn run_mount(args: MountArgs) -> Result<(), Error> {
         let summary = TapeRecorder::new(&args.source)
             .catalog(args.catalog.clone())
             .commit()?;
-        println!("{summary}");
+        if !crate::quiet() {
+            println!("{summary}");
+        }
     }
     if !args.foreground {
         return spawn_background(&args, &mountpoint);

@@ -1118,3 +1118,41 @@ fn long_lists_in_one_line_errors_are_cut_and_v_lists_them_all() {
         );
     }
 }
+
+/// On a terminal (a pseudo-terminal made by `script`), `stream` and `record` show
+/// progress and `record` its summary; `-q` silences both.
+#[test]
+fn quiet_silences_progress_on_a_terminal() {
+    if !can_run(
+        "quiet_silences_progress_on_a_terminal",
+        Needs {
+            tools: &["script"],
+            ..Needs::default()
+        },
+    ) {
+        return;
+    }
+    let env = TestEnv::with_tree();
+    env.record();
+    let on_a_terminal = |args: &str| {
+        let command = format!("{} {args}", bin().display());
+        let out = run(Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(env.dir.path()));
+        assert_success(&out, &command);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_a_terminal("stream src --catalog cat.db -o t.tar");
+    assert!(
+        shown.contains("B/s"),
+        "no progress on a terminal: {shown:?}"
+    );
+    assert_eq!(on_a_terminal("stream src --catalog cat.db -o t.tar -q"), "");
+    assert_eq!(on_a_terminal("-q stream src --catalog cat.db -o t.tar"), "");
+    let recorded = on_a_terminal("record src --catalog cat.db --force");
+    assert!(recorded.contains("fingerprint: "), "{recorded:?}");
+    assert_eq!(
+        on_a_terminal("record src --catalog cat.db --force --quiet"),
+        ""
+    );
+}
