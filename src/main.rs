@@ -294,7 +294,7 @@ fn main() -> ExitCode {
         tartape::catalog::configure_sqlite();
     }
     raise_open_file_limit();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(helper_form(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -317,6 +317,22 @@ fn main() -> ExitCode {
             Exit::of_error(&e, verifying).into()
         }
     }
+}
+
+/// mount(8)'s helper form (what `mount.fuse3` runs for type `fuse.tartape`): `tartape
+/// SOURCE MOUNTPOINT -o OPTS` is `tartape mount SOURCE MOUNTPOINT -o OPTS`.
+fn helper_form(mut argv: Vec<OsString>) -> Vec<OsString> {
+    let command = Cli::command();
+    let first = argv.get(1).map(|a| a.to_string_lossy().into_owned());
+    if let Some(first) = first
+        && argv.len() >= 3
+        && !first.starts_with('-')
+        && first != "help"
+        && command.find_subcommand(&first).is_none()
+    {
+        argv.insert(1, "mount".into());
+    }
+    argv
 }
 
 /// Whether a warning or an error was logged: a background mount that ends cleanly without

@@ -79,6 +79,19 @@ pub struct MountArgs {
     /// sequential copy, slower for small reads, re-reads are not cached).
     #[arg(long)]
     pub direct_io: bool,
+    /// Mount options, sshfs-style (comma-separated, repeatable): allow_other, direct_io,
+    /// catalog=PATH, verify=quick|full|none, name=NAME, volume_size=SIZE, threads=N,
+    /// log=FILE, debug; and mount(8)'s generic ones (ro, rw, nodev, dev, nosuid, suid,
+    /// noexec, noatime, auto, noauto, user, users, nofail, _netdev, defaults, x-*), which
+    /// change nothing: the mount is always read-only.
+    #[arg(short = 'o', value_name = "OPT[,OPT...]", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Log file of the background process (default: one in $XDG_STATE_HOME/tartape/).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Set by `-o debug`: the serving process logs at debug level.
+    #[arg(skip)]
+    pub debug: bool,
     /// Internal: set on the process that `tartape mount` re-executes to serve in the
     /// background: the parent already recorded; this process checks, mounts and serves.
     #[arg(long, hide = true)]
@@ -93,8 +106,66 @@ fn parse_volume_size(text: &str) -> Result<u64, String> {
     tartape::volume::parse_volume_size(text).map_err(|e| e.to_string())
 }
 
+/// Applies `-o` options to the arguments they stand for (SPEC §5); an unknown one is
+/// an error naming it.
+fn apply_options(args: &mut MountArgs) -> Result<(), Error> {
+    let options: Vec<String> = args
+        .options
+        .iter()
+        .flat_map(|list| list.split(','))
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
+        .collect();
+    for option in options {
+        let (key, value) = match option.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (option.as_str(), None),
+        };
+        let value_of =
+            || value.ok_or_else(|| Error::Usage(format!("-o {key}: needs a value ({key}=…)")));
+        let bad = |why: String| Error::Usage(format!("-o {option}: {why}"));
+        match key {
+            "allow_other" => args.allow_other = true,
+            "direct_io" => args.direct_io = true,
+            "debug" => args.debug = true,
+            "catalog" => args.catalog = Some(PathBuf::from(value_of()?)),
+            "log" => args.log = Some(PathBuf::from(value_of()?)),
+            "name" => args.name = value_of()?.to_string(),
+            "verify" => {
+                args.verify = <VerifyChoice as clap::ValueEnum>::from_str(value_of()?, false)
+                    .map_err(|_| bad("verify is quick, full or none".into()))?;
+            }
+            "threads" => {
+                args.threads = value_of()?
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(usize::from)
+                    .ok_or_else(|| bad("threads is a number from 1 to 65535".into()))?;
+            }
+            "volume_size" => {
+                args.volume_size = Some(tartape::volume::parse_volume_size(value_of()?)?);
+            }
+            // mount(8)'s and mount.fuse3's own: nothing to do (always read-only, nodev,
+            // nosuid; fstab's scheduling options are for mount(8) and systemd).
+            "ro" | "rw" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime"
+            | "noatime" | "auto" | "noauto" | "user" | "nouser" | "users" | "nofail"
+            | "_netdev" | "defaults" | "async" | "sync" => {}
+            _ if key.starts_with("x-") => {}
+            _ => {
+                return Err(Error::Usage(format!(
+                    "-o {option}: unknown mount option (known: allow_other, direct_io, \
+                     catalog=, verify=, name=, volume_size=, threads=, log=, debug)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `tartape mount SOURCE MOUNTPOINT`.
-pub fn run_mount(args: MountArgs) -> Result<(), Error> {
+pub fn run_mount(mut args: MountArgs) -> Result<(), Error> {
+    apply_options(&mut args)?;
     let source = tartape::source::canonical_source(&args.source)?;
     let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
     if mountpoint.starts_with(&source) {
@@ -342,9 +413,14 @@ fn mount_options(args: &MountArgs) -> Result<MountOptions, Error> {
 fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|err| Error::Mount(format!("cannot find the tartape executable: {err}")))?;
-    let logs = LogDir::open()?;
-    let (log, log_name) = logs.create(&format!("mount-{}", std::process::id()))?;
-    let log_path = logs.path.join(&log_name);
+    let (log, log_path, logs) = match &args.log {
+        Some(path) => (open_chosen_log(path)?, path.clone(), None),
+        None => {
+            let logs = LogDir::open()?;
+            let (log, name) = logs.create(&format!("mount-{}", std::process::id()))?;
+            (log, logs.path.join(&name), Some((logs, name)))
+        }
+    };
     let log_err = log.try_clone().map_err(|err| Error::io(&log_path, err))?;
     let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|err| Error::Mount(format!("cannot create a pipe: {}", io::Error::from(err))))?;
@@ -357,7 +433,9 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    if std::env::var_os("RUST_LOG").is_none() {
+    if args.debug {
+        command.env("RUST_LOG", "debug");
+    } else if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }
     // SAFETY: setsid and one fcntl on a descriptor this process owns are
@@ -375,14 +453,19 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
         .map_err(|err| Error::Mount(format!("cannot start {}: {err}", exe.display())))?;
     drop(ready_write);
     // Name the log after the serving process; it keeps writing through its descriptors.
-    let log_path = logs.rename(&log_name, &format!("mount-{}.log", child.id()));
+    let log_path = match &logs {
+        Some((logs, name)) => logs.rename(name, &format!("mount-{}.log", child.id())),
+        None => log_path,
+    };
 
     let (total_size, first) = match wait_until_ready(File::from(ready_read), &mut child, mountpoint)
     {
         Ok(ready) => ready,
         Err(Failure::Said(message)) => {
-            // Its one line says it all: the log would only repeat it.
-            let _ = fs::remove_file(&log_path);
+            // Its one line says it all: the log would only repeat it (one of ours).
+            if logs.is_some() {
+                let _ = fs::remove_file(&log_path);
+            }
             return Err(Error::Mount(message));
         }
         Err(Failure::Other(problem)) => {
@@ -580,6 +663,19 @@ fn stop_child(child: &mut Child, mountpoint: &Path) {
     if mount::is_mount_point(mountpoint).unwrap_or(false) {
         let _ = mount::unmount(mountpoint);
     }
+}
+
+/// `--log FILE` / `-o log=FILE`: appended to, created with mode 0600, never through a
+/// symlink.
+fn open_chosen_log(path: &Path) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|err| Error::io(path, err))
 }
 
 /// Logs of background mounts kept, at most (the newest).

@@ -1235,3 +1235,118 @@ fn mounts_lists_a_mount_and_forgets_it_when_unmounted() {
     drop(mounted);
     assert!(listed(&mnt).is_empty(), "an unmounted tape is still listed");
 }
+
+/// `-o` takes the mount's options sshfs-style; mount(8)'s own (`rw`, `dev`, `suid`, which
+/// mount(8) and mount.fuse3 add) change nothing, the mount stays read-only; an unknown
+/// option is refused by name before anything is started.
+#[test]
+fn dash_o_options_set_the_mount_and_unknown_ones_are_refused() {
+    if !can_mount(
+        "dash_o_options_set_the_mount_and_unknown_ones_are_refused",
+        &["findmnt"],
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let catalog = fx.source().join(".tartape/index.db");
+    let options = format!(
+        "rw,dev,suid,defaults,x-systemd.automount,name=x.tar,verify=quick,threads=2,\
+         catalog={}",
+        catalog.display()
+    );
+    let mounted = fx.mount(&["-o", &options, "-o", "direct_io,noatime"]);
+    let tape = mounted.mnt.join("x.tar");
+    assert_eq!(fs::read(&tape).unwrap(), *fx.stream);
+    let out = run(Command::new("findmnt")
+        .args(["-no", "OPTIONS"])
+        .arg(&mounted.mnt));
+    let mount_options = stdout(&out);
+    assert!(
+        mount_options.split(',').any(|o| o.trim() == "ro"),
+        "not read-only: {mount_options}"
+    );
+    let err = OpenOptions::new().write(true).open(&tape).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    drop(mounted);
+
+    for (option, said) in [
+        ("bogus", "-o bogus: unknown mount option"),
+        ("threads=0", "-o threads=0: threads is a number"),
+        (
+            "verify=maybe",
+            "-o verify=maybe: verify is quick, full or none",
+        ),
+    ] {
+        let out = run(&mut fx.mount_command(&["-o", option]));
+        assert_one_line_error(&out, 1, said);
+        assert!(!is_mounted(&fx.mnt()), "{option}: something was mounted");
+    }
+    let logs = fx.dir.path().join("tartape");
+    let left = fs::read_dir(&logs).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "refused mounts left logs in {}", logs.display());
+}
+
+/// Removes the temporary `tartape` that mount.fuse3 finds on root's default PATH.
+struct OnRootPath(PathBuf);
+
+impl Drop for OnRootPath {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// mount(8) with `-t fuse.tartape` runs `tartape SOURCE MOUNTPOINT -o OPTS` through
+/// mount.fuse3 (which runs /bin/sh with the default PATH: the test puts a temporary
+/// `tartape` link in /usr/local/sbin); the system `umount` takes it down.
+#[test]
+fn mount_8_mounts_type_fuse_tartape_and_umount_takes_it_down() {
+    if !can_run(
+        "mount_8_mounts_type_fuse_tartape_and_umount_takes_it_down",
+        Needs {
+            fuse: true,
+            root: true,
+            tools: &["mount", "umount", "mount.fuse3", "findmnt"],
+        },
+    ) {
+        return;
+    }
+    let link = PathBuf::from("/usr/local/sbin/tartape");
+    assert!(
+        fs::symlink_metadata(&link).is_err(),
+        "{} exists: this test would replace it",
+        link.display()
+    );
+    fs::create_dir_all("/usr/local/sbin").unwrap();
+    symlink(bin(), &link).unwrap();
+    let _link = OnRootPath(link);
+    let fx = Fixture::new();
+    let mnt = fx.mnt();
+    let catalog = fx.source().join(".tartape/index.db");
+    let out = run(Command::new("mount")
+        .args(["-t", "fuse.tartape"])
+        .arg(fx.source())
+        .arg(&mnt)
+        .arg("-o")
+        .arg(format!("catalog={},verify=quick", catalog.display()))
+        .env("XDG_STATE_HOME", fx.dir.path()));
+    assert_success(&out, "mount -t fuse.tartape");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            unmount_quietly(&self.0);
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let table = stdout(&run(Command::new("findmnt")
+        .args(["-no", "SOURCE,FSTYPE"])
+        .arg(&mnt)));
+    let source = fx.source().canonicalize().unwrap();
+    assert_eq!(
+        table.split_whitespace().collect::<Vec<_>>(),
+        [source.to_str().unwrap(), "fuse.tartape"]
+    );
+    assert_eq!(fs::read(mnt.join("archive.tar")).unwrap(), *fx.stream);
+    let out = run(Command::new("umount").arg(&mnt));
+    assert_success(&out, "umount");
+    wait_until("the mount to go", || !is_mounted(&mnt));
+}
