@@ -294,7 +294,7 @@ fn main() -> ExitCode {
         tartape::catalog::configure_sqlite();
     }
     raise_open_file_limit();
-    let cli = match Cli::try_parse_from(helper_form(std::env::args_os().collect())) {
+    let cli = match Cli::try_parse().or_else(helper_form) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -320,19 +320,18 @@ fn main() -> ExitCode {
 }
 
 /// mount(8)'s helper form (what `mount.fuse3` runs for type `fuse.tartape`): `tartape
-/// SOURCE MOUNTPOINT -o OPTS` is `tartape mount SOURCE MOUNTPOINT -o OPTS`.
-fn helper_form(mut argv: Vec<OsString>) -> Vec<OsString> {
-    let command = Cli::command();
-    let first = argv.get(1).map(|a| a.to_string_lossy().into_owned());
-    if let Some(first) = first
-        && argv.len() >= 3
-        && !first.starts_with('-')
-        && first != "help"
-        && command.find_subcommand(&first).is_none()
-    {
-        argv.insert(1, "mount".into());
+/// SOURCE MOUNTPOINT -o OPTS` is `tartape mount SOURCE MOUNTPOINT -o OPTS`. Tried only
+/// when the command line did not parse, its first word unknown and a path.
+fn helper_form(error: clap::Error) -> std::result::Result<Cli, clap::Error> {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let unknown = error.kind() == clap::error::ErrorKind::InvalidSubcommand;
+    // A source is a path: a misspelt subcommand stays an error about it.
+    let source = |a: &OsString| a.as_encoded_bytes().contains(&b'/') || Path::new(a).is_dir();
+    if !unknown || argv.len() < 3 || !source(&argv[1]) {
+        return Err(error);
     }
-    argv
+    argv.insert(1, "mount".into());
+    Cli::try_parse_from(argv).map_err(|_| error)
 }
 
 /// Whether a warning or an error was logged: a background mount that ends cleanly without

@@ -1156,3 +1156,15 @@ fn quiet_silences_progress_on_a_terminal() {
         ""
     );
 }
+
+/// mount(8)'s helper form is tried only for a path; a misspelt subcommand stays a usage
+/// error about it.
+#[test]
+fn a_misspelt_subcommand_is_not_taken_for_a_mount() {
+    let env = TestEnv::with_tree();
+    let out = env.run(&["strem", "src"]);
+    assert_one_line_error(&out, 2, "unrecognized subcommand 'strem'");
+    // A path first: `tartape SOURCE MOUNTPOINT`, here refused as a mount (no such source).
+    let out = env.run(&["./missing", "mnt", "-o", "ro"]);
+    assert_one_line_error(&out, 1, "missing: source does not exist");
+}
