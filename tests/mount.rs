@@ -1350,3 +1350,33 @@ fn mount_8_mounts_type_fuse_tartape_and_umount_takes_it_down() {
     assert_success(&out, "umount");
     wait_until("the mount to go", || !is_mounted(&mnt));
 }
+
+/// Another user's `tartape umount` of root's mount says why it cannot, and leaves it.
+#[test]
+fn umount_by_another_user_says_it_is_not_theirs() {
+    use std::os::unix::fs::PermissionsExt;
+    if !can_run(
+        "umount_by_another_user_says_it_is_not_theirs",
+        Needs {
+            fuse: true,
+            root: true,
+            tools: &["setpriv"],
+        },
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    fs::set_permissions(fx.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mounted = fx.mount(&[]);
+    let out = as_nobody(
+        fx.dir.path(),
+        &[],
+        &["umount", mounted.mnt.to_str().unwrap()],
+    );
+    assert_one_line_error(
+        &out,
+        1,
+        "cannot unmount: not the owner of this mount (uid 0",
+    );
+    assert!(is_mounted(&mounted.mnt), "the mount went");
+}

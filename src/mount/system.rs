@@ -171,6 +171,13 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
             entry.fs_type
         )));
     }
+    let me = rustix::process::getuid().as_raw();
+    if let Some(owner) = entry.user_id.filter(|&owner| owner != me && !is_root()) {
+        return Err(Error::Mount(format!(
+            "{shown}: cannot unmount: not the owner of this mount (uid {owner} mounted it); \
+             only that user or root can"
+        )));
+    }
     let result = if is_root() {
         umount_syscall(&path, rustix::mount::UnmountFlags::empty())
     } else {
@@ -232,18 +239,21 @@ pub(super) fn fusermount(path: &Path, lazy: bool) -> io::Result<()> {
             "fusermount3 not found (install the fuse3 package)",
         )
     })?;
-    let mut command = Command::new(program);
+    let mut command = Command::new(&program);
     command.arg("-u").arg("-q");
     if lazy {
         command.arg("-z");
     }
     let output = command.arg("--").arg(path).stdin(Stdio::null()).output()?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ))
+    let said = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    match output.status.success() {
+        true => Ok(()),
+        false if said.is_empty() => Err(io::Error::other(format!(
+            "{} -u failed ({}) and said nothing",
+            program.display(),
+            output.status
+        ))),
+        false => Err(io::Error::other(said)),
     }
 }
 
@@ -297,6 +307,8 @@ pub(super) struct MountEntry {
     pub(super) mount_point: PathBuf,
     pub(super) fs_type: String,
     pub(super) source: PathBuf,
+    /// The `user_id=` of a FUSE mount: who mounted it.
+    pub(super) user_id: Option<u32>,
 }
 
 /// The tartape mounts in the mount table (type `fuse.tartape`): mount point and source,
@@ -340,6 +352,12 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
     let mut rest = fields.skip_while(|field| *field != b"-").skip(1);
     let fs_type = rest.next()?;
     let source = PathBuf::from(OsString::from_vec(unescape_mountinfo(rest.next()?)));
+    let user_id = rest.next().and_then(|options| {
+        options
+            .split(|&b| b == b',')
+            .find_map(|o| o.strip_prefix(b"user_id="))
+            .and_then(|id| std::str::from_utf8(id).ok()?.parse().ok())
+    });
     Some(MountEntry {
         mount_id,
         dev_major: major.parse().ok()?,
@@ -347,6 +365,7 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
         mount_point,
         fs_type: String::from_utf8_lossy(fs_type).into_owned(),
         source,
+        user_id,
     })
 }
 
