@@ -29,7 +29,11 @@ use tartape::{Error, Event, HashAlgo, Kind, Located, Result, Tape, TapeRecorder,
 byte layout of a deterministic TAR archive (ustar), then serves any byte range of that archive \
 on demand: as a stream that resumes from any byte, or as a read-only FUSE mount holding one \
 virtual archive.tar. The source must not change after recording; every byte served is checked \
-against the recorded snapshot."
+against the recorded snapshot.",
+    after_help = "Examples:\n  tartape record photos && tartape stream photos > photos.tar\n  \
+tartape mount photos /mnt/tape\n\n\
+Exit status: 0 success, 1 failure, 2 usage error (verify: 1 not intact, 2 could not check). \
+`tartape COMMAND --help` says more."
 )]
 struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
@@ -124,6 +128,10 @@ enum HashArg {
 #[command(defer = true)]
 enum Command {
     /// Record DIR into a catalog (default DIR/.tartape/index.db).
+    #[command(after_help = "Examples:\n  tartape record photos\n  \
+tartape record photos --catalog /var/lib/tartape/photos.db --exclude '*.tmp' --hash sha256\n\n\
+Exit status: 0 recorded, 1 failure (nothing is written: unreadable or unwritable entries \
+are all listed), 2 usage error.")]
     Record {
         /// Directory to record.
         dir: PathBuf,
@@ -150,7 +158,15 @@ enum Command {
         skip_unreadable: bool,
     },
     /// Write the archive, or a byte range of it, to a file or pipe.
+    #[command(
+        after_help = "Examples:\n  tartape stream photos | ssh backup 'cat > photos.tar'\n  \
+tartape stream photos --offset 1G --length 512M > part2\n  \
+tartape stream photos -o photos.tar --continue\n\n\
+Exit status: 0 written, 1 failure (a source that changed: what was written is a correct \
+prefix), 2 usage error."
+    )]
     Stream {
+        /// The recorded directory (its catalog: DIR/.tartape/index.db unless --catalog).
         dir: PathBuf,
         #[command(flatten)]
         catalog: CatalogArg,
@@ -179,7 +195,13 @@ enum Command {
         volume: Option<u64>,
     },
     /// Check that the source still matches the recording; lists every discrepancy.
+    #[command(
+        after_help = "Examples:\n  tartape verify photos\n  tartape verify photos --deep\n\n\
+Exit status: 0 intact, 1 not intact (every discrepancy listed, added objects named), \
+2 could not check (no catalog, unreadable catalog) or usage error."
+    )]
     Verify {
+        /// The recorded directory (its catalog: DIR/.tartape/index.db unless --catalog).
         dir: PathBuf,
         #[command(flatten)]
         catalog: CatalogArg,
@@ -188,7 +210,12 @@ enum Command {
         deep: bool,
     },
     /// Show the tape's fingerprint, sizes, counts and recording options.
+    #[command(
+        after_help = "Examples:\n  tartape info photos\n  tartape info photos --json\n\n\
+Exit status: 0 shown, 1 failure (no catalog), 2 usage error."
+    )]
     Info {
+        /// The recorded directory (its catalog: DIR/.tartape/index.db unless --catalog).
         dir: PathBuf,
         #[command(flatten)]
         catalog: CatalogArg,
@@ -197,7 +224,12 @@ enum Command {
         json: bool,
     },
     /// List entries: start offset, end offset, kind, mode, size, archive path.
+    #[command(
+        after_help = "Examples:\n  tartape ls photos | grep jpg\n  tartape ls photos --json\n\n\
+Exit status: 0 listed, 1 failure (no catalog), 2 usage error."
+    )]
     Ls {
+        /// The recorded directory (its catalog: DIR/.tartape/index.db unless --catalog).
         dir: PathBuf,
         #[command(flatten)]
         catalog: CatalogArg,
@@ -206,7 +238,13 @@ enum Command {
         json: bool,
     },
     /// Show where an entry lies in the tape, or what covers byte N.
+    #[command(
+        after_help = "Examples:\n  tartape locate photos photos/2024/a.jpg\n  \
+tartape locate photos --offset 1G --json\n\n\
+Exit status: 0 found, 1 failure (no such entry, offset past the end), 2 usage error."
+    )]
     Locate {
+        /// The recorded directory (its catalog: DIR/.tartape/index.db unless --catalog).
         dir: PathBuf,
         /// Archive path of the entry (e.g. `photos/2024/a.jpg`).
         #[arg(required_unless_present = "offset", conflicts_with = "offset")]
@@ -231,6 +269,7 @@ tartape locate photos photos/2024/a.jpg --volume-size 2G --json\n\nExit status: 
 1 failure (no catalog, a source that is not the recorded one), 2 usage error."
     )]
     Volumes {
+        /// The recorded directory (its catalog: DIR/.tartape/index.db unless --catalog).
         dir: PathBuf,
         #[command(flatten)]
         catalog: CatalogArg,
@@ -254,14 +293,25 @@ tartape restore photos.db --from archive.tar -C restored\n\nExit status: 0 resto
     )]
     Restore(RestoreArgs),
     /// Mount the tape read-only (FUSE): one file, archive.tar, served from the source.
+    #[command(after_help = "Examples:\n  tartape mount photos /mnt/tape\n  \
+tartape mount photos /mnt/tape -o allow_other,verify=quick\n  \
+mount -t fuse.tartape /srv/photos /mnt/tape -o allow_other     (through mount.fuse3)\n\n\
+Exit status: 0 mounted (or, with -f, unmounted cleanly), 1 failure (nothing is left \
+mounted), 2 usage error.")]
     Mount(MountArgs),
     /// Unmount a tartape mount, also one whose serving process died.
+    #[command(after_help = "Example:\n  tartape umount /mnt/tape\n\n\
+Exit status: 0 unmounted, 1 failure (not mounted, busy, not the owner), 2 usage error.")]
     Umount {
         /// The mount point.
         mountpoint: PathBuf,
     },
     /// List the active tartape mounts: mount point, source, catalog, fingerprint, serving
     /// pid and log file.
+    #[command(
+        after_help = "Examples:\n  tartape mounts\n  tartape mounts --json\n\n\
+Exit status: 0 listed (maybe none), 1 failure, 2 usage error."
+    )]
     Mounts {
         /// One JSON object per line (keys mountpoint, source, catalog, fingerprint, pid, log).
         #[arg(long)]
@@ -269,11 +319,20 @@ tartape restore photos.db --from archive.tar -C restored\n\nExit status: 0 resto
     },
     /// Print a completion script for SHELL (e.g. `tartape completions bash >
     /// /etc/bash_completion.d/tartape`).
+    #[command(
+        after_help = "Examples:\n  tartape completions bash > /etc/bash_completion.d/tartape\n  \
+tartape completions fish > ~/.config/fish/completions/tartape.fish\n\n\
+Exit status: 0 printed, 2 usage error (an unknown shell)."
+    )]
     Completions {
         /// The shell.
         shell: ShellArg,
     },
     /// Print the man page (roff; e.g. `tartape man > /usr/local/share/man/man1/tartape.1`).
+    #[command(
+        after_help = "Example:\n  tartape man > /usr/local/share/man/man1/tartape.1\n\n\
+Exit status: 0 printed, 1 failure (standard output closed)."
+    )]
     Man,
 }
 

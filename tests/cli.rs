@@ -1168,3 +1168,48 @@ fn a_misspelt_subcommand_is_not_taken_for_a_mount() {
     let out = env.run(&["./missing", "mnt", "-o", "ro"]);
     assert_one_line_error(&out, 1, "missing: source does not exist");
 }
+
+/// Every subcommand's `--help` describes every argument and shows examples and the exit
+/// statuses.
+#[test]
+fn every_help_has_examples_exit_statuses_and_described_arguments() {
+    let env = TestEnv::new();
+    let top = stdout(&env.run(&["--help"]));
+    assert!(top.contains("Exit status"), "{top}");
+    let subcommands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|name| name != "help")
+        .collect();
+    assert!(subcommands.len() >= 12, "{subcommands:?}");
+    for name in &subcommands {
+        let out = env.run(&[name, "--help"]);
+        assert_ok(&out);
+        let help = stdout(&out);
+        assert!(
+            help.contains("Example"),
+            "{name} --help has no example:\n{help}"
+        );
+        assert!(
+            help.contains("Exit status"),
+            "{name} --help has no exit status:\n{help}"
+        );
+        // A described argument has text after its name, on its line or the next (the
+        // long form).
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.trim_start().starts_with('<') {
+                continue;
+            }
+            let same = line
+                .trim()
+                .split_once("  ")
+                .is_some_and(|(_, d)| !d.trim().is_empty());
+            let next = lines.get(i + 1).is_some_and(|l| !l.trim().is_empty());
+            assert!(same || next, "{name}: undescribed argument: {line:?}");
+        }
+    }
+}
