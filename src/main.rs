@@ -156,6 +156,9 @@ are all listed), 2 usage error.")]
         /// Skip unreadable files and directories (listed in the summary) instead of failing.
         #[arg(long)]
         skip_unreadable: bool,
+        /// The summary as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the archive, or a byte range of it, to a file or pipe.
     #[command(
@@ -208,6 +211,9 @@ Exit status: 0 intact, 1 not intact (every discrepancy listed, added objects nam
         /// Also re-read every file and compare it with the recorded digest.
         #[arg(long)]
         deep: bool,
+        /// One JSON object: intact, entry_count, fingerprint, discrepancies (path, change).
+        #[arg(long)]
+        json: bool,
     },
     /// Show the tape's fingerprint, sizes, counts and recording options.
     #[command(
@@ -486,6 +492,7 @@ fn run(command: Command) -> Result<Exit> {
             arc_root,
             force,
             skip_unreadable,
+            json,
         } => {
             let mut recorder = TapeRecorder::new(&dir)
                 .catalog(catalog.catalog)
@@ -513,7 +520,35 @@ fn run(command: Command) -> Result<Exit> {
             if quiet() {
                 return Ok(Exit::Success);
             }
-            let summary = format!("{summary}\n");
+            let summary = if json {
+                let paths = |list: &[(PathBuf, String)]| -> Vec<serde_json::Value> {
+                    list.iter()
+                        .map(
+                            |(p, why)| serde_json::json!({"path": p.to_string_lossy(), "why": why}),
+                        )
+                        .collect()
+                };
+                let special: Vec<(PathBuf, String)> = summary
+                    .skipped_special
+                    .iter()
+                    .map(|(p, kind)| (p.clone(), (*kind).to_string()))
+                    .collect();
+                let object = serde_json::json!({
+                    "fingerprint": summary.fingerprint,
+                    "catalog": summary.catalog.to_string_lossy(),
+                    "entry_count": summary.files + summary.dirs + summary.symlinks,
+                    "files": summary.files,
+                    "dirs": summary.dirs,
+                    "symlinks": summary.symlinks,
+                    "data_size": summary.data_size,
+                    "total_size": summary.total_size,
+                    "skipped_special": paths(&special),
+                    "skipped_unreadable": paths(&summary.skipped_unreadable),
+                });
+                format!("{object}\n")
+            } else {
+                format!("{summary}\n")
+            };
             io::stdout()
                 .write_all(summary.as_bytes())
                 .map_err(|e| Error::io("<stdout>", e))?;
@@ -553,8 +588,13 @@ fn run(command: Command) -> Result<Exit> {
             };
             stream(&tape, output, offset, length, resume, events)?
         }
-        Command::Verify { dir, catalog, deep } => {
-            return verify(&dir, catalog.catalog.as_deref(), deep);
+        Command::Verify {
+            dir,
+            catalog,
+            deep,
+            json,
+        } => {
+            return verify(&dir, catalog.catalog.as_deref(), deep, json);
         }
         Command::Info { dir, catalog, json } => info(&dir, catalog.catalog.as_deref(), json)?,
         Command::Ls { dir, catalog, json } => ls(&dir, catalog.catalog.as_deref(), json)?,
@@ -607,7 +647,7 @@ fn run(command: Command) -> Result<Exit> {
 
 /// `tartape verify`: 0 when the tape is intact, 1 when it is not (every discrepancy
 /// listed), 2 when it could not be checked (no catalog, an unreadable or corrupted one).
-fn verify(dir: &Path, catalog: Option<&Path>, deep: bool) -> Result<Exit> {
+fn verify(dir: &Path, catalog: Option<&Path>, deep: bool, json: bool) -> Result<Exit> {
     let level = if deep {
         VerifyLevel::Deep
     } else {
@@ -620,7 +660,25 @@ fn verify(dir: &Path, catalog: Option<&Path>, deep: bool) -> Result<Exit> {
         bar.finish_and_clear();
     }
     let found = found?;
+    if json {
+        let discrepancies: Vec<serde_json::Value> = found
+            .iter()
+            .map(|d| serde_json::json!({"path": d.arc_path, "change": d.change}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "intact": found.is_empty(),
+                "entry_count": tape.entry_count(),
+                "fingerprint": tape.fingerprint(),
+                "discrepancies": discrepancies,
+            })
+        );
+    }
     if found.is_empty() {
+        if json {
+            return Ok(Exit::Success);
+        }
         println!(
             "ok: {} entries match the recording ({})",
             tape.entry_count(),
@@ -628,8 +686,10 @@ fn verify(dir: &Path, catalog: Option<&Path>, deep: bool) -> Result<Exit> {
         );
         return Ok(Exit::Success);
     }
-    for d in &found {
-        println!("{d}");
+    if !json {
+        for d in &found {
+            println!("{d}");
+        }
     }
     Err(Error::NotIntact {
         root: tape.root().to_path_buf(),
@@ -834,43 +894,29 @@ fn event_json(event: &Event<'_>) -> String {
             entry,
             start_offset,
             resumed,
-        } => format!(
-            r#"{{"type":"file_start","path":{},"start_offset":{start_offset},"resumed":{resumed}}}"#,
-            json_str(&entry.display_path())
-        ),
+        } => serde_json::json!({
+            "type": "file_start",
+            "path": entry.display_path(),
+            "start_offset": start_offset,
+            "resumed": resumed,
+        })
+        .to_string(),
         Event::FileEnd {
             entry,
             end_offset,
             md5,
-        } => format!(
-            r#"{{"type":"file_end","path":{},"end_offset":{end_offset},"md5":{}}}"#,
-            json_str(&entry.display_path()),
-            md5.as_deref().map_or("null".to_string(), json_str)
-        ),
+        } => serde_json::json!({
+            "type": "file_end",
+            "path": entry.display_path(),
+            "end_offset": end_offset,
+            "md5": md5,
+        })
+        .to_string(),
         Event::TapeCompleted { total_size } => {
-            format!(r#"{{"type":"tape_completed","total_size":{total_size}}}"#)
+            serde_json::json!({"type": "tape_completed", "total_size": total_size}).to_string()
         }
         Event::Data(_) | Event::Content { .. } => String::new(),
     }
-}
-
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
@@ -890,27 +936,24 @@ fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
     let catalog_path = tape.catalog().path().display().to_string();
     let source = tape.root().display().to_string();
     if json {
-        println!(
-            "{{\"fingerprint\":{},\"total_size\":{},\"entry_count\":{},\"files\":{files},\
-             \"dirs\":{dirs},\"symlinks\":{symlinks},\"data_size\":{},\"overhead\":{overhead},\
-             \"created_at\":{},\"catalog\":{},\"source\":{},\"arc_root\":{},\"anonymize\":{},\
-             \"hash\":{},\"excludes\":[{}]}}",
-            json_str(&meta.fingerprint),
-            meta.total_size,
-            meta.entry_count,
-            meta.data_size,
-            meta.created_at,
-            json_str(&catalog_path),
-            json_str(&source),
-            json_str(&String::from_utf8_lossy(&meta.arc_root)),
-            meta.anonymize,
-            json_str(hash),
-            meta.excludes
-                .iter()
-                .map(|e| json_str(e))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let info = serde_json::json!({
+            "fingerprint": meta.fingerprint,
+            "total_size": meta.total_size,
+            "entry_count": meta.entry_count,
+            "files": files,
+            "dirs": dirs,
+            "symlinks": symlinks,
+            "data_size": meta.data_size,
+            "overhead": overhead,
+            "created_at": meta.created_at,
+            "catalog": catalog_path,
+            "source": source,
+            "arc_root": String::from_utf8_lossy(&meta.arc_root),
+            "anonymize": meta.anonymize,
+            "hash": hash,
+            "excludes": meta.excludes,
+        });
+        println!("{info}");
     } else {
         println!("fingerprint: {}", meta.fingerprint);
         println!(
@@ -946,16 +989,15 @@ fn ls(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
     tape.catalog().for_each_from(tartape::Ordinal(0), |e| {
         let path = e.display_path();
         if json {
-            writeln!(
-                out,
-                r#"{{"start_offset":{},"end_offset":{},"kind":"{}","mode":"{:04o}","size":{},"path":{}}}"#,
-                e.start_offset,
-                tartape::layout::end_offset(&e),
-                e.kind,
-                e.mode,
-                e.size,
-                json_str(&path)
-            )
+            let line = serde_json::json!({
+                "start_offset": e.start_offset,
+                "end_offset": tartape::layout::end_offset(&e),
+                "kind": e.kind.to_string(),
+                "mode": format!("{:04o}", e.mode),
+                "size": e.size,
+                "path": path,
+            });
+            writeln!(out, "{line}")
         } else {
             writeln!(
                 out,

@@ -1213,3 +1213,44 @@ fn every_help_has_examples_exit_statuses_and_described_arguments() {
         }
     }
 }
+
+/// `--json` on record, verify, info and ls: objects (lines for lists) that serde_json reads.
+#[test]
+fn json_outputs_parse() {
+    use serde_json::Value;
+    let env = TestEnv::with_tree();
+    let parse = |out: &Output| -> Value {
+        serde_json::from_str(stdout(out).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+    };
+    let recorded = parse(&env.run_cat("record", &["--json"]));
+    assert_eq!(recorded["entry_count"], 10);
+    assert_eq!(recorded["symlinks"], 1);
+    let fingerprint = recorded["fingerprint"].as_str().unwrap().to_string();
+    let info = parse(&env.run_cat("info", &["--json"]));
+    assert_eq!(info["fingerprint"], fingerprint.as_str());
+    assert_eq!(info["total_size"], env.stream().len() as u64);
+    let verified = parse(&env.run_cat("verify", &["--json"]));
+    assert_eq!(verified["intact"], true);
+    assert_eq!(verified["discrepancies"].as_array().unwrap().len(), 0);
+    fs::write(env.src().join("new.txt"), b"new").unwrap();
+    let out = env.run_cat("verify", &["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let verified = parse(&out);
+    assert_eq!(verified["intact"], false);
+    let changes = verified["discrepancies"].as_array().unwrap();
+    assert!(
+        changes.iter().any(|d| d["path"] == "src/new.txt"),
+        "{changes:?}"
+    );
+    let ls = stdout(&env.run_cat("ls", &["--json"]));
+    let entries: Vec<Value> = ls
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 10);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["path"].is_string() && e["end_offset"].is_u64())
+    );
+}
