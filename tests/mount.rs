@@ -747,6 +747,16 @@ fn foreground_mount_unmounts_on_sigterm_and_sigint() {
     }
 }
 
+/// `tartape mount SOURCE MNT ARGS…` with its logs under `dir`.
+fn run_mount_args(dir: &Path, source: &Path, mnt: &Path, args: &[&str]) -> std::process::Output {
+    run(tartape()
+        .arg("mount")
+        .arg(source)
+        .arg(mnt)
+        .args(args)
+        .env("XDG_STATE_HOME", dir))
+}
+
 #[test]
 fn pre_mount_errors_are_one_line_and_mount_nothing() {
     if !can_mount("pre_mount_errors_are_one_line_and_mount_nothing", &[]) {
@@ -754,13 +764,7 @@ fn pre_mount_errors_are_one_line_and_mount_nothing() {
     }
     let fx = Fixture::new();
     let dir = fx.dir.path();
-    let run = |source: &Path, mnt: &Path| {
-        run(tartape()
-            .arg("mount")
-            .arg(source)
-            .arg(mnt)
-            .env("XDG_STATE_HOME", dir))
-    };
+    let run = |source: &Path, mnt: &Path| run_mount_args(dir, source, mnt, &[]);
 
     let cases: [(&str, PathBuf, PathBuf, &str); 5] = [
         (
@@ -801,6 +805,19 @@ fn pre_mount_errors_are_one_line_and_mount_nothing() {
         if let Ok(canonical) = mnt.canonicalize() {
             assert!(!is_mounted(&canonical), "{what}: something got mounted");
         }
+    }
+
+    // Usage errors: found before any process is started, so no log either.
+    for (args, code, said) in [
+        (&["--name", "a/b"][..], 1, "--name"),
+        (&["--threads", "0"][..], 2, "--threads"),
+    ] {
+        let output = run_mount_args(dir, &fx.source(), &fx.mnt_path(), args);
+        assert_one_line_error(&output, code, said);
+        assert!(!is_mounted(&fx.mnt()), "{args:?}: something got mounted");
+        let logs = dir.join("tartape");
+        let left = fs::read_dir(&logs).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "{args:?} left a log in {}", logs.display());
     }
 
     let mounted = fx.mount(&[]);
