@@ -1285,6 +1285,32 @@ fn dash_o_options_set_the_mount_and_unknown_ones_are_refused() {
     let err = OpenOptions::new().write(true).open(&tape).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     drop(mounted);
+    let logs = fx.dir.path().join("tartape");
+    let logs_left = || fs::read_dir(&logs).map_or(0, |d| d.count());
+    wait_until("the clean unmount's log to go", || logs_left() == 0);
+
+    // log=FILE (mode 0600, kept), debug, volume_size=SIZE.
+    let log = fx.dir.path().join("my.log");
+    let option = format!("log={},debug,volume_size=1M", log.display());
+    let mounted = fx.mount(&["-o", &option]);
+    assert_eq!(mounted.log(), log);
+    let names: Vec<String> = fs::read_dir(&mounted.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.len() >= 4,
+        "volumes of 1 MiB and the catalog copy: {names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with(".tartape")), "{names:?}");
+    drop(mounted);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(&log).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("DEBUG"), "-o debug: {logged}");
 
     for (option, said) in [
         ("bogus", "-o bogus: unknown mount option"),
@@ -1298,9 +1324,12 @@ fn dash_o_options_set_the_mount_and_unknown_ones_are_refused() {
         assert_one_line_error(&out, 1, said);
         assert!(!is_mounted(&fx.mnt()), "{option}: something was mounted");
     }
-    let logs = fx.dir.path().join("tartape");
-    let left = fs::read_dir(&logs).map_or(0, |d| d.count());
-    assert_eq!(left, 0, "refused mounts left logs in {}", logs.display());
+    assert_eq!(
+        logs_left(),
+        0,
+        "refused mounts left logs in {}",
+        logs.display()
+    );
 }
 
 /// Removes the temporary `tartape` that mount.fuse3 finds on root's default PATH.
