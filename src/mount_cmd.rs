@@ -831,3 +831,78 @@ fn log_tail(path: &Path) -> String {
     let start = lines.len().saturating_sub(3);
     lines[start..].join(" | ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_dir() -> (tempfile::TempDir, LogDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let logs = LogDir {
+            path: dir.path().to_path_buf(),
+            fd,
+        };
+        (dir, logs)
+    }
+
+    #[test]
+    fn a_log_is_never_written_through_a_planted_symlink() {
+        let (dir, logs) = log_dir();
+        let target = dir.path().join("target");
+        fs::write(&target, b"precious").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("mount-7.log")).unwrap();
+        let (mut file, name) = logs.create("mount-7").unwrap();
+        assert_eq!(name, "mount-7-1.log");
+        file.write_all(b"logged").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join(&name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A rename never replaces what is there.
+        assert_eq!(
+            logs.rename(&name, "mount-7.log"),
+            dir.path().join("mount-7-1.log")
+        );
+        assert!(
+            fs::symlink_metadata(dir.path().join("mount-7.log"))
+                .unwrap()
+                .is_symlink()
+        );
+    }
+
+    #[test]
+    fn only_the_newest_logs_are_kept() {
+        let (dir, logs) = log_dir();
+        for i in 0..30 {
+            let path = dir.path().join(format!("old-{i:02}.log"));
+            fs::write(&path, b"x").unwrap();
+            let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000 + i);
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        fs::write(dir.path().join("notes.txt"), b"not a log").unwrap();
+        logs.prune(KEPT_LOGS - 1);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), KEPT_LOGS);
+        assert_eq!(left[0], "notes.txt");
+        assert_eq!(left[1], "old-11.log");
+        assert_eq!(left.last().unwrap(), "old-29.log");
+    }
+}
