@@ -1267,7 +1267,8 @@ fn dash_o_options_set_the_mount_and_unknown_ones_are_refused() {
     let fx = Fixture::new();
     let catalog = fx.source().join(".tartape/index.db");
     let options = format!(
-        "rw,dev,suid,defaults,x-systemd.automount,name=x.tar,verify=quick,threads=2,\
+        "rw,dev,suid,ro,nodev,nosuid,noexec,auto,noauto,user,users,nofail,_netdev,defaults,\
+         x-systemd.automount,x-gvfs-hide,allow_other,name=x.tar,verify=quick,threads=2,\
          catalog={}",
         catalog.display()
     );
@@ -1282,6 +1283,7 @@ fn dash_o_options_set_the_mount_and_unknown_ones_are_refused() {
         mount_options.split(',').any(|o| o.trim() == "ro"),
         "not read-only: {mount_options}"
     );
+    assert!(mount_options.contains("allow_other"), "{mount_options}");
     let err = OpenOptions::new().write(true).open(&tape).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     drop(mounted);
