@@ -472,6 +472,40 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_is_cold_when_16_of_the_last_32_events_waited() {
+        let cold = |events: &[(usize, u64)]| {
+            let ahead = ReadAhead::with_mode(Mode::Auto, Reach::Whole);
+            for &(len, micros) in events {
+                let took = Duration::from_micros(micros);
+                match len {
+                    0 => ahead.opened(took),
+                    len => ahead.read(len, took),
+                }
+            }
+            ahead.cold.load(Ordering::Acquire)
+        };
+        // Opens: exactly 20 µs is not slow; 15 slow of 32 is not enough, 16 is.
+        assert!(!cold(&[(0, 20); 32]));
+        assert!(!cold(&[[(0, 21)].repeat(15), [(0, 1)].repeat(17)].concat()));
+        assert!(cold(&[[(0, 1)].repeat(16), [(0, 21)].repeat(16)].concat()));
+        // Slow events long ago do not count.
+        assert!(!cold(
+            &[
+                [(0, 90)].repeat(15),
+                [(0, 1)].repeat(40),
+                [(0, 90)].repeat(15)
+            ]
+            .concat()
+        ));
+        // Reads: 1 MiB in 200 µs is a copy from the page cache (244 µs allowed, plus 20);
+        // in 2 ms it waited for the disk.
+        assert!(!cold(&[(1 << 20, 200); 32]));
+        assert!(!cold(&[(1 << 20, 260); 32]));
+        assert!(cold(&[(1 << 20, 2000); 16]));
+        assert!(cold(&[(4096, 60); 16]));
+    }
+
+    #[test]
     fn nothing_is_asked_until_the_cache_is_found_cold() {
         let (_dir, tape) = recorded_tree();
         let ahead = ReadAhead::with_mode(Mode::Auto, Reach::Whole);
