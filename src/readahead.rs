@@ -502,7 +502,10 @@ mod tests {
         assert!(!cold(&[(1 << 20, 200); 32]));
         assert!(!cold(&[(1 << 20, 260); 32]));
         assert!(cold(&[(1 << 20, 2000); 16]));
-        assert!(cold(&[(1 << 20, 600); 16]), "1 MiB in 600 µs: slower than 4 GiB/s");
+        assert!(
+            cold(&[(1 << 20, 600); 16]),
+            "1 MiB in 600 µs: slower than 4 GiB/s"
+        );
         assert!(cold(&[(4096, 60); 16]));
     }
 
