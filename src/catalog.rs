@@ -25,12 +25,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::entry::{Entry, Kind, Ordinal, normalised_mode, python_mtime};
 use crate::error::{Error, Result};
-use crate::header::BLOCK;
-use crate::header::split_path;
-use crate::layout::{OffsetTable, padding};
+use crate::header::pax_records;
+use crate::layout::{OffsetTable, footprint_checked};
 
 /// Version of the schema below. A catalog of any other version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Marks the file as a tartape catalog (`PRAGMA application_id`, "TTAP").
 const APPLICATION_ID: i32 = 0x5454_4150;
@@ -62,12 +61,19 @@ CREATE TABLE entries (
     link_target  BLOB NOT NULL,
     start_offset INTEGER NOT NULL,
     digest       TEXT,
+    -- Length of the records of the entry's PAX `x` header, 0 when it has none.
+    pax_size     INTEGER NOT NULL,
     -- CRC-32 of every field above (`row_crc`).
     crc          INTEGER NOT NULL
 );
--- Every entry's size, u64 little-endian, in tape order: the offset table is rebuilt
--- from it on open without reading the rows.
-CREATE TABLE layout (id INTEGER PRIMARY KEY CHECK (id = 0), sizes BLOB NOT NULL);
+-- Every entry's size, u64 little-endian, in tape order, and the ordinal and pax_size of
+-- every long entry (u64 little-endian pairs): the offset table is rebuilt from them on
+-- open without reading the rows.
+CREATE TABLE layout (
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    sizes BLOB NOT NULL,
+    long  BLOB NOT NULL
+);
 ";
 
 /// An empty catalog: [`SCHEMA`] and the pragmas of [`create_schema`], no rows. Every new
@@ -90,7 +96,7 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
 
 const ENTRY_COLUMNS: &str = "ordinal, arc_path, rel_path, kind, size, mode, disk_mode, uid, gid, \
      uname, gname, mtime, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec, link_target, \
-     start_offset, digest, crc";
+     start_offset, digest, pax_size, crc";
 
 pub use crate::digest::{HashAlgo, hex};
 
@@ -195,8 +201,17 @@ pub fn row_crc(e: &Entry) -> u32 {
             Some(d) => bytes(buf, d.as_bytes()),
             None => int(buf, u64::MAX),
         }
+        int(buf, e.pax_size);
         crc32fast::hash(buf)
     })
+}
+
+/// CRC-32 of the layout: the sizes, then the long entries.
+fn layout_crc(sizes: &[u8], long: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(sizes);
+    h.update(long);
+    h.finalize()
 }
 
 /// CRC-32 of the tape-wide pairs, in key order.
@@ -282,6 +297,7 @@ pub struct CatalogWriter {
     conn: Connection,
     path: PathBuf,
     sizes: Vec<u8>,
+    long: Vec<u8>,
 }
 
 impl CatalogWriter {
@@ -307,6 +323,7 @@ impl CatalogWriter {
             conn,
             path: path.to_path_buf(),
             sizes: Vec::new(),
+            long: Vec::new(),
         })
     }
 
@@ -320,11 +337,15 @@ impl CatalogWriter {
             .conn
             .prepare_cached(&format!(
                 "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-                 ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                 ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
             ))
             .map_err(self.wrap())?;
         for e in entries {
             self.sizes.extend_from_slice(&e.size.to_le_bytes());
+            if e.pax_size != 0 {
+                self.long.extend_from_slice(&e.ordinal.0.to_le_bytes());
+                self.long.extend_from_slice(&e.pax_size.to_le_bytes());
+            }
             stmt.execute(params![
                 e.ordinal.0 as i64,
                 e.arc_path,
@@ -345,6 +366,7 @@ impl CatalogWriter {
                 e.link_target,
                 e.start_offset as i64,
                 e.digest,
+                e.pax_size as i64,
                 row_crc(e),
             ])
             .map_err(|e| Error::io(&self.path, std::io::Error::other(e.to_string())))?;
@@ -355,7 +377,10 @@ impl CatalogWriter {
     /// Writes the tape-wide facts, commits and closes the file.
     pub fn finish(self, meta: &TapeMeta) -> Result<()> {
         let mut pairs = meta.pairs();
-        pairs.insert("layout_crc", crc32fast::hash(&self.sizes).to_string());
+        pairs.insert(
+            "layout_crc",
+            layout_crc(&self.sizes, &self.long).to_string(),
+        );
         let crc = meta_crc(pairs.iter().map(|(k, v)| (*k, v.as_str())));
         pairs.insert("meta_crc", crc.to_string());
         {
@@ -368,8 +393,8 @@ impl CatalogWriter {
             }
             self.conn
                 .execute(
-                    "INSERT INTO layout (id, sizes) VALUES (0, ?1)",
-                    [&self.sizes],
+                    "INSERT INTO layout (id, sizes, long) VALUES (0, ?1, ?2)",
+                    [&self.sizes, &self.long],
                 )
                 .map_err(self.wrap())?;
         }
@@ -665,10 +690,16 @@ impl Catalog {
         if e.kind != Kind::File && e.size != 0 {
             return Err(format!("impossible size {} for a {}", e.size, e.kind));
         }
-        let (start, end) = (self.offsets.start(i), self.offsets.end(i));
-        if e.start_offset != start
-            || e.size.checked_add(BLOCK + padding(e.size)) != Some(end - start)
+        if e.pax_size != self.offsets.pax_size(i)
+            || e.pax_size != pax_records(&e.arc_path, e.kind, &e.link_target).len() as u64
         {
+            return Err(format!(
+                "{} bytes of PAX records are not those of its path and target",
+                e.pax_size
+            ));
+        }
+        let (start, end) = (self.offsets.start(i), self.offsets.end(i));
+        if e.start_offset != start || footprint_checked(e.pax_size, e.size) != Some(end - start) {
             return Err(format!(
                 "start offset {} and size {} are not the prefix sum of footprints ({start}, {} bytes)",
                 e.start_offset,
@@ -696,9 +727,6 @@ impl Catalog {
         }
         if e.uname.len() > 31 || e.gname.len() > 31 {
             return Err("a user or group name does not fit its header field".into());
-        }
-        if e.link_target.len() > 100 {
-            return Err("link target does not fit its header field".into());
         }
         if (e.kind == Kind::Symlink) == e.link_target.is_empty() {
             return Err("a symlink without target, or a target on a non-symlink".into());
@@ -746,9 +774,6 @@ impl Catalog {
         };
         if !arc_ok {
             return Err("arc path does not match its relative path".into());
-        }
-        if !fits_ustar(&e.arc_path, e.kind) {
-            return Err("path does not fit a ustar header".into());
         }
         Ok(())
     }
@@ -871,8 +896,9 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Entry, u32)> {
         link_target: row.get(16)?,
         start_offset: get_u64(row, 17)?,
         digest: row.get(18)?,
+        pax_size: get_u64(row, 19)?,
     };
-    Ok((entry, row.get(19)?))
+    Ok((entry, row.get(20)?))
 }
 
 /// The tape-wide facts, and the CRC of the layout's sizes.
@@ -1001,12 +1027,14 @@ fn read_layout(
     meta: &TapeMeta,
     layout_crc: u64,
 ) -> Result<OffsetTable> {
-    let sizes: Vec<u8> = conn
-        .query_row("SELECT sizes FROM layout WHERE id = 0", [], |r| r.get(0))
+    let (sizes, long): (Vec<u8>, Vec<u8>) = conn
+        .query_row("SELECT sizes, long FROM layout WHERE id = 0", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()
         .map_err(sql_err(path))?
         .ok_or_else(|| Error::corrupt(path, "layout missing"))?;
-    if u64::from(crc32fast::hash(&sizes)) != layout_crc {
+    if u64::from(self::layout_crc(&sizes, &long)) != layout_crc {
         return Err(Error::corrupt(path, "layout checksum mismatch"));
     }
     if sizes.len() as u64 != meta.entry_count.saturating_mul(8) {
@@ -1024,8 +1052,23 @@ fn read_layout(
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
     };
-    let table = OffsetTable::from_sizes(sizes())
-        .ok_or_else(|| Error::corrupt(path, "sizes add up to more than 2^64 bytes"))?;
+    if !long.len().is_multiple_of(16) {
+        return Err(Error::corrupt(path, "long entries of the layout cut short"));
+    }
+    let long = long
+        .chunks_exact(16)
+        .map(|c| {
+            let (o, n) = c.split_at(8);
+            let le = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8-byte half"));
+            (le(o), le(n))
+        })
+        .collect();
+    let table = OffsetTable::from_sizes(sizes(), long).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            "the layout is no tape (long entries out of order or range, or more than 2^64 bytes)",
+        )
+    })?;
     if table.total_size() != meta.total_size {
         return Err(Error::corrupt(
             path,
@@ -1062,24 +1105,6 @@ fn read_layout(
         ));
     }
     Ok(table)
-}
-
-/// Whether the header path of an entry splits into ustar's name and prefix (without
-/// allocating: this runs for every row).
-fn fits_ustar(arc_path: &[u8], kind: Kind) -> bool {
-    if kind != Kind::Dir || arc_path.ends_with(b"/") {
-        return split_path(arc_path).is_ok();
-    }
-    let mut buf = [0u8; 257];
-    match buf.get_mut(..arc_path.len() + 1) {
-        Some(with_slash) => {
-            with_slash[..arc_path.len()].copy_from_slice(arc_path);
-            with_slash[arc_path.len()] = b'/';
-            split_path(with_slash).is_ok()
-        }
-        // Over 256 bytes: longer than any ustar path.
-        None => false,
-    }
 }
 
 /// A stored relative path must stay inside the root: not absolute, no `.`/`..`
@@ -1122,7 +1147,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::footprint;
+    use crate::header::BLOCK;
+    use crate::layout::{footprint, padding};
 
     #[test]
     fn rel_path_checks() {
@@ -1193,38 +1219,6 @@ mod tests {
     }
 
     #[test]
-    fn fits_ustar_is_the_split_of_the_header_path() {
-        let mut paths: Vec<Vec<u8>> = Vec::new();
-        for len in [
-            1usize, 99, 100, 101, 154, 155, 156, 200, 254, 255, 256, 257, 300,
-        ] {
-            paths.push(vec![b'a'; len]);
-            // A slash every 50 bytes, and one just before the end.
-            paths.push(
-                (0..len)
-                    .map(|i| if i % 50 == 49 { b'/' } else { b'a' })
-                    .collect(),
-            );
-            let mut late = vec![b'a'; len];
-            if len > 2 {
-                late[len - 2] = b'/';
-            }
-            paths.push(late);
-        }
-        paths.push(b"r/dir/".to_vec());
-        for p in &paths {
-            for kind in [Kind::File, Kind::Dir, Kind::Symlink] {
-                assert_eq!(
-                    fits_ustar(p, kind),
-                    split_path(&crate::header::header_path(p, kind)).is_ok(),
-                    "{} bytes, {kind}",
-                    p.len()
-                );
-            }
-        }
-    }
-
-    #[test]
     fn hex_round_trip() {
         assert_eq!(hex(b"\x00\xffab"), "00ff6162");
         assert_eq!(unhex("00ff6162").unwrap(), b"\x00\xffab");
@@ -1264,6 +1258,7 @@ mod tests {
             } else {
                 Vec::new()
             },
+            pax_size: 0,
             start_offset: 0,
             digest: None,
         }
@@ -1347,7 +1342,7 @@ mod tests {
         let mut offset = 0;
         for e in expected.iter_mut() {
             e.start_offset = offset;
-            offset += footprint(e.size);
+            offset += footprint(e.pax_size, e.size);
         }
         let mut got = Vec::new();
         c.for_each_from(Ordinal(0), |e| {
@@ -1601,7 +1596,7 @@ mod tests {
         conn.execute(
             "INSERT INTO entries SELECT 3 + 0 * ordinal, arc_path, rel_path, kind, size, \
              mode, disk_mode, uid, gid, uname, gname, mtime, mtime_sec, mtime_nsec, ctime_sec, \
-             ctime_nsec, link_target, start_offset, digest, crc FROM entries WHERE ordinal = 2",
+             ctime_nsec, link_target, start_offset, digest, pax_size, crc FROM entries WHERE ordinal = 2",
             [],
         )
         .unwrap();

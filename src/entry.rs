@@ -89,6 +89,9 @@ pub struct Entry {
     pub ctime_nsec: i64,
     /// Symlink target, raw bytes (empty for other kinds).
     pub link_target: Vec<u8>,
+    /// Length of the records of the PAX `x` header before the entry (SPEC §1 "Long
+    /// entries"); 0 when its path and target fit ustar and it has none.
+    pub pax_size: u64,
     /// Offset of the entry's header in the tape.
     pub start_offset: u64,
     /// Optional content digest (lower-case hex).

@@ -12,19 +12,52 @@ pub fn padding(size: u64) -> u64 {
     (BLOCK - size % BLOCK) % BLOCK
 }
 
-/// Header + content + padding.
-pub fn footprint(size: u64) -> u64 {
-    BLOCK + size + padding(size)
+/// Bytes before the content: the ustar header, preceded for a long entry by its `x`
+/// header and records padded to a block (`pax_size` is the records' length, 0 for none).
+pub fn head_len(pax_size: u64) -> u64 {
+    head_len_checked(pax_size).expect("records of a checked catalog")
 }
 
-/// Offset one past an entry's last byte (header + content + padding).
+/// [`head_len`], `None` when it would not fit 64 bits (a corrupted catalog).
+fn head_len_checked(pax_size: u64) -> Option<u64> {
+    if pax_size == 0 {
+        return Some(BLOCK);
+    }
+    pax_size
+        .checked_add(padding(pax_size))?
+        .checked_add(2 * BLOCK)
+}
+
+/// Head + content + padding (SPEC §1: 512 + size + pad, and for a long entry 512 +
+/// records padded to 512 more).
+pub fn footprint(pax_size: u64, size: u64) -> u64 {
+    footprint_checked(pax_size, size).expect("footprints of a checked catalog")
+}
+
+/// [`footprint`], `None` when it would not fit 64 bits (a corrupted catalog).
+pub fn footprint_checked(pax_size: u64, size: u64) -> Option<u64> {
+    head_len_checked(pax_size)?
+        .checked_add(size)?
+        .checked_add(padding(size))
+}
+
+/// Offset of an entry's first content byte.
+pub fn content_start(entry: &Entry) -> u64 {
+    entry.start_offset + head_len(entry.pax_size)
+}
+
+/// Offset one past an entry's last byte (head + content + padding).
 pub fn end_offset(entry: &Entry) -> u64 {
-    entry.start_offset + footprint(entry.size)
+    entry.start_offset + footprint(entry.pax_size, entry.size)
 }
 
 /// The parts of a tape a byte can belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
+    /// The `x` header of a long entry.
+    PaxHeader,
+    /// Its records, padded to a block.
+    PaxRecords,
     Header,
     Content,
     Padding,
@@ -33,6 +66,8 @@ pub enum Part {
 impl Part {
     pub fn name(self) -> &'static str {
         match self {
+            Part::PaxHeader => "pax header",
+            Part::PaxRecords => "pax records",
             Part::Header => "header",
             Part::Content => "content",
             Part::Padding => "padding",
@@ -61,24 +96,55 @@ pub enum Position {
 #[derive(Debug, Clone)]
 pub struct OffsetTable {
     starts: Vec<u64>,
+    /// `(ordinal, pax_size)` of the long entries, by ordinal: few or none, so a tape of a
+    /// million ordinary entries costs nothing more than its starts.
+    long: Vec<(u64, u64)>,
     total_size: u64,
 }
 
 impl OffsetTable {
-    /// Builds the table from entry sizes in tape order; `None` when the tape would be
-    /// larger than 2^64 bytes (only a corrupted catalog can say so).
-    pub fn from_sizes(sizes: impl IntoIterator<Item = u64>) -> Option<OffsetTable> {
+    /// Builds the table from entry sizes in tape order and the `(ordinal, pax_size)` of
+    /// the long entries, ordinals increasing; `None` when these cannot be a tape: a long
+    /// entry out of order, out of range or with no records, or a tape larger than 2^64
+    /// bytes (only a corrupted catalog can say so).
+    pub fn from_sizes(
+        sizes: impl IntoIterator<Item = u64>,
+        long: Vec<(u64, u64)>,
+    ) -> Option<OffsetTable> {
+        let increasing = long.windows(2).all(|w| w[0].0 < w[1].0);
+        if !increasing || long.iter().any(|&(_, pax_size)| pax_size == 0) {
+            return None;
+        }
         let mut starts = Vec::new();
         let mut offset: u64 = 0;
-        for size in sizes {
+        let mut next_long = long.iter().peekable();
+        for (i, size) in sizes.into_iter().enumerate() {
             starts.push(offset);
-            let fp = size.checked_add(BLOCK + padding(size))?;
-            offset = offset.checked_add(fp)?;
+            let pax_size = next_long
+                .next_if(|&&(ordinal, _)| ordinal == i as u64)
+                .map_or(0, |&(_, pax_size)| pax_size);
+            offset = offset.checked_add(footprint_checked(pax_size, size)?)?;
+        }
+        if next_long.next().is_some() {
+            return None;
         }
         Some(OffsetTable {
             starts,
+            long,
             total_size: offset.checked_add(FOOTER_LEN)?,
         })
+    }
+
+    /// Length of the `x` header's records of entry `ordinal` (0: it has none).
+    pub fn pax_size(&self, ordinal: Ordinal) -> u64 {
+        self.long
+            .binary_search_by_key(&ordinal.0, |&(o, _)| o)
+            .map_or(0, |i| self.long[i].1)
+    }
+
+    /// The long entries' `(ordinal, pax_size)`, by ordinal.
+    pub fn long_entries(&self) -> &[(u64, u64)] {
+        &self.long
     }
 
     pub fn total_size(&self) -> u64 {
@@ -134,12 +200,18 @@ impl OffsetTable {
         };
         let within = offset - self.start(ordinal);
         let size = size(ordinal);
-        let (part, offset_in_part) = if within < BLOCK {
-            (Part::Header, within)
-        } else if within < BLOCK + size {
-            (Part::Content, within - BLOCK)
+        let head = head_len(self.pax_size(ordinal));
+        let pax = head - BLOCK;
+        let (part, offset_in_part) = if within < pax.min(BLOCK) {
+            (Part::PaxHeader, within)
+        } else if within < pax {
+            (Part::PaxRecords, within - BLOCK)
+        } else if within < head {
+            (Part::Header, within - pax)
+        } else if within < head + size {
+            (Part::Content, within - head)
         } else {
-            (Part::Padding, within - BLOCK - size)
+            (Part::Padding, within - head - size)
         };
         Some(Position::Entry {
             ordinal,
@@ -155,18 +227,66 @@ mod tests {
 
     #[test]
     fn footprints_at_block_edges() {
-        assert_eq!(footprint(0), 512);
-        assert_eq!(footprint(1), 1024);
-        assert_eq!(footprint(511), 1024);
-        assert_eq!(footprint(512), 1024);
-        assert_eq!(footprint(513), 1536);
+        assert_eq!(footprint(0, 0), 512);
+        assert_eq!(footprint(0, 1), 1024);
+        assert_eq!(footprint(0, 511), 1024);
+        assert_eq!(footprint(0, 512), 1024);
+        assert_eq!(footprint(0, 513), 1536);
         assert_eq!(padding(513), 511);
+        // A long entry: x header + records padded to a block, then the usual.
+        assert_eq!(head_len(1), 1536);
+        assert_eq!(head_len(512), 1536);
+        assert_eq!(head_len(513), 2048);
+        assert_eq!(footprint(300, 0), 1536);
+        assert_eq!(footprint(600, 10), 2048 + 512);
+    }
+
+    #[test]
+    fn long_entries_have_pax_parts_and_move_what_follows() {
+        let sizes = [0u64, 10, 0];
+        // Entry 1 has 600 bytes of records: x header [512, 1024), records [1024, 2048),
+        // header [2048, 2560), content [2560, 2570), padding to 3072.
+        let t = OffsetTable::from_sizes(sizes, vec![(1, 600)]).unwrap();
+        assert_eq!(t.start(Ordinal(1)), 512);
+        assert_eq!(t.start(Ordinal(2)), 3072);
+        assert_eq!(t.total_size(), 3072 + 512 + 1024);
+        assert_eq!(t.pax_size(Ordinal(1)), 600);
+        assert_eq!(t.pax_size(Ordinal(0)), 0);
+        let size = |o: Ordinal| sizes[o.0 as usize];
+        let at = |off| match t.position(off, size).unwrap() {
+            Position::Entry {
+                ordinal,
+                part,
+                offset_in_part,
+            } => (ordinal.0, part, offset_in_part),
+            Position::Footer { .. } => panic!("footer at {off}"),
+        };
+        assert_eq!(at(511), (0, Part::Header, 511));
+        assert_eq!(at(512), (1, Part::PaxHeader, 0));
+        assert_eq!(at(1023), (1, Part::PaxHeader, 511));
+        assert_eq!(at(1024), (1, Part::PaxRecords, 0));
+        assert_eq!(at(2047), (1, Part::PaxRecords, 1023));
+        assert_eq!(at(2048), (1, Part::Header, 0));
+        assert_eq!(at(2560), (1, Part::Content, 0));
+        assert_eq!(at(2570), (1, Part::Padding, 0));
+        assert_eq!(at(3072), (2, Part::Header, 0));
+    }
+
+    #[test]
+    fn impossible_long_entries_are_refused() {
+        let sizes = [0u64; 3];
+        assert!(OffsetTable::from_sizes(sizes, vec![(2, 1), (1, 1)]).is_none());
+        assert!(OffsetTable::from_sizes(sizes, vec![(1, 1), (1, 1)]).is_none());
+        assert!(OffsetTable::from_sizes(sizes, vec![(1, 0)]).is_none());
+        assert!(OffsetTable::from_sizes(sizes, vec![(3, 1)]).is_none());
+        assert!(OffsetTable::from_sizes(sizes, vec![(0, u64::MAX - 100)]).is_none());
+        assert!(OffsetTable::from_sizes(sizes, vec![(0, 1), (2, 1)]).is_some());
     }
 
     #[test]
     fn positions_cover_every_part() {
         let sizes = [0u64, 513, 0];
-        let t = OffsetTable::from_sizes(sizes).unwrap();
+        let t = OffsetTable::from_sizes(sizes, Vec::new()).unwrap();
         assert_eq!(t.total_size(), 512 + 1536 + 512 + 1024);
         let size = |o: Ordinal| sizes[o.0 as usize];
         let at = |off| t.position(off, size).unwrap();
@@ -215,13 +335,15 @@ mod tests {
 
     #[test]
     fn impossible_sizes_are_refused() {
-        assert!(OffsetTable::from_sizes([u64::MAX - 600]).is_none());
-        assert!(OffsetTable::from_sizes([1 << 62, 1 << 62, 1 << 62, 1 << 62]).is_none());
+        assert!(OffsetTable::from_sizes([u64::MAX - 600], Vec::new()).is_none());
+        assert!(
+            OffsetTable::from_sizes([1 << 62, 1 << 62, 1 << 62, 1 << 62], Vec::new()).is_none()
+        );
     }
 
     #[test]
     fn empty_table_is_only_a_footer() {
-        let t = OffsetTable::from_sizes([]).unwrap();
+        let t = OffsetTable::from_sizes([], Vec::new()).unwrap();
         assert_eq!(t.total_size(), FOOTER_LEN);
         assert_eq!(t.entry_at(0), None);
     }

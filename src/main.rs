@@ -156,6 +156,11 @@ are all listed), 2 usage error.")]
         /// Skip unreadable files and directories (listed in the summary) instead of failing.
         #[arg(long)]
         skip_unreadable: bool,
+        /// Refuse entries that need a PAX header (header path over 255 bytes or with no
+        /// ustar split, symlink target over 100 bytes), as the Python tartape does: all
+        /// are listed and no catalog is written. Without it they get one.
+        #[arg(long)]
+        strict_ustar: bool,
         /// The summary as one JSON object.
         #[arg(long)]
         json: bool,
@@ -492,6 +497,7 @@ fn run(command: Command) -> Result<Exit> {
             arc_root,
             force,
             skip_unreadable,
+            strict_ustar,
             json,
         } => {
             let mut recorder = TapeRecorder::new(&dir)
@@ -503,7 +509,8 @@ fn run(command: Command) -> Result<Exit> {
                 .anonymize(!no_anonymize)
                 .arc_root(arc_root.map(|n| n.as_bytes().to_vec()))
                 .force(force)
-                .skip_unreadable(skip_unreadable);
+                .skip_unreadable(skip_unreadable)
+                .strict_ustar(strict_ustar);
             for g in exclude {
                 recorder = recorder.exclude(g);
             }
@@ -1094,6 +1101,9 @@ fn print_layout(l: &EntryLayout, volumes: Option<&VolumeNames<'_>>) -> Result<()
         e.size,
         e.ordinal.0
     );
+    if let Some((a, b)) = l.pax {
+        println!("pax:     [{a}, {b})  (x header and records)");
+    }
     println!("header:  [{}, {})", l.header.0, l.header.1);
     println!("content: [{}, {})", l.content.0, l.content.1);
     println!("padding: [{}, {})", l.padding.0, l.padding.1);
@@ -1103,7 +1113,7 @@ fn print_layout(l: &EntryLayout, volumes: Option<&VolumeNames<'_>>) -> Result<()
             v.volumes.count(),
             v.volumes.size()
         );
-        v.print_slices("header: ", l.header.0, l.header.1, false)?;
+        v.print_slices("header: ", l.start(), l.header.1, false)?;
         v.print_slices("content:", l.content.0, l.content.1, true)?;
     }
     Ok(())
@@ -1116,8 +1126,9 @@ fn layout_json(l: &EntryLayout, volumes: Option<&VolumeNames<'_>>) -> Result<ser
         "kind": e.kind.to_string(),
         "size": e.size,
         "ordinal": e.ordinal.0,
-        "start_offset": l.header.0,
-        "end_offset": l.padding.1,
+        "start_offset": l.start(),
+        "end_offset": l.end(),
+        "pax": l.pax.map(|(a, b)| [a, b]),
         "header": [l.header.0, l.header.1],
         "content": [l.content.0, l.content.1],
         "padding": [l.padding.0, l.padding.1],
@@ -1125,7 +1136,7 @@ fn layout_json(l: &EntryLayout, volumes: Option<&VolumeNames<'_>>) -> Result<ser
     if let Some(vn) = volumes {
         v["volume_size"] = vn.volumes.size().into();
         v["volume_count"] = vn.volumes.count().into();
-        v["header_slices"] = vn.slices_json(l.header.0, l.header.1, false)?.into();
+        v["header_slices"] = vn.slices_json(l.start(), l.header.1, false)?.into();
         v["slices"] = vn.slices_json(l.content.0, l.content.1, true)?.into();
     }
     Ok(v)

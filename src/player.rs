@@ -16,7 +16,7 @@ use md5::{Digest, Md5};
 use crate::digest::{ContentHasher, hex};
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Result};
-use crate::header::BLOCK;
+use crate::header::Head;
 use crate::layout::end_offset;
 use crate::readahead::{Reach, ReadAhead};
 use crate::tape::{
@@ -422,12 +422,12 @@ impl TapePlayer<'_> {
             start_offset: entry.start_offset,
             resumed,
         })?;
-        let header = tape.header(entry)?;
-        let content_start = entry.start_offset + BLOCK;
+        let head = Head::for_entry(entry);
+        let content_start = entry.start_offset + head.len();
         let content_end = content_start + entry.size;
         let mut at = pos;
         if at < content_start.min(stop) {
-            let h = &header.as_bytes()[(at - entry.start_offset) as usize..];
+            let h = &head.as_bytes()[(at - entry.start_offset) as usize..];
             let n = h.len().min((stop - at) as usize);
             out.bytes(&h[..n])?;
             at += n as u64;

@@ -31,7 +31,7 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use crate::entry::{Entry, Kind, Ordinal};
-use crate::header::BLOCK;
+use crate::layout::content_start;
 use crate::tape::{ParentDir, Tape};
 
 /// An open (or a small read) served by the caches takes about a µs; one that waits for the
@@ -312,7 +312,7 @@ impl ReadAhead {
                     }
                     continue;
                 }
-                let content = entry.start_offset + BLOCK;
+                let content = content_start(&entry);
                 let size = match self.reach {
                     Reach::Whole => entry.size,
                     Reach::Heads => entry.size.min(PIECE),
@@ -391,6 +391,7 @@ impl ReadAhead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::BLOCK;
     use crate::record::TapeRecorder;
     use std::time::Instant;
 

@@ -20,7 +20,7 @@ use crate::catalog::{self, CatalogWriter, TapeMeta};
 use crate::digest::{ContentHasher, HashAlgo, hex};
 use crate::entry::{Entry, Kind, Ordinal, normalised_mode, python_mtime};
 use crate::error::{Error, Result};
-use crate::header::{header_path, split_path};
+use crate::header::{header_path, pax_records, split_path};
 use crate::layout::{FOOTER_LEN, footprint};
 use crate::source::{
     CATALOG_DIR, CATALOG_FILE, canonical_source, describe_mode, open_root, readable,
@@ -44,6 +44,7 @@ pub struct TapeRecorder {
     arc_root: Option<Vec<u8>>,
     force: bool,
     skip_unreadable: bool,
+    strict_ustar: bool,
     progress: Option<Box<dyn FnMut(u64)>>,
 }
 
@@ -112,6 +113,7 @@ impl TapeRecorder {
             arc_root: None,
             force: false,
             skip_unreadable: false,
+            strict_ustar: false,
             progress: None,
         }
     }
@@ -152,6 +154,14 @@ impl TapeRecorder {
 
     pub fn skip_unreadable(mut self, yes: bool) -> Self {
         self.skip_unreadable = yes;
+        self
+    }
+
+    /// Refuse entries that need a PAX extended header (a header path that does not fit
+    /// ustar, a symlink target over 100 bytes), as the Python tartape does: all are
+    /// reported at once and no catalog is written.
+    pub fn strict_ustar(mut self, yes: bool) -> Self {
+        self.strict_ustar = yes;
         self
     }
 
@@ -213,6 +223,7 @@ impl TapeRecorder {
             arc_root: &arc_root,
             anonymize: self.anonymize,
             hash: self.hash,
+            strict_ustar: self.strict_ustar,
             names: NameCache::default(),
             tmp: &tmp.path,
             writer: None,
@@ -344,7 +355,7 @@ fn write_rows(tmp: &Path, batches: impl IntoIterator<Item = Vec<Entry>>) -> Resu
             e.ordinal = Ordinal(count);
             e.start_offset = offset;
             count += 1;
-            offset += footprint(e.size);
+            offset += footprint(e.pax_size, e.size);
             fp.update(&e.arc_path);
             numbers.clear();
             use std::fmt::Write as _;
@@ -673,6 +684,8 @@ struct Walk<'a> {
     arc_root: &'a [u8],
     anonymize: bool,
     hash: Option<HashAlgo>,
+    /// Refuse long entries (`--strict-ustar`) instead of giving them an `x` header.
+    strict_ustar: bool,
     names: NameCache,
     /// The new catalog's temporary file.
     tmp: &'a Path,
@@ -779,14 +792,16 @@ impl Walk<'_> {
             arc_path.extend_from_slice(&rel_path);
         }
         let mut problems = Vec::new();
-        if let Err(p) = split_path(&header_path(&arc_path, kind)) {
+        if self.strict_ustar
+            && let Err(p) = split_path(&header_path(&arc_path, kind))
+        {
             problems.push(p.to_string());
         }
         let link_target = if kind == Kind::Symlink {
             match rustix::fs::readlinkat(found.dir, found.name, Vec::new()) {
                 Ok(t) => {
                     let t = t.into_bytes();
-                    if t.len() > 100 {
+                    if self.strict_ustar && t.len() > 100 {
                         problems.push(format!("symlink target is {} bytes (limit 100)", t.len()));
                     }
                     t
@@ -838,6 +853,7 @@ impl Walk<'_> {
             _ => None,
         };
         let anon = self.anonymize;
+        let pax_size = pax_records(&arc_path, kind, &link_target).len() as u64;
         Some(Entry {
             ordinal: Ordinal(0),
             arc_path,
@@ -856,6 +872,7 @@ impl Walk<'_> {
             ctime_sec: if file { st.ctime.0 } else { 0 },
             ctime_nsec: if file { st.ctime.1 } else { 0 },
             link_target,
+            pax_size,
             start_offset: 0,
             digest,
         })

@@ -33,7 +33,8 @@ use crate::catalog::Catalog;
 use crate::digest::ContentHasher;
 use crate::entry::{Entry, Kind, Ordinal};
 use crate::error::{Error, Result};
-use crate::header::{BLOCK, Header};
+use crate::header::{BLOCK, Head};
+use crate::layout;
 use crate::source::open_beneath;
 use crate::text::counted;
 use crate::volume::{NameTemplate, Volumes};
@@ -173,15 +174,17 @@ impl Restore<'_> {
                     scope.spawn(move || {
                         let mut bytes = 0u64;
                         let mut kept = Vec::new();
-                        let mut got = [0u8; BLOCK as usize];
+                        let mut got = Vec::new();
                         for &(first, end, range_end) in chunk {
                             catalog.for_each_from(first, |e| {
                                 if e.ordinal >= end {
                                     return Ok(false);
                                 }
                                 bytes += e.size;
+                                let head = Head::for_entry(&e);
+                                got.resize(head.as_bytes().len(), 0);
                                 source.read_exact_at(e.start_offset, &mut got)?;
-                                if got != *header_of(catalog, &e)?.as_bytes() {
+                                if got != head.as_bytes() {
                                     return Err(source.foreign(e.start_offset, &e));
                                 }
                                 if hold {
@@ -281,7 +284,7 @@ impl Restore<'_> {
                 progress(Progress::Entry(e));
                 // (Its header was compared in the checking pass.)
                 let look = !out.created.contains(split(&e.arc_path).0);
-                let content_start = e.start_offset + BLOCK;
+                let content_start = layout::content_start(e);
                 let content_end = content_start + e.size;
                 let digest_check = |hasher: Option<ContentHasher>, source: &Source| -> Result<()> {
                     if let (Some(h), Some(recorded)) = (hasher, &e.digest) {
@@ -493,12 +496,6 @@ fn split_selection(
         }
     }
     out
-}
-
-/// The header the catalog says entry `e` has.
-fn header_of(catalog: &Catalog, e: &Entry) -> Result<Header> {
-    Header::for_entry(e)
-        .map_err(|p| Error::corrupt(catalog.path(), format!("{}: {p}", e.display_path())))
 }
 
 /// Where tape bytes come from: one whole archive, or volume files in a folder.
@@ -886,7 +883,8 @@ fn fits_bytes(place: &Path, name: &[u8], catalog: &Catalog, start: u64, end: u64
         ) else {
             return true;
         };
-        return header_of(catalog, &entry).is_ok_and(|h| *h.as_bytes() == got);
+        // Its first block: the ustar header, or a long entry's `x` header.
+        return Head::for_entry(&entry).as_bytes()[..BLOCK as usize] == got;
     }
     if footer >= start && footer + BLOCK <= end {
         return file.read_exact_at(&mut got, footer - start).is_err() || got == [0u8; 512];

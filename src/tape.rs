@@ -25,8 +25,8 @@ use crate::catalog::{Catalog, TapeMeta};
 use crate::digest::{ContentHasher, HashAlgo};
 use crate::entry::{Entry, Kind, Ordinal, normalised_mode};
 use crate::error::{Discrepancy, Error, Result};
-use crate::header::{BLOCK, Header};
-use crate::layout::{Part, Position, padding};
+use crate::header::{BLOCK, Head};
+use crate::layout::{Part, Position, head_len, padding};
 use crate::readahead::ReadAhead;
 use crate::source::{canonical_source, default_catalog, open_beneath, open_root, readable};
 use crate::walk::{Found, Observed, Visitor, Walker};
@@ -54,10 +54,13 @@ pub(crate) fn broken(entry: &Entry, change: impl Into<String>) -> Error {
     }
 }
 
-/// Where an entry lies in the tape.
+/// Where an entry lies in the tape: `[start, end)` ranges.
 #[derive(Debug, Clone)]
 pub struct EntryLayout {
     pub entry: Entry,
+    /// A long entry's `x` header and its records padded to a block (SPEC §1).
+    pub pax: Option<(u64, u64)>,
+    /// The ustar header.
     pub header: (u64, u64),
     pub content: (u64, u64),
     pub padding: (u64, u64),
@@ -65,16 +68,28 @@ pub struct EntryLayout {
 
 impl EntryLayout {
     fn of(entry: Entry) -> EntryLayout {
-        let h = entry.start_offset;
-        let c = h + BLOCK;
+        let start = entry.start_offset;
+        let c = start + head_len(entry.pax_size);
+        let h = c - BLOCK;
         let p = c + entry.size;
         let end = p + padding(entry.size);
         EntryLayout {
+            pax: (h > start).then_some((start, h)),
             entry,
             header: (h, c),
             content: (c, p),
             padding: (p, end),
         }
+    }
+
+    /// Offset of the entry's first byte (its `x` header when it has one).
+    pub fn start(&self) -> u64 {
+        self.entry.start_offset
+    }
+
+    /// Offset one past its last byte.
+    pub fn end(&self) -> u64 {
+        self.padding.1
     }
 }
 
@@ -102,7 +117,7 @@ struct OpenFile {
 
 struct CachedEntry {
     entry: Entry,
-    header: Header,
+    head: Head,
 }
 
 /// A recorded tape bound to its source directory.
@@ -255,19 +270,10 @@ impl Tape {
             return Ok(Arc::clone(c));
         }
         let entry = self.catalog.entry(ordinal)?;
-        let header = self.header(&entry)?;
-        let cached = Arc::new(CachedEntry { entry, header });
+        let head = Head::for_entry(&entry);
+        let cached = Arc::new(CachedEntry { entry, head });
         *lock(slot) = Some(Arc::clone(&cached));
         Ok(cached)
-    }
-
-    pub(crate) fn header(&self, entry: &Entry) -> Result<Header> {
-        Header::for_entry(entry).map_err(|p| {
-            Error::corrupt(
-                self.catalog.path(),
-                format!("{}: {p}", entry.display_path()),
-            )
-        })
     }
 
     /// Reads tape bytes `[offset, offset + buf.len())` into `buf`; returns how many were
@@ -305,15 +311,16 @@ impl Tape {
             let mut within = pos - entry.start_offset;
             let stop = filled + want.min((end - pos) as usize);
             let mut read_content_bytes = false;
+            let head = cached.head.len();
             while filled < stop {
                 let out = &mut buf[filled..stop];
-                let n = if within < BLOCK {
-                    let h = &cached.header.as_bytes()[within as usize..];
+                let n = if within < head {
+                    let h = &cached.head.as_bytes()[within as usize..];
                     let n = h.len().min(out.len());
                     out[..n].copy_from_slice(&h[..n]);
                     n
-                } else if within < BLOCK + entry.size {
-                    let at = within - BLOCK;
+                } else if within < head + entry.size {
+                    let at = within - head;
                     let n = out.len().min((entry.size - at) as usize);
                     let f = file.as_ref().expect("regular files are opened");
                     let reading = std::time::Instant::now();
@@ -888,6 +895,7 @@ mod tests {
             ctime_sec: if kind == Kind::File { 200 } else { 0 },
             ctime_nsec: if kind == Kind::File { 6 } else { 0 },
             link_target: Vec::new(),
+            pax_size: 0,
             start_offset: 512,
             digest: None,
         }
