@@ -7,11 +7,11 @@
 mod common;
 mod compat_support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use compat_support::extract::*;
 use compat_support::*;
 use sha2::{Digest, Sha256};
 
@@ -215,274 +215,29 @@ fn build_tree_of_several_batches(parent: &Path) -> PathBuf {
 // 2. Extraction with real tools
 // -------------------------------------------------------------------------------------------
 
-struct ExtractCheck {
-    /// The mtime a file recorded with mtime 0 (the epoch) gets: the `tar` crate deliberately
-    /// writes 1 instead of 0; everyone else restores 0.
-    epoch_mtime_becomes: i64,
-    /// 7-Zip >= 25 rewrites an absolute symlink target `/x` to `<output dir>/x` (a deliberate
-    /// 7-Zip policy, ip7z/7zip#149); older versions keep it. Either form is accepted then.
-    rebases_absolute_links: bool,
-}
-
-const EXACT: ExtractCheck = ExtractCheck {
-    epoch_mtime_becomes: 0,
-    rebases_absolute_links: false,
-};
-
-/// Records the compat tree, streams it, lets `extract(tape, dest)` unpack it into an empty
-/// `dest`, and compares the result with the source tree: structure, contents, symlink
-/// targets, anonymised modes (and file mtimes where the tool restores them).
-fn check_extraction(tool: &str, check: ExtractCheck, extract: impl FnOnce(&Path, &Path)) {
-    let r = record_tree(build_compat_tree);
-    let model = Model::from_tree(&r.root);
-    let tape = r.work.join("tape.tar");
-    stream_to_file(&r.root, &r.catalog, None, None, &tape);
-    let dest = r.work.join(format!("extract-{}", tool.replace(' ', "_")));
-    fs::create_dir(&dest).unwrap();
-    extract(&tape, &dest);
-
-    let top: Vec<_> = fs::read_dir(&dest)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        top,
-        vec![std::ffi::OsString::from(ROOT_NAME)],
-        "{tool}: unexpected top level"
-    );
-
-    let mut expected = expected_snapshot(&model);
-    for n in expected.values_mut() {
-        if let Node::File {
-            mtime: mtime @ 0, ..
-        } = n
-        {
-            *mtime = check.epoch_mtime_becomes;
-        }
-    }
-    let mut got = snapshot(&dest.join(ROOT_NAME));
-    if check.rebases_absolute_links {
-        let base = dest.canonicalize().unwrap();
-        for (p, n) in got.iter_mut() {
-            if let (Node::Symlink { target }, Some(Node::Symlink { target: want })) =
-                (&mut *n, expected.get(p))
-                && want.is_absolute()
-                && let Ok(rest) = target.strip_prefix(&base)
-                && Path::new("/").join(rest) == *want
-            {
-                *target = want.clone();
-            }
-        }
-    }
-    let report = diff_snapshots(&expected, &got);
-    assert!(
-        report.is_empty(),
-        "{tool}: extracted tree differs from the source:\n{report}"
-    );
-}
-
-fn diff_snapshots(expected: &BTreeMap<PathBuf, Node>, got: &BTreeMap<PathBuf, Node>) -> String {
-    let mut r = String::new();
-    for (p, e) in expected {
-        match got.get(p) {
-            None => r.push_str(&format!("  missing  {}: expected {e:?}\n", p.display())),
-            Some(g) if g != e => r.push_str(&format!(
-                "  differs  {}:\n    expected {e:?}\n    got      {g:?}\n",
-                p.display()
-            )),
-            _ => {}
-        }
-    }
-    for (p, g) in got {
-        if !expected.contains_key(p) {
-            r.push_str(&format!("  extra    {}: {g:?}\n", p.display()));
-        }
-    }
-    r
-}
-
-/// The header paths (dirs with a trailing slash) in tape order.
-fn model_listing(model: &Model) -> Vec<String> {
-    model
-        .entries
-        .iter()
-        .map(|e| {
-            let mut s = e.arc_str();
-            if e.kind == Kind::Dir {
-                s.push('/');
-            }
-            s
-        })
-        .collect()
-}
-
-/// Runs `cmd`, which must succeed without a word on stderr.
-fn run_quiet(cmd: &mut Command, what: &str) -> std::process::Output {
-    let out = run_ok(cmd);
-    assert!(
-        out.stderr.is_empty(),
-        "{what} warned: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// `cmd` lists the tape: quietly, and exactly the model's entries in tape order.
-fn assert_lists_tape_order(cmd: &mut Command, what: &str, tape: &Path) {
-    let out = run_quiet(cmd, what);
-    let listed: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let model = Model::from_tree(&tape.parent().unwrap().join("src").join(ROOT_NAME));
-    assert_eq!(listed, model_listing(&model), "{what} listing");
-}
-
 #[test]
 fn extract_gnu_tar() {
-    if !have_tool("GNU tar") {
-        return;
-    }
-    check_extraction("GNU tar", EXACT, |tape, dest| {
-        // the tree has mtimes in the future on purpose (2038, 2242)
-        run_quiet(
-            umask022("tar")
-                .arg("--no-same-owner")
-                .arg("--warning=no-timestamp")
-                .arg("-xf")
-                .arg(tape)
-                .arg("-C")
-                .arg(dest),
-            "GNU tar",
-        );
-        assert_lists_tape_order(
-            umask022("tar")
-                .arg("--quoting-style=literal")
-                .arg("-tf")
-                .arg(tape),
-            "GNU tar -t",
-            tape,
-        );
-    });
+    check_extraction(Tool::GnuTar, build_compat_tree);
 }
 
 #[test]
 fn extract_bsdtar() {
-    if !have_tool("bsdtar") {
-        return;
-    }
-    check_extraction("bsdtar", EXACT, |tape, dest| {
-        run_quiet(
-            umask022("bsdtar").arg("-xf").arg(tape).arg("-C").arg(dest),
-            "bsdtar",
-        );
-        assert_lists_tape_order(umask022("bsdtar").arg("-tf").arg(tape), "bsdtar -t", tape);
-    });
+    check_extraction(Tool::Bsdtar, build_compat_tree);
 }
 
-/// 7-Zip restores contents, symlinks, file mtimes and permission bits; it applies the process
-/// umask to the stored modes (checked under umask 022, which leaves anonymised modes
-/// unchanged), and 7-Zip >= 25 rebases absolute symlink targets under the output directory. 7-Zip >= 25 refuses by default to create symlinks whose target contains `..`
-/// or is `.` ("Dangerous link path was ignored", exit 2) whatever the archive; `-snld` lifts
-/// that policy, so it is passed when the installed 7z knows it.
 #[test]
 fn extract_7z() {
-    if !have_tool("7z") {
-        return;
-    }
-    let check = ExtractCheck {
-        rebases_absolute_links: true,
-        ..EXACT
-    };
-    check_extraction("7z", check, |tape, dest| {
-        let seven = |extra: &[&str]| {
-            run(umask022("7z")
-                .arg("x")
-                .arg("-y")
-                .arg("-bd")
-                .args(extra)
-                .arg(format!("-o{}", dest.display()))
-                .arg(tape))
-        };
-        let mut out = seven(&["-snld"]);
-        if out.status.code() == Some(7) {
-            // command-line error: an older 7z (p7zip 16.02) without -snld and without the policy
-            out = seven(&[]);
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "7z failed with {}:\n{text}\n{err}",
-            out.status
-        );
-        assert!(
-            text.contains("Everything is Ok"),
-            "7z output:\n{text}\n{err}"
-        );
-        assert!(
-            !text.to_lowercase().contains("warning"),
-            "7z warned:\n{text}\n{err}"
-        );
-    });
+    check_extraction(Tool::SevenZip, build_compat_tree);
 }
-
-const PY_EXTRACT: &str = r#"import sys, tarfile
-with tarfile.open(sys.argv[1]) as t:
-    try:
-        t.extractall(sys.argv[2], filter="tar")
-    except TypeError:
-        t.extractall(sys.argv[2])
-"#;
 
 #[test]
 fn extract_python_tarfile() {
-    if !have_tool("python3") {
-        return;
-    }
-    check_extraction("python tarfile", EXACT, |tape, dest| {
-        let out = run_ok(
-            umask022("python3")
-                .arg("-c")
-                .arg(PY_EXTRACT)
-                .arg(tape)
-                .arg(dest),
-        );
-        assert!(
-            out.stderr.is_empty(),
-            "python tarfile warned: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    check_extraction(Tool::PythonTarfile, build_compat_tree);
 }
 
 #[test]
 fn extract_rust_tar_crate() {
-    check_extraction(
-        "rust tar crate",
-        ExtractCheck {
-            epoch_mtime_becomes: 1,
-            ..EXACT
-        },
-        |tape, dest| {
-            let mut a = tar::Archive::new(fs::File::open(tape).unwrap());
-            a.set_mask(0o022);
-            a.unpack(dest).unwrap();
-            // and list it: every entry parses, paths and sizes as in the model
-            let mut a = tar::Archive::new(fs::File::open(tape).unwrap());
-            let listed: Vec<String> = a
-                .entries()
-                .unwrap()
-                .map(|e| {
-                    let e = e.unwrap();
-                    String::from_utf8(e.path_bytes().into_owned()).unwrap()
-                })
-                .collect();
-            let model = Model::from_tree(&tape.parent().unwrap().join("src").join(ROOT_NAME));
-            assert_eq!(listed, model_listing(&model), "tar crate listing");
-        },
-    );
+    check_extraction(Tool::TarCrate, build_compat_tree);
 }
 
 // -------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
+pub mod extract;
+
 pub const BLOCK: u64 = 512;
 pub const FOOTER: u64 = 1024;
 
@@ -695,17 +697,23 @@ pub struct ModelEntry {
     pub mtime: i64,
     pub target: Vec<u8>,
     pub offset: u64,
+    /// A long entry's `x` header and records padded to 512 (SPEC §1), else empty.
+    pub pax: Vec<u8>,
 }
 
 impl ModelEntry {
     pub fn footprint(&self) -> u64 {
-        BLOCK + self.size + (BLOCK - self.size % BLOCK) % BLOCK
+        self.pax.len() as u64 + BLOCK + self.size + (BLOCK - self.size % BLOCK) % BLOCK
     }
     pub fn end(&self) -> u64 {
         self.offset + self.footprint()
     }
+    /// Offset of the entry's ustar header (after its `x` header, if any).
+    pub fn header_start(&self) -> u64 {
+        self.offset + self.pax.len() as u64
+    }
     pub fn content_start(&self) -> u64 {
-        self.offset + BLOCK
+        self.header_start() + BLOCK
     }
     pub fn content_end(&self) -> u64 {
         self.content_start() + self.size
@@ -770,6 +778,7 @@ impl Model {
                 mtime: md.mtime(),
                 target,
                 offset: 0,
+                pax: Vec::new(),
             });
             if kind == Kind::Dir {
                 for e in fs::read_dir(&full).unwrap() {
@@ -780,6 +789,7 @@ impl Model {
         entries.sort_by(|a, b| a.arc_path.cmp(&b.arc_path));
         let mut off = 0;
         for e in &mut entries {
+            e.pax = encode_pax(e);
             e.offset = off;
             off += e.footprint();
         }
@@ -829,9 +839,10 @@ impl Model {
             if e.offset >= end {
                 break;
             }
-            // header
+            // x header and records of a long entry, then the header
+            push_overlap(&mut out, start, end, e.offset, &e.pax);
             let h = encode_header(e);
-            push_overlap(&mut out, start, end, e.offset, &h);
+            push_overlap(&mut out, start, end, e.header_start(), &h);
             // content
             let (cs, ce) = (e.content_start(), e.content_end());
             let (a, b) = (start.max(cs), end.min(ce));
@@ -888,29 +899,110 @@ fn put_base256(h: &mut [u8; 512], at: usize, width: usize, v: i64) {
     put(h, at, width, &field);
 }
 
-/// `(name, prefix)` by SPEC §1: right-most slash with prefix ≤ 155 and 1..=100 name bytes.
-pub fn split_path(p: &[u8]) -> (&[u8], &[u8]) {
+/// `(name, prefix)` by SPEC §1: right-most slash with prefix ≤ 155 and 1..=100 name bytes;
+/// `None` when the path does not fit ustar (over 255 bytes, or no such slash).
+pub fn split_path(p: &[u8]) -> Option<(&[u8], &[u8])> {
+    if p.len() > 255 {
+        return None;
+    }
     if p.len() <= 100 {
-        return (p, &[]);
+        return Some((p, &[]));
     }
     for i in (0..p.len()).rev() {
         if p[i] == b'/' {
             let (prefix, name) = (&p[..i], &p[i + 1..]);
             if !name.is_empty() && name.len() <= 100 && prefix.len() <= 155 {
-                return (name, prefix);
+                return Some((name, prefix));
             }
         }
     }
-    panic!("model: no valid split for {:?}", String::from_utf8_lossy(p));
+    None
 }
 
-pub fn encode_header(e: &ModelEntry) -> [u8; 512] {
-    let mut h = [0u8; 512];
+/// The path in an entry's header: directories end with `/`.
+pub fn model_header_path(e: &ModelEntry) -> Vec<u8> {
     let mut path = e.arc_path.clone();
     if e.kind == Kind::Dir {
         path.push(b'/');
     }
-    let (name, prefix) = split_path(&path);
+    path
+}
+
+/// One PAX record: `"<len> <key>=<value>\n"`, `len` counting the whole record.
+pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = 1 + key.len() + 1 + value.len() + 1;
+    // The smallest length whose decimal digits plus the body are that length.
+    let len = (1..)
+        .find(|&n: &usize| n.to_string().len() + body == n)
+        .unwrap();
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    assert_eq!(r.len(), len);
+    r
+}
+
+/// The `x` header and its records padded to 512 for a long entry (SPEC §1 "Long
+/// entries"), or nothing.
+pub fn encode_pax(e: &ModelEntry) -> Vec<u8> {
+    let path = model_header_path(e);
+    let long_path = split_path(&path).is_none();
+    let long_target = e.target.len() > 100;
+    if !long_path && !long_target {
+        return Vec::new();
+    }
+    let mut values: Vec<(&str, &[u8])> = Vec::new();
+    if long_target {
+        values.push(("linkpath", &e.target));
+    }
+    if long_path {
+        values.push(("path", &path));
+    }
+    let mut records = Vec::new();
+    if values.iter().any(|(_, v)| std::str::from_utf8(v).is_err()) {
+        records.extend(pax_record("hdrcharset", b"BINARY"));
+    }
+    for (k, v) in values {
+        records.extend(pax_record(k, v));
+    }
+    let mut h = [0u8; 512];
+    put(&mut h, 0, 100, b"././@PaxHeader");
+    put_octal(&mut h, 100, 8, 0o644);
+    put_octal(&mut h, 108, 8, 0);
+    put_octal(&mut h, 116, 8, 0);
+    put_octal(&mut h, 124, 12, records.len() as u64);
+    put_mtime(&mut h, e.mtime);
+    h[156] = b'x';
+    put(&mut h, 257, 6, b"ustar\0");
+    put(&mut h, 263, 2, b"00");
+    put(&mut h, 265, 32, b"root");
+    put(&mut h, 297, 32, b"root");
+    put_checksum(&mut h);
+    let mut out = h.to_vec();
+    out.extend_from_slice(&records);
+    out.resize(512 + records.len().div_ceil(512) * 512, 0);
+    out
+}
+
+fn put_mtime(h: &mut [u8; 512], mtime: i64) {
+    if (0..=0o77777777777).contains(&mtime) {
+        put_octal(h, 136, 12, mtime as u64);
+    } else {
+        put_base256(h, 136, 12, mtime);
+    }
+}
+
+fn put_checksum(h: &mut [u8; 512]) {
+    h[148..156].fill(b' ');
+    let sum: u64 = h.iter().map(|&b| b as u64).sum();
+    put(h, 148, 8, format!("{sum:06o}\0 ").as_bytes());
+}
+
+pub fn encode_header(e: &ModelEntry) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let path = model_header_path(e);
+    // A path that does not fit: its first 100 bytes, no prefix (the `x` header has it all).
+    let (name, prefix) = split_path(&path).unwrap_or_else(|| (&path[..100], &[]));
     put(&mut h, 0, 100, name);
     put_octal(&mut h, 100, 8, e.mode as u64);
     put_octal(&mut h, 108, 8, 0);
@@ -920,25 +1012,19 @@ pub fn encode_header(e: &ModelEntry) -> [u8; 512] {
     } else {
         put_base256(&mut h, 124, 12, e.size as i64);
     }
-    if (0..=0o77777777777).contains(&e.mtime) {
-        put_octal(&mut h, 136, 12, e.mtime as u64);
-    } else {
-        put_base256(&mut h, 136, 12, e.mtime);
-    }
+    put_mtime(&mut h, e.mtime);
     h[156] = match e.kind {
         Kind::File => b'0',
         Kind::Dir => b'5',
         Kind::Symlink => b'2',
     };
-    put(&mut h, 157, 100, &e.target);
+    put(&mut h, 157, 100, &e.target[..e.target.len().min(100)]);
     put(&mut h, 257, 6, b"ustar\0");
     put(&mut h, 263, 2, b"00");
     put(&mut h, 265, 32, b"root");
     put(&mut h, 297, 32, b"root");
     put(&mut h, 345, 155, prefix);
-    h[148..156].fill(b' ');
-    let sum: u64 = h.iter().map(|&b| b as u64).sum();
-    put(&mut h, 148, 8, format!("{sum:06o}\0 ").as_bytes());
+    put_checksum(&mut h);
     h
 }
 
@@ -998,7 +1084,7 @@ pub fn parse_tape(t: &[u8]) -> Vec<ParsedEntry> {
         }
         let size = parse_number(&h[124..136]).max(0) as u64;
         let typeflag = h[156];
-        let data = if typeflag == b'0' || typeflag == 0 {
+        let data = if typeflag == b'0' || typeflag == 0 || typeflag == b'x' {
             size
         } else {
             0
