@@ -1,6 +1,8 @@
 //! Shared helpers for `tests/compat.rs`: running the binary and external tools, the Python
 //! reference harness, generated trees, and an independent model of the tape format (SPEC §1)
-//! used both as an oracle and for readable failure reports.
+//! used both as an oracle and for readable failure reports. Also used by `tests/long.rs`.
+
+#![allow(dead_code)] // each test file uses its own part of this
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -641,6 +643,90 @@ pub fn build_compat_tree(parent: &Path) -> PathBuf {
     set_mtime(&f("d-z"), 1_650_000_000, 0);
     set_mtime(&f("modes/read_only"), 2_147_483_648, 5);
     set_mtime(&f("empty.txt"), 8_589_934_591, 0);
+    root
+}
+
+/// A relative path under `dir` whose arc path (`Tree-ß/` + it) is `arc_len` bytes, made of
+/// 59-byte directories and a final name of at least 20 bytes.
+pub fn rel_of_arc_len(dir: &str, arc_len: usize) -> String {
+    let mut rel = format!("{dir}/");
+    let base = ROOT_NAME.len() + 1;
+    let mut i = 0;
+    while base + rel.len() + 60 + 20 < arc_len {
+        rel.push_str(&format!("{:x<59}/", format!("seg{i}-")));
+        i += 1;
+    }
+    let name = arc_len - base - rel.len();
+    rel.push_str(&format!("{:n<name$}", "name-"));
+    assert_eq!(base + rel.len(), arc_len);
+    rel
+}
+
+/// The long-entries tree of SPEC §1 "Long entries (PAX)", with short entries around every
+/// long one: header paths of 256, 1,000 and 3,000 bytes (and directories on the way whose
+/// own paths are long), single components of 101 and 255 bytes (files and directories), a
+/// path of at most 255 bytes with no valid ustar split, symlink targets of 101 and 900
+/// bytes, a symlink with both a long path and a long target, long names that are not
+/// UTF-8 (a file, and a symlink's target).
+pub fn build_long_tree(parent: &Path) -> PathBuf {
+    let root = parent.join(ROOT_NAME);
+    fs::create_dir_all(&root).unwrap();
+    let f = |rel: &str| root.join(rel);
+    let mut rng = Rng::new(0x1009_cafe);
+    write_file(&f("a.txt"), b"first\n", 0o644);
+    for (dir, len, size) in [
+        ("p256", 256, 700),
+        ("p1000", 1000, 5000),
+        ("p3000", 3000, 1),
+    ] {
+        let rel = rel_of_arc_len(dir, len);
+        write_file(&f(&rel), &rng.bytes(size), 0o644);
+        // a short sibling after it, and one before it in a long directory
+        let parent = Path::new(&rel)
+            .parent()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        write_file(&f(&format!("{parent}/0")), b"short name, long dir\n", 0o755);
+        write_file(&f(&format!("{dir}.after")), b"after\n", 0o644);
+    }
+    // components of 101 and 255 bytes: files and directories
+    write_file(&f(&"f".repeat(101)), &rng.bytes(513), 0o755);
+    write_file(&f(&format!("c255/{}", "g".repeat(255))), b"255\n", 0o644);
+    write_file(&f(&format!("{}/in", "D".repeat(101))), b"in D\n", 0o644);
+    write_file(&f(&format!("{}/in", "E".repeat(255))), b"in E\n", 0o644);
+    fs::create_dir_all(f(&format!("empty/{}", "e".repeat(255)))).unwrap();
+    // at most 255 bytes, but no slash leaves a prefix <= 155 and a name <= 100
+    let nosplit = format!(
+        "ns/{}/{}/{}",
+        "a".repeat(76),
+        "b".repeat(79),
+        "n".repeat(86)
+    );
+    assert_eq!(ROOT_NAME.len() + 1 + nosplit.len(), 254);
+    write_file(&f(&nosplit), b"no split\n", 0o644);
+    // symlink targets over 100 bytes (dangling and not)
+    fs::create_dir_all(f("links")).unwrap();
+    symlink("t".repeat(101), &f("links/t101"));
+    let target900: String = (0..90).map(|i| format!("../dir{i:04}")).collect();
+    assert_eq!(target900.len(), 900);
+    symlink(&target900, &f("links/t900"));
+    symlink("../a.txt", &f("links/short"));
+    let long_dir = Path::new(&rel_of_arc_len("p1000", 1000))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    symlink("x".repeat(150), &root.join(&long_dir).join("both"));
+    // names that are not UTF-8
+    let mut bin = b"bin/\xff\xfe-".to_vec();
+    bin.extend_from_slice("n".repeat(120).as_bytes());
+    write_file(&root.join(OsStr::from_bytes(&bin)), b"binary name\n", 0o644);
+    let mut bin_target = b"\xff".repeat(3);
+    bin_target.extend_from_slice("t".repeat(120).as_bytes());
+    symlink(OsStr::from_bytes(&bin_target), &f("bin/target"));
+    write_file(&f("zz.txt"), b"last\n", 0o644);
+    set_all_mtimes(&root, 1_650_000_000);
     root
 }
 
