@@ -1147,8 +1147,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::BLOCK;
-    use crate::layout::{footprint, padding};
+    use crate::layout::footprint;
 
     #[test]
     fn rel_path_checks() {
@@ -1265,8 +1264,8 @@ mod tests {
     }
 
     /// A footprint, also of sizes whose footprint does not fit.
-    fn footprint_or_max(size: u64) -> u64 {
-        size.saturating_add(BLOCK + padding(size))
+    fn footprint_or_max(e: &Entry) -> u64 {
+        footprint_checked(e.pax_size, e.size).unwrap_or(u64::MAX)
     }
 
     /// The usual rows: the root, a file, a symlink, a directory.
@@ -1283,7 +1282,7 @@ mod tests {
         let data = rows.iter().fold(0u64, |a, e| a.wrapping_add(e.size));
         let end = rows
             .iter()
-            .fold(0u64, |a, e| a.wrapping_add(footprint_or_max(e.size)));
+            .fold(0u64, |a, e| a.wrapping_add(footprint_or_max(e)));
         TapeMeta {
             fingerprint: "ab".repeat(32),
             total_size: end + 1024,
@@ -1309,7 +1308,7 @@ mod tests {
         let mut offset = 0u64;
         for e in rows.iter_mut() {
             e.start_offset = offset;
-            offset = offset.wrapping_add(footprint_or_max(e.size));
+            offset = offset.wrapping_add(footprint_or_max(e));
         }
         let mut w = CatalogWriter::create(&path).unwrap();
         w.insert(rows.iter()).unwrap();
@@ -1469,7 +1468,7 @@ mod tests {
         dir.ctime_nsec = 0;
         dir.ctime_sec = 1;
         assert!(refused(dir));
-        // Symlink targets.
+        // Symlink targets (one over 100 bytes needs PAX records: see the next test).
         let mut link = base(2);
         link.link_target = vec![b'x'; 100];
         assert_eq!(c.check_fields(&link), Ok(()));
@@ -1480,6 +1479,62 @@ mod tests {
         assert!(refused(with(&|e| e.link_target = b"t".to_vec())));
         // Digests on a tape without --hash.
         assert!(refused(with(&|e| e.digest = Some("00".repeat(16)))));
+    }
+
+    /// A long entry's `pax_size` is the length of the records its path and target make,
+    /// in its row and in the layout alike; anything else is refused.
+    #[test]
+    fn long_entries_are_checked_against_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let long_rows = || {
+            let mut rows = rows();
+            rows[2].link_target = vec![b't'; 150];
+            rows[2].pax_size =
+                pax_records(b"r/b", Kind::Symlink, &rows[2].link_target).len() as u64;
+            rows[3].arc_path = format!("r/{}", "c".repeat(200)).into_bytes();
+            rows[3].rel_path = "c".repeat(200).into_bytes();
+            rows[3].pax_size = pax_records(&rows[3].arc_path, Kind::Dir, b"").len() as u64;
+            assert!(rows[2].pax_size > 0 && rows[3].pax_size > 0);
+            rows
+        };
+        let rows = long_rows();
+        assert_eq!(problem(dir.path(), rows.clone(), &meta_for(&rows)), "");
+        let path = write(dir.path(), "long.db", rows.clone(), &meta_for(&rows));
+        let c = Catalog::open(&path).unwrap();
+        assert_eq!(
+            c.offsets().long_entries(),
+            &[(2, rows[2].pax_size), (3, rows[3].pax_size)]
+        );
+        assert_eq!(c.entry(Ordinal(3)).unwrap().pax_size, rows[3].pax_size);
+        let base = |i: usize| c.entry(Ordinal(i as u64)).unwrap();
+        for i in 0..4 {
+            assert_eq!(c.check_fields(&base(i)), Ok(()), "row {i}");
+        }
+        let refused = |e: Entry| c.check_fields(&e).is_err();
+        let mut e = base(2);
+        e.pax_size += 1;
+        assert!(refused(e));
+        let mut e = base(2);
+        e.link_target[149] = b'u';
+        assert_eq!(
+            c.check_fields(&e),
+            Ok(()),
+            "the same length, the same records"
+        );
+        e.link_target.push(b'u');
+        assert!(refused(e), "a longer target makes longer records");
+        let mut e = base(1);
+        e.pax_size = 20;
+        assert!(refused(e), "a short entry has no records");
+        // Written whole with records that do not match: refused when the row is read.
+        let mut wrong = long_rows();
+        wrong[2].pax_size += 5;
+        let err = problem(dir.path(), wrong.clone(), &meta_for(&wrong));
+        assert!(err.contains("PAX records"), "{err}");
+        let mut missing = long_rows();
+        missing[3].pax_size = 0;
+        let err = problem(dir.path(), missing.clone(), &meta_for(&missing));
+        assert!(err.contains("PAX records"), "{err}");
     }
 
     #[test]

@@ -73,9 +73,10 @@ pub fn open_root(root: &Path) -> Result<(OwnedFd, Stat)> {
 
 /// Opens `rel` beneath the directory `root` without following any symlink on the way and
 /// without leaving it (openat2 with RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH). On kernels
-/// without openat2 (before 5.6), walks the components one `openat(O_NOFOLLOW)` at a time.
-/// `rel` is a relative path of normal components (the catalog checks every stored one);
-/// empty means the root itself.
+/// without openat2 (before 5.6), and for paths of `PATH_MAX` (4,096) bytes or more, which
+/// a tape records (the walk goes one directory at a time) but no single system call takes,
+/// walks the components one `openat(O_NOFOLLOW)` at a time. `rel` is a relative path of
+/// normal components (the catalog checks every stored one); empty means the root itself.
 pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
     let rel = if rel.is_empty() { &b"."[..] } else { rel };
     let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
@@ -87,8 +88,31 @@ pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: OFlags) -> io::Resu
         ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
     ) {
         Err(rustix::io::Errno::NOSYS) => open_by_components(root, rel, flags),
+        Err(rustix::io::Errno::NAMETOOLONG) if rel.len() >= PATH_MAX => {
+            open_by_components(root, rel, flags)
+        }
         other => Ok(other?),
     }
+}
+
+/// The longest path a system call takes, its NUL included.
+const PATH_MAX: usize = libc::PATH_MAX as usize;
+
+/// `lstat` of `rel` beneath `root`: one `fstatat` (which follows no symlink at the end; the
+/// caller compares device and inode with a descriptor it opened without following any),
+/// or, for a path too long for one system call, one in its directory opened as
+/// [`open_beneath`] does.
+pub fn stat_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<Stat> {
+    if rel.len() < PATH_MAX {
+        return Ok(rustix::fs::statat(root, rel, AtFlags::SYMLINK_NOFOLLOW)?);
+    }
+    let slash = rel.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    let dir = open_beneath(root, &rel[..slash], OFlags::PATH | OFlags::DIRECTORY)?;
+    Ok(rustix::fs::statat(
+        &dir,
+        &rel[slash + 1..],
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// The fallback of [`open_beneath`]: every intermediate component is opened as a

@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 
 use crate::catalog::{Catalog, TapeMeta};
 use crate::digest::{ContentHasher, HashAlgo};
@@ -28,7 +28,9 @@ use crate::error::{Discrepancy, Error, Result};
 use crate::header::{BLOCK, Head};
 use crate::layout::{Part, Position, head_len, padding};
 use crate::readahead::ReadAhead;
-use crate::source::{canonical_source, default_catalog, open_beneath, open_root, readable};
+use crate::source::{
+    canonical_source, default_catalog, open_beneath, open_root, readable, stat_beneath,
+};
 use crate::walk::{Found, Observed, Visitor, Walker};
 
 /// Direct-mapped cache sizes: bounded memory however many reads a mount serves.
@@ -364,13 +366,9 @@ impl Tape {
             if let Some(open) = cached.as_ref().filter(|o| o.ordinal == entry.ordinal) {
                 // The path must still lead to the same, unchanged file (a deleted or
                 // replaced path fails here even though the descriptor lives).
-                let st = rustix::fs::statat(
-                    &self.root_fd,
-                    entry.rel_path.as_slice(),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map(|st| Observed::of(&st))
-                .map_err(|e| open_error(entry, e.into()))?;
+                let st = stat_beneath(self.root_fd.as_fd(), &entry.rel_path)
+                    .map(|st| Observed::of(&st))
+                    .map_err(|e| open_error(entry, e))?;
                 if (st.dev, st.ino) != (open.dev, open.ino) {
                     return Err(broken(entry, "replaced by another file"));
                 }
