@@ -547,6 +547,7 @@ fn run(command: Command) -> Result<Exit> {
                     "files": summary.files,
                     "dirs": summary.dirs,
                     "symlinks": summary.symlinks,
+                    "long_entries": summary.long_entries,
                     "data_size": summary.data_size,
                     "total_size": summary.total_size,
                     "skipped_special": paths(&special),
@@ -938,6 +939,7 @@ fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
         }
         Ok(true)
     })?;
+    let long_entries = tape.catalog().offsets().long_entries().len();
     let overhead = meta.total_size.saturating_sub(meta.data_size);
     let hash = meta.hash.map_or("none", HashAlgo::name);
     let catalog_path = tape.catalog().path().display().to_string();
@@ -950,6 +952,7 @@ fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
             "files": files,
             "dirs": dirs,
             "symlinks": symlinks,
+            "long_entries": long_entries,
             "data_size": meta.data_size,
             "overhead": overhead,
             "created_at": meta.created_at,
@@ -970,6 +973,9 @@ fn info(dir: &Path, catalog: Option<&Path>, json: bool) -> Result<()> {
             counted(dirs, "directory", "directories"),
             counted(symlinks, "symlink", "symlinks"),
         );
+        if long_entries > 0 {
+            println!("long entries: {long_entries} (with a PAX header)");
+        }
         println!("data bytes: {}", meta.data_size);
         println!("tape size: {}", meta.total_size);
         println!(

@@ -56,6 +56,8 @@ pub struct RecordSummary {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Entries with a PAX extended header (SPEC §1 "Long entries").
+    pub long_entries: u64,
     pub data_size: u64,
     pub total_size: u64,
     /// Sockets, FIFOs and devices, which tapes do not hold: `(path, kind)`.
@@ -76,6 +78,13 @@ impl fmt::Display for RecordSummary {
             counted(self.dirs, "directory", "directories"),
             counted(self.symlinks, "symlink", "symlinks"),
         )?;
+        if self.long_entries > 0 {
+            writeln!(
+                f,
+                "long entries: {} (path or target too long for ustar: a PAX header each)",
+                self.long_entries
+            )?;
+        }
         writeln!(f, "data bytes: {}", self.data_size)?;
         write!(f, "tape size: {}", self.total_size)?;
         if !self.skipped_special.is_empty() {
@@ -319,6 +328,7 @@ impl TapeRecorder {
             files: rows.files,
             dirs: rows.dirs,
             symlinks: rows.symlinks,
+            long_entries: rows.long_entries,
             data_size: rows.data_size,
             total_size: meta.total_size,
             skipped_special: special,
@@ -340,6 +350,7 @@ struct Rows {
     files: u64,
     dirs: u64,
     symlinks: u64,
+    long_entries: u64,
 }
 
 /// Numbers entries in arrival (tape) order, assigns offsets, computes the fingerprint and
@@ -348,7 +359,7 @@ fn write_rows(tmp: &Path, batches: impl IntoIterator<Item = Vec<Entry>>) -> Resu
     let mut writer = CatalogWriter::create(tmp)?;
     let mut fp = Sha256::new();
     let (mut count, mut offset, mut data_size) = (0u64, 0u64, 0u64);
-    let (mut files, mut dirs, mut symlinks) = (0, 0, 0);
+    let (mut files, mut dirs, mut symlinks, mut long_entries) = (0, 0, 0, 0);
     let mut numbers = String::new();
     for mut rows in batches {
         for e in rows.iter_mut() {
@@ -356,6 +367,7 @@ fn write_rows(tmp: &Path, batches: impl IntoIterator<Item = Vec<Entry>>) -> Resu
             e.start_offset = offset;
             count += 1;
             offset += footprint(e.pax_size, e.size);
+            long_entries += u64::from(e.pax_size > 0);
             fp.update(&e.arc_path);
             numbers.clear();
             use std::fmt::Write as _;
@@ -381,6 +393,7 @@ fn write_rows(tmp: &Path, batches: impl IntoIterator<Item = Vec<Entry>>) -> Resu
         files,
         dirs,
         symlinks,
+        long_entries,
     })
 }
 

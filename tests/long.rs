@@ -113,6 +113,13 @@ fn long_tree_is_the_model_byte_for_byte() {
     // A 101-byte directory name sits whole in the prefix of its children's headers.
     assert!(!has_pax(&format!("{}/in", "D".repeat(101))));
     assert!(t.long_entries().len() >= 20, "{}", t.long_entries().len());
+    let info: serde_json::Value =
+        serde_json::from_slice(&t.run("info", &["--json"]).stdout).unwrap();
+    assert_eq!(
+        info["long_entries"].as_u64(),
+        Some(t.long_entries().len() as u64)
+    );
+    assert_eq!(info["total_size"].as_u64(), Some(t.model.total));
 }
 
 fn octal(field: &[u8]) -> u64 {
@@ -433,6 +440,17 @@ fn strict_ustar_lists_every_long_entry() {
         assert!(err.contains(&shown), "{shown} not listed:\n{err}");
     }
     assert!(!catalog.exists());
+    // Without it, the same tree records, and says how many entries have a PAX header.
+    let out = tartape_ok(&[
+        os("record"),
+        os(&t.root),
+        os("--catalog"),
+        os(&catalog),
+        os("--json"),
+    ]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["long_entries"].as_u64(), Some(n as u64));
+    assert_eq!(summary["total_size"].as_u64(), Some(t.model.total));
 }
 
 /// Volumes cut anywhere through long entries, and a restore from them gives back the tree.
