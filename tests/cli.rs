@@ -1111,7 +1111,7 @@ fn long_lists_in_one_line_errors_are_cut_and_v_lists_them_all() {
         line.contains("; … and 2 more (-v lists them all)"),
         "{line}"
     );
-    assert_eq!(line.matches("(limit 100)").count(), 10, "{line}");
+    assert_eq!(line.matches("(ustar limit 100)").count(), 10, "{line}");
     let verbose = env.run(&["record", "src", "-v", "--strict-ustar"]);
     let logged = stderr(&verbose);
     for i in 0..12 {
