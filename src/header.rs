@@ -33,7 +33,7 @@ impl std::fmt::Display for PathProblem {
         match self {
             PathProblem::TooLong(n) => write!(f, "header path is {n} bytes (ustar limit 255)"),
             PathProblem::ComponentTooLong(n) => {
-                write!(f, "its name is {n} bytes (ustar limit 100)")
+                write!(f, "a path component is {n} bytes (ustar limit 100)")
             }
             PathProblem::NoSplit => f.write_str(
                 "path cannot be split into a ustar prefix (<= 155 bytes) and name (<= 100 bytes)",
@@ -78,6 +78,19 @@ pub fn split_path(path: &[u8]) -> Result<(&[u8], &[u8]), PathProblem> {
             PathProblem::NoSplit
         }
     })
+}
+
+/// Why the Python tartape refuses a header path, which `record --strict-ustar` reports:
+/// over 255 bytes, a component over 100 bytes (even one a ustar prefix could hold), or no
+/// ustar split. Every entry this refuses is long, or lies below a directory that is.
+pub fn python_path_problem(path: &[u8]) -> Option<PathProblem> {
+    if path.len() > 255 {
+        return Some(PathProblem::TooLong(path.len()));
+    }
+    if let Some(c) = path.split(|&b| b == b'/').find(|c| c.len() > 100) {
+        return Some(PathProblem::ComponentTooLong(c.len()));
+    }
+    split_path(path).err()
 }
 
 /// Whether an entry needs a PAX extended header (SPEC §1 "Long entries"): its header path
@@ -168,13 +181,15 @@ pub enum Head {
 }
 
 impl Head {
-    /// The head of `entry`, whose `pax_size` the catalog checked against its records.
+    /// The head of `entry`, made from its path and target alone (the catalog checks that
+    /// its stored `pax_size` is the length of these records).
     pub fn for_entry(entry: &Entry) -> Head {
         let header = Header::for_entry(entry);
-        if entry.pax_size == 0 {
+        let records = pax_records(&entry.arc_path, entry.kind, &entry.link_target);
+        debug_assert_eq!(records.len() as u64, entry.pax_size, "{entry:?}");
+        if records.is_empty() {
             return Head::Ustar(header);
         }
-        let records = pax_records(&entry.arc_path, entry.kind, &entry.link_target);
         let mut x = Header([0; 512]);
         x.set_bytes(0, 100, PAX_NAME);
         x.set_octal8(100, 0o644);
@@ -429,11 +444,22 @@ mod tests {
             split_path(format!("r/{c101}").as_bytes()),
             Err(PathProblem::ComponentTooLong(101))
         );
-        // A long component in the prefix is ustar: only the name is limited to 100.
+        // A long component in the prefix is ustar: only the name is limited to 100. (The
+        // Python tartape refuses it all the same.)
         let p = format!("r/{c101}/f");
         assert_eq!(
             split_path(p.as_bytes()),
             Ok((&b"f"[..], format!("r/{c101}").as_bytes()))
+        );
+        assert_eq!(
+            python_path_problem(p.as_bytes()),
+            Some(PathProblem::ComponentTooLong(101))
+        );
+        assert_eq!(python_path_problem(b"r/a/b"), None);
+        let p256 = format!("{}/{}", "p".repeat(155), "n".repeat(100));
+        assert_eq!(
+            python_path_problem(p256.as_bytes()),
+            Some(PathProblem::TooLong(256))
         );
         let long = format!("{}/{}", "p".repeat(156), "n".repeat(10));
         assert_eq!(split_path(long.as_bytes()), Err(PathProblem::NoSplit));

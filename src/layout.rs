@@ -15,7 +15,8 @@ pub fn padding(size: u64) -> u64 {
 /// Bytes before the content: the ustar header, preceded for a long entry by its `x`
 /// header and records padded to a block (`pax_size` is the records' length, 0 for none).
 pub fn head_len(pax_size: u64) -> u64 {
-    head_len_checked(pax_size).expect("records of a checked catalog")
+    // (Saturating: only a corrupted catalog has records this long, and it is refused.)
+    head_len_checked(pax_size).unwrap_or(u64::MAX)
 }
 
 /// [`head_len`], `None` when it would not fit 64 bits (a corrupted catalog).
@@ -31,7 +32,7 @@ fn head_len_checked(pax_size: u64) -> Option<u64> {
 /// Head + content + padding (SPEC §1: 512 + size + pad, and for a long entry 512 +
 /// records padded to 512 more).
 pub fn footprint(pax_size: u64, size: u64) -> u64 {
-    footprint_checked(pax_size, size).expect("footprints of a checked catalog")
+    footprint_checked(pax_size, size).unwrap_or(u64::MAX)
 }
 
 /// [`footprint`], `None` when it would not fit 64 bits (a corrupted catalog).
@@ -43,12 +44,14 @@ pub fn footprint_checked(pax_size: u64, size: u64) -> Option<u64> {
 
 /// Offset of an entry's first content byte.
 pub fn content_start(entry: &Entry) -> u64 {
-    entry.start_offset + head_len(entry.pax_size)
+    entry.start_offset.saturating_add(head_len(entry.pax_size))
 }
 
 /// Offset one past an entry's last byte (head + content + padding).
 pub fn end_offset(entry: &Entry) -> u64 {
-    entry.start_offset + footprint(entry.pax_size, entry.size)
+    entry
+        .start_offset
+        .saturating_add(footprint(entry.pax_size, entry.size))
 }
 
 /// The parts of a tape a byte can belong to.

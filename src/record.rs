@@ -20,7 +20,7 @@ use crate::catalog::{self, CatalogWriter, TapeMeta};
 use crate::digest::{ContentHasher, HashAlgo, hex};
 use crate::entry::{Entry, Kind, Ordinal, normalised_mode, python_mtime};
 use crate::error::{Error, Result};
-use crate::header::{header_path, pax_records, split_path};
+use crate::header::{header_path, pax_records, python_path_problem};
 use crate::layout::{FOOTER_LEN, footprint};
 use crate::source::{
     CATALOG_DIR, CATALOG_FILE, canonical_source, describe_mode, open_root, readable,
@@ -806,7 +806,7 @@ impl Walk<'_> {
         }
         let mut problems = Vec::new();
         if self.strict_ustar
-            && let Err(p) = split_path(&header_path(&arc_path, kind))
+            && let Some(p) = python_path_problem(&header_path(&arc_path, kind))
         {
             problems.push(p.to_string());
         }

@@ -874,18 +874,19 @@ fn fits_bytes(place: &Path, name: &[u8], catalog: &Catalog, start: u64, end: u64
         Some(o) => o,
         None => Ordinal(offsets.len() as u64),
     };
-    let mut got = [0u8; BLOCK as usize];
     if first.0 < offsets.len() as u64 && offsets.start(first) + BLOCK <= end {
         let at = offsets.start(first);
-        let (Ok(entry), Ok(())) = (
-            catalog.entry(first),
-            file.read_exact_at(&mut got, at - start),
-        ) else {
+        let Ok(entry) = catalog.entry(first) else {
             return true;
         };
-        // Its first block: the ustar header, or a long entry's `x` header.
-        return Head::for_entry(&entry).as_bytes()[..BLOCK as usize] == got;
+        // As much of its head as the window holds: a long entry's `x` header alone says
+        // little (no path), its records name it.
+        let head = Head::for_entry(&entry);
+        let want = &head.as_bytes()[..head.len().min(end - at) as usize];
+        let mut got = vec![0u8; want.len()];
+        return file.read_exact_at(&mut got, at - start).is_err() || got == want;
     }
+    let mut got = [0u8; BLOCK as usize];
     if footer >= start && footer + BLOCK <= end {
         return file.read_exact_at(&mut got, footer - start).is_err() || got == [0u8; 512];
     }

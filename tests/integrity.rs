@@ -677,6 +677,12 @@ fn small_tree() -> Tree {
     t.write("d/y.bin", &Rng(4).bytes(5000));
     t.write("e/f/g.bin", &Rng(6).bytes(70_000));
     symlink("a.txt", t.src().join("l")).unwrap();
+    // Long entries (PAX headers): a 120-byte directory name, a 280-byte path, a
+    // 150-byte symlink target.
+    t.write(&format!("{}/long", "p".repeat(120)), b"in a long name\n");
+    let q = "q".repeat(90);
+    t.write(&format!("{q}/{q}/{q}/f"), &Rng(8).bytes(900));
+    symlink("t".repeat(150), t.src().join("m")).unwrap();
     t
 }
 
@@ -711,6 +717,13 @@ fn catalog_fields_never_reach_the_output_unchecked() {
         &good,
         "UPDATE entries SET link_target = CAST('/etc/passwd' AS BLOB) WHERE kind = 2",
     );
+    // A long entry's record length, and the layout's copy of it.
+    stream_with_edited_catalog(
+        &t,
+        &good,
+        "UPDATE entries SET pax_size = pax_size + 512 WHERE pax_size > 0",
+    );
+    stream_with_edited_catalog(&t, &good, "UPDATE layout SET long = zeroblob(16)");
     // The owner's name on a tape that keeps owners.
     let owned = small_tree();
     owned.record(&["--no-anonymize"]);

@@ -104,10 +104,12 @@ fn long_tree_is_the_model_byte_for_byte() {
         "links/t101".into(),
         "links/t900".into(),
         "bin/target".into(),
+        format!("d255/{}/{}", "q".repeat(142), "w".repeat(99)),
     ] {
         assert!(has_pax(&rel), "{rel} must be a long entry");
     }
-    for rel in ["", "a.txt", "zz.txt", "links/short", "p256.after"] {
+    let p255 = format!("p255/{}/{}", "m".repeat(142), "z".repeat(99));
+    for rel in ["", "a.txt", "zz.txt", "links/short", "p256.after", &p255] {
         assert!(!has_pax(rel), "{rel} must be plain ustar");
     }
     // A 101-byte directory name sits whole in the prefix of its children's headers.
@@ -254,14 +256,18 @@ fn ranges_from_anywhere_equal_the_full_tape() {
     assert_eq!(total, t.model.total);
     let mut starts = Vec::new();
     for e in t.long_entries() {
-        let records_end = e.header_start() - 512;
+        let records = e.offset + 512;
+        let size = octal(&t.tape[e.offset as usize + 124..e.offset as usize + 136]);
         starts.extend([
             e.offset,
             e.offset + 100,
-            e.offset + 512,
-            e.offset + 513,
-            records_end - 1,
+            records,
+            records + 1,
+            // the last record byte, the first byte of their padding
+            records + size - 1,
+            records + size,
             e.header_start() - 1,
+            e.header_start(),
             e.header_start() + 3,
         ]);
     }
@@ -430,15 +436,44 @@ fn strict_ustar_lists_every_long_entry() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let n = t.long_entries().len();
+    // What the Python tartape refuses: a header path over 255 bytes, any component over
+    // 100 bytes, no split; a symlink target over 100 bytes.
+    let refused: Vec<&ModelEntry> = t
+        .model
+        .entries
+        .iter()
+        .filter(|e| {
+            let path = model_header_path(e);
+            path.len() > 255
+                || path.split(|&b| b == b'/').any(|c| c.len() > 100)
+                || split_path(&path).is_none()
+                || e.target.len() > 100
+        })
+        .collect();
     assert!(
-        err.contains(&format!("error: {n} path(s) cannot be written as ustar")),
+        refused.len() > t.long_entries().len(),
+        "children of long names too"
+    );
+    assert!(
+        err.contains(&format!(
+            "error: {} path(s) cannot be written as ustar",
+            refused.len()
+        )),
         "{err}"
     );
-    for e in t.long_entries() {
-        let shown = lossy(e.rel.as_os_str().as_bytes());
-        assert!(err.contains(&shown), "{shown} not listed:\n{err}");
-    }
+    // `-v` logs each one as `<path>: <why>`: exactly these paths.
+    let root = t.root.to_str().unwrap();
+    let logged: std::collections::BTreeSet<String> = err
+        .lines()
+        .filter_map(|l| l.split_once(&format!("{root}/")))
+        .filter_map(|(_, rest)| rest.rsplit_once(": ").map(|(p, _)| p.to_string()))
+        .filter(|p| !p.contains("; "))
+        .collect();
+    let want: std::collections::BTreeSet<String> = refused
+        .iter()
+        .map(|e| lossy(e.rel.as_os_str().as_bytes()))
+        .collect();
+    assert_eq!(logged, want);
     assert!(!catalog.exists());
     // Without it, the same tree records, and says how many entries have a PAX header.
     let out = tartape_ok(&[
@@ -449,7 +484,10 @@ fn strict_ustar_lists_every_long_entry() {
         os("--json"),
     ]);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["long_entries"].as_u64(), Some(n as u64));
+    assert_eq!(
+        summary["long_entries"].as_u64(),
+        Some(t.long_entries().len() as u64)
+    );
     assert_eq!(summary["total_size"].as_u64(), Some(t.model.total));
 }
 
@@ -498,8 +536,32 @@ fn volumes_and_restore_carry_long_entries() {
         &snapshot(&dest.join(ROOT_NAME)),
     );
     assert!(report.is_empty(), "restored tree differs:\n{report}");
-    // One long file alone.
+    // One long file alone; `locate` says which volumes hold its head and its content.
     let e = t.model.get(&rel_of_arc_len("p3000", 3000));
+    let v: serde_json::Value = serde_json::from_slice(
+        &t.run("locate", &[&e.arc_str(), "--volume-size", size, "--json"])
+            .stdout,
+    )
+    .unwrap();
+    let total = |key: &str| -> u64 {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["length"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        total("header_slices"),
+        e.content_start() - e.offset,
+        "x header, records, header"
+    );
+    assert_eq!(total("slices"), e.size);
+    let first = &v["header_slices"][0];
+    assert_eq!(
+        first["volume_offset"].as_u64().unwrap() + (first["part"].as_u64().unwrap() - 1) * 4096,
+        e.offset
+    );
     let one = t.work.join("one");
     tartape_ok(&[
         os("restore"),
@@ -526,32 +588,7 @@ fn paths_over_path_max_are_recorded_streamed_and_restored() {
         .unwrap();
     let root = work.path().join("src").join(ROOT_NAME);
     fs::create_dir_all(&root).unwrap();
-    let mut dir =
-        rustix::fs::open(&root, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
-    let mut rel = Vec::new();
-    for i in 0..30 {
-        let name = format!("{i:02}-{}", "d".repeat(200));
-        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
-        dir = rustix::fs::openat(
-            &dir,
-            name.as_str(),
-            OFlags::DIRECTORY | OFlags::RDONLY,
-            Mode::empty(),
-        )
-        .unwrap();
-        rel.extend_from_slice(name.as_bytes());
-        rel.push(b'/');
-    }
-    let file = rustix::fs::openat(
-        &dir,
-        "deepest.txt",
-        OFlags::CREATE | OFlags::WRONLY,
-        Mode::from_raw_mode(0o644),
-    )
-    .unwrap();
-    rustix::io::write(&file, b"six kilobytes down\n").unwrap();
-    drop(file);
-    rel.extend_from_slice(b"deepest.txt");
+    let rel = common::make_deep_file(&root, 30, b"six kilobytes down\n");
     assert!(rel.len() > 6000);
 
     let catalog = work.path().join("deep.db");

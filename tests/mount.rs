@@ -262,8 +262,8 @@ fn random_preads_and_dd_match_the_stream() {
     preads_and_dd_match_the_stream(&fx);
 }
 
-/// Long entries (SPEC §1 "Long entries (PAX)"): a 3,000-byte path, a 255-byte name, a
-/// name that is not UTF-8, a 900-byte symlink target. The mount serves their `x`
+/// Long entries (SPEC §1 "Long entries (PAX)"): a 3,000-byte path, one over `PATH_MAX`,
+/// a 255-byte name, a name that is not UTF-8, a 900-byte symlink target. The mount serves their `x`
 /// headers and records as the stream does: the same sha256, the same bytes from any
 /// offset, inside the records too.
 #[test]
@@ -286,6 +286,8 @@ fn long_entries_read_through_the_mount_as_streamed() {
         let binary = std::ffi::OsStr::from_bytes(b"\xff\xfe-long-name-that-is-not-utf8-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
         fs::write(src.join(binary), b"binary\n").unwrap();
         symlink("t/".repeat(450), src.join("far")).unwrap();
+        // longer than PATH_MAX: opened one directory at a time
+        make_deep_file(src, 25, b"5,000 bytes down\n");
     });
     // The stream has them, each behind an `x` header.
     let x_headers: Vec<u64> = (0..fx.stream.len() / 512)

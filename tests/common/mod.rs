@@ -412,3 +412,31 @@ pub fn unmount_quietly(mnt: &Path) {
         let _ = Command::new("umount").arg("-l").arg(mnt).status();
     }
 }
+
+/// Creates `levels` nested directories of 203-byte names under `root`, one at a time
+/// (relative to each other's descriptors: the whole path is longer than `PATH_MAX` from
+/// 21 levels on, and no single system call takes it), and in the deepest a file
+/// `deepest.txt` holding `content`; returns its path relative to `root`.
+pub fn make_deep_file(root: &Path, levels: usize, content: &[u8]) -> Vec<u8> {
+    use rustix::fs::{Mode, OFlags};
+    let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY;
+    let mut dir = rustix::fs::open(root, dir_flags, Mode::empty()).unwrap();
+    let mut rel = Vec::new();
+    for i in 0..levels {
+        let name = format!("{i:02}-{}", "d".repeat(200));
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(&dir, name.as_str(), dir_flags, Mode::empty()).unwrap();
+        rel.extend_from_slice(name.as_bytes());
+        rel.push(b'/');
+    }
+    let file = rustix::fs::openat(
+        &dir,
+        "deepest.txt",
+        OFlags::CREATE | OFlags::WRONLY,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    rustix::io::write(&file, content).unwrap();
+    rel.extend_from_slice(b"deepest.txt");
+    rel
+}

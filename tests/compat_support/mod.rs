@@ -697,6 +697,17 @@ pub fn build_long_tree(parent: &Path) -> PathBuf {
     write_file(&f(&format!("{}/in", "D".repeat(101))), b"in D\n", 0o644);
     write_file(&f(&format!("{}/in", "E".repeat(255))), b"in E\n", 0o644);
     fs::create_dir_all(f(&format!("empty/{}", "e".repeat(255)))).unwrap();
+    // 255 bytes that split (prefix 155, name 99): plain ustar; a directory of 255 bytes,
+    // 256 with its slash: long
+    let p255 = format!("p255/{}/{}", "m".repeat(142), "z".repeat(99));
+    assert_eq!(ROOT_NAME.len() + 1 + p255.len(), 255);
+    write_file(&f(&p255), b"two five five\n", 0o644);
+    let d255 = format!("d255/{}/{}", "q".repeat(142), "w".repeat(99));
+    write_file(
+        &f(&format!("{d255}/f")),
+        b"in a 255-byte directory\n",
+        0o644,
+    );
     // at most 255 bytes, but no slash leaves a prefix <= 155 and a name <= 100
     let nosplit = format!(
         "ns/{}/{}/{}",
