@@ -93,12 +93,6 @@ pub fn python_path_problem(path: &[u8]) -> Option<PathProblem> {
     split_path(path).err()
 }
 
-/// Whether an entry needs a PAX extended header (SPEC §1 "Long entries"): its header path
-/// does not fit ustar, or its symlink target is over 100 bytes.
-pub fn is_long(arc_path: &[u8], kind: Kind, link_target: &[u8]) -> bool {
-    link_target.len() > 100 || !fits_ustar(arc_path, kind)
-}
-
 /// Whether the header path of an entry splits into ustar's name and prefix, without
 /// allocating (this runs for every entry recorded and every row read).
 pub fn fits_ustar(arc_path: &[u8], kind: Kind) -> bool {
@@ -124,11 +118,11 @@ pub const PAX_NAME: &[u8] = b"././@PaxHeader";
 /// `hdrcharset=BINARY` when a value is not UTF-8, `linkpath` when the target is over 100
 /// bytes, `path` when the header path does not fit ustar. Empty for other entries.
 pub fn pax_records(arc_path: &[u8], kind: Kind, link_target: &[u8]) -> Vec<u8> {
-    if !is_long(arc_path, kind, link_target) {
-        return Vec::new();
-    }
     let path = (!fits_ustar(arc_path, kind)).then(|| header_path(arc_path, kind));
     let target = (link_target.len() > 100).then_some(link_target);
+    if path.is_none() && target.is_none() {
+        return Vec::new();
+    }
     let binary = path
         .iter()
         .map(Vec::as_slice)
@@ -456,6 +450,12 @@ mod tests {
             Some(PathProblem::ComponentTooLong(101))
         );
         assert_eq!(python_path_problem(b"r/a/b"), None);
+        // The edges: 100-byte components and 255-byte paths are fine.
+        let c100 = "c".repeat(100);
+        assert_eq!(python_path_problem(format!("r/{c100}/f").as_bytes()), None);
+        let p255 = format!("{c100}/{}/{}", "b".repeat(53), "n".repeat(100));
+        assert_eq!(p255.len(), 255);
+        assert_eq!(python_path_problem(p255.as_bytes()), None);
         let p256 = format!("{}/{}", "p".repeat(155), "n".repeat(100));
         assert_eq!(
             python_path_problem(p256.as_bytes()),
