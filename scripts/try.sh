@@ -23,6 +23,10 @@ seq 1 20000 > "$src/docs/numbers.txt"
 head -c 300000 /dev/urandom > "$src/docs/random.bin"
 printf 'résumé\n' > "$src/docs/notes/café.txt"
 ln -s ../README.txt "$src/docs/readme-link"
+# a path of over 255 bytes: recorded with a PAX header, which tar reads back whole
+long="$src/photos/$(printf 'a-long-album-name-%.0s' 1 2 3 4 5)/$(printf 'nested-folder-%.0s' 1 2 3 4 5 6)"
+mkdir -p "$long"
+printf 'deep\n' > "$long/$(printf 'a-picture-with-a-long-name-%.0s' 1 2 3).jpg"
 
 echo "== tartape record"
 "$bin" record "$src" --catalog "$work/example.db"
