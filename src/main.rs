@@ -156,9 +156,10 @@ are all listed), 2 usage error.")]
         /// Skip unreadable files and directories (listed in the summary) instead of failing.
         #[arg(long)]
         skip_unreadable: bool,
-        /// Refuse entries that need a PAX header (header path over 255 bytes or with no
-        /// ustar split, symlink target over 100 bytes), as the Python tartape does: all
-        /// are listed and no catalog is written. Without it they get one.
+        /// Refuse what the Python tartape refuses (a header path over 255 bytes, with a
+        /// component over 100 bytes or no ustar split; a symlink target over 100 bytes):
+        /// all are listed and no catalog is written. Without it, entries whose path or
+        /// target does not fit ustar get a PAX header.
         #[arg(long)]
         strict_ustar: bool,
         /// The summary as one JSON object.

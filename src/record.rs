@@ -166,9 +166,10 @@ impl TapeRecorder {
         self
     }
 
-    /// Refuse entries that need a PAX extended header (a header path that does not fit
-    /// ustar, a symlink target over 100 bytes), as the Python tartape does: all are
-    /// reported at once and no catalog is written.
+    /// Refuse what the Python tartape refuses instead of giving it a PAX extended header:
+    /// a header path over 255 bytes, with a component over 100 bytes or with no ustar
+    /// split, a symlink target over 100 bytes. All are reported at once and no catalog is
+    /// written.
     pub fn strict_ustar(mut self, yes: bool) -> Self {
         self.strict_ustar = yes;
         self
