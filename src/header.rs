@@ -212,13 +212,9 @@ impl Head {
         }
     }
 
-    /// Its length: 512, or 1,024 + the records padded to 512.
-    pub fn len(&self) -> u64 {
+    /// Its length in bytes: 512, or 1,024 + the records padded to 512.
+    pub fn byte_len(&self) -> u64 {
         self.as_bytes().len() as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -600,7 +596,7 @@ mod tests {
         e.pax_size = records.len() as u64;
         let head = Head::for_entry(&e);
         let bytes = head.as_bytes();
-        assert_eq!(head.len(), 512 + 512 + 512);
+        assert_eq!(head.byte_len(), 512 + 512 + 512);
         let x = Header(bytes[..512].try_into().unwrap());
         assert_eq!(x.field(0, 100), b"././@PaxHeader");
         assert_eq!(&bytes[100..108], b"0000644\0");
@@ -629,7 +625,7 @@ mod tests {
         l.link_target = vec![b't'; 900];
         l.pax_size = pax_records(&l.arc_path, l.kind, &l.link_target).len() as u64;
         let head = Head::for_entry(&l);
-        assert_eq!(head.len(), 512 + 1024 + 512);
+        assert_eq!(head.byte_len(), 512 + 1024 + 512);
         let h = Header(head.as_bytes()[1536..].try_into().unwrap());
         assert_eq!(h.field(0, 100), b"r/l");
         assert_eq!(h.field(157, 100), &[b't'; 100]);

@@ -423,7 +423,7 @@ impl TapePlayer<'_> {
             resumed,
         })?;
         let head = Head::for_entry(entry);
-        let content_start = entry.start_offset + head.len();
+        let content_start = entry.start_offset + head.byte_len();
         let content_end = content_start + entry.size;
         let mut at = pos;
         if at < content_start.min(stop) {

@@ -882,7 +882,7 @@ fn fits_bytes(place: &Path, name: &[u8], catalog: &Catalog, start: u64, end: u64
         // As much of its head as the window holds: a long entry's `x` header alone says
         // little (no path), its records name it.
         let head = Head::for_entry(&entry);
-        let want = &head.as_bytes()[..head.len().min(end - at) as usize];
+        let want = &head.as_bytes()[..head.byte_len().min(end - at) as usize];
         let mut got = vec![0u8; want.len()];
         return file.read_exact_at(&mut got, at - start).is_err() || got == want;
     }

@@ -313,7 +313,7 @@ impl Tape {
             let mut within = pos - entry.start_offset;
             let stop = filled + want.min((end - pos) as usize);
             let mut read_content_bytes = false;
-            let head = cached.head.len();
+            let head = cached.head.byte_len();
             while filled < stop {
                 let out = &mut buf[filled..stop];
                 let n = if within < head {
