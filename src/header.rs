@@ -146,7 +146,7 @@ pub fn pax_records(arc_path: &[u8], kind: Kind, link_target: &[u8]) -> Vec<u8> {
 fn push_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     // " key=value\n"
     let rest = key.len() + value.len() + 3;
-    let mut len = rest + 1;
+    let mut len = rest;
     while len != rest + digits(len) {
         len = rest + digits(len);
     }
@@ -556,7 +556,7 @@ mod tests {
         assert!(pax_records(&short.arc_path, short.kind, &short.link_target).is_empty());
         assert_eq!(
             Head::for_entry(&short).as_bytes(),
-            Header::for_entry(&short).as_bytes()
+            Header::for_entry(&short).0
         );
         let long_path = format!("r/{}", "n".repeat(300)).into_bytes();
         let target = vec![b't'; 101];
