@@ -114,8 +114,8 @@ impl OffsetTable {
         sizes: impl IntoIterator<Item = u64>,
         long: Vec<(u64, u64)>,
     ) -> Option<OffsetTable> {
-        let increasing = long.windows(2).all(|w| w[0].0 < w[1].0);
-        if !increasing || long.iter().any(|&(_, pax_size)| pax_size == 0) {
+        // (Long entries out of order, repeated or out of range are left over below.)
+        if long.iter().any(|&(_, pax_size)| pax_size == 0) {
             return None;
         }
         let mut starts = Vec::new();
