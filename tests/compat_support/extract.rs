@@ -247,7 +247,7 @@ pub fn model_listing(model: &Model) -> Vec<Vec<u8>> {
     model.entries.iter().map(model_header_path).collect()
 }
 
-/// What GNU tar (1.35 and before) says of a POSIX `hdrcharset` record, a keyword it does
+/// What GNU tar (1.34, Debian 12's) says of a POSIX `hdrcharset` record, a keyword it does
 /// not know: it then keeps the name's bytes as they are, which is what BINARY asks for.
 /// The one warning a tool may give (the extraction is checked all the same).
 const GNU_TAR_HDRCHARSET: &str = "tar: Ignoring unknown extended header keyword 'hdrcharset'";
