@@ -418,7 +418,7 @@ impl log::Log for NotingLogger {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if record.level() <= log::Level::Warn && self.0.matches(record) {
+        if record.level() <= log::Level::Warn && self.0.matches(record) && !kernel_gave_up(record) {
             WARNED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.0.log(record);
@@ -427,6 +427,18 @@ impl log::Log for NotingLogger {
     fn flush(&self) {
         self.0.flush();
     }
+}
+
+/// fuser's error for a reply the kernel no longer takes: the request was interrupted, or
+/// the mount went away while it was being answered (a `release` still in flight when
+/// `tartape umount` came). Nobody waits for that reply, so it is logged but is no reason
+/// to keep the log of a mount that ended cleanly.
+fn kernel_gave_up(record: &log::Record<'_>) -> bool {
+    record.target().starts_with("fuser")
+        && record
+            .args()
+            .to_string()
+            .starts_with("Failed to send FUSE reply")
 }
 
 /// Whether a warning or an error was logged so far.
@@ -1322,6 +1334,31 @@ fn restore(args: RestoreArgs) -> Result<()> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn only_replies_the_kernel_gave_up_on_are_not_warnings() {
+        let gave_up = |target: &str, message: std::fmt::Arguments<'_>| {
+            kernel_gave_up(
+                &log::Record::builder()
+                    .level(log::Level::Error)
+                    .target(target)
+                    .args(message)
+                    .build(),
+            )
+        };
+        assert!(gave_up(
+            "fuser::reply",
+            format_args!("Failed to send FUSE reply: {}", "ENOENT")
+        ));
+        assert!(!gave_up(
+            "fuser::reply",
+            format_args!("Reply not sent for operation 7, replying with I/O error")
+        ));
+        assert!(!gave_up(
+            "tartape::mount::fs",
+            format_args!("Failed to send FUSE reply: {}", "ENOENT")
+        ));
+    }
 
     #[test]
     fn exit_statuses_are_decided_in_one_place() {
