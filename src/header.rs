@@ -620,6 +620,17 @@ mod tests {
         assert!(bytes[1024 + 345..1024 + 500].iter().all(|&b| b == 0));
         assert_eq!(h.size(), 5);
         assert_eq!(h.0[156], b'0');
+        // With owners kept: the x header takes the entry's names, but owner ids 0.
+        let mut owned = e.clone();
+        (owned.uid, owned.gid) = (1000, 1001);
+        (owned.uname, owned.gname) = (b"alice".to_vec(), b"staff".to_vec());
+        let head = Head::for_entry(&owned);
+        let x = Header(head.as_bytes()[..512].try_into().unwrap());
+        assert_eq!(&x.0[108..124], b"0000000\x000000000\0");
+        assert_eq!(x.field(265, 32), b"alice");
+        assert_eq!(x.field(297, 32), b"staff");
+        let h = Header(head.as_bytes()[1024..].try_into().unwrap());
+        assert_eq!(&h.0[108..124], b"0001750\x000001751\0");
         // A long target: the first 100 bytes in linkname, the path as usual.
         let mut l = entry(b"r/l", Kind::Symlink, 0);
         l.link_target = vec![b't'; 900];
