@@ -106,13 +106,12 @@ pub fn stat_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<Stat> {
     if rel.len() < PATH_MAX {
         return Ok(rustix::fs::statat(root, rel, AtFlags::SYMLINK_NOFOLLOW)?);
     }
-    let slash = rel.iter().rposition(|&b| b == b'/').unwrap_or(0);
-    let dir = open_beneath(root, &rel[..slash], OFlags::PATH | OFlags::DIRECTORY)?;
-    Ok(rustix::fs::statat(
-        &dir,
-        &rel[slash + 1..],
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?)
+    let (dir_rel, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[][..], rel),
+    };
+    let dir = open_beneath(root, dir_rel, OFlags::PATH | OFlags::DIRECTORY)?;
+    Ok(rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// The fallback of [`open_beneath`]: every intermediate component is opened as a
