@@ -103,6 +103,33 @@ impl Entry {
     pub fn display_path(&self) -> String {
         String::from_utf8_lossy(&self.arc_path).into_owned()
     }
+
+    /// A regular file `r/x` of `size` bytes at `start_offset`, anonymised, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn sample_file(size: u64, start_offset: u64) -> Entry {
+        Entry {
+            ordinal: Ordinal(1),
+            arc_path: b"r/x".to_vec(),
+            rel_path: b"x".to_vec(),
+            kind: Kind::File,
+            size,
+            mode: 0o644,
+            disk_mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: b"root".to_vec(),
+            gname: b"root".to_vec(),
+            mtime: 100,
+            mtime_sec: 100,
+            mtime_nsec: 0,
+            ctime_sec: 100,
+            ctime_nsec: 0,
+            link_target: Vec::new(),
+            pax_size: 0,
+            start_offset,
+            digest: None,
+        }
+    }
 }
 
 /// Header mode of an object (SPEC §1, anonymisation): with anonymisation, 0755 for

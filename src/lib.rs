@@ -17,6 +17,7 @@ pub mod entry;
 pub mod error;
 pub mod header;
 pub mod layout;
+pub mod manifest;
 pub mod mount;
 pub mod player;
 mod readahead;

@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 use crate::header::Head;
 use crate::layout::end_offset;
 use crate::readahead::{Reach, ReadAhead};
+use crate::source::ParentDir;
 use crate::tape::{
-    ParentDir, Tape, broken, check_not_grown, check_open_file, compare_digest, grew, read_content,
+    Tape, broken, check_not_grown, check_open_file, compare_digest, grew, read_content,
     read_content_probing,
 };
 
@@ -144,6 +145,110 @@ pub enum Event<'a> {
     },
     /// After the footer's last byte.
     TapeCompleted { total_size: u64 },
+}
+
+impl Event<'_> {
+    /// The event as SPEC §4's JSON object (`file_start`, `file_end`, `tape_completed`;
+    /// arc paths that are not UTF-8 lossily); `None` for `Data` and `Content`.
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        Some(match self {
+            Event::FileStart {
+                entry,
+                start_offset,
+                resumed,
+            } => serde_json::json!({
+                "type": "file_start",
+                "path": entry.display_path(),
+                "start_offset": start_offset,
+                "resumed": resumed,
+            }),
+            Event::FileEnd {
+                entry,
+                end_offset,
+                md5,
+            } => serde_json::json!({
+                "type": "file_end",
+                "path": entry.display_path(),
+                "end_offset": end_offset,
+                "md5": md5,
+            }),
+            Event::TapeCompleted { total_size } => {
+                serde_json::json!({"type": "tape_completed", "total_size": total_size})
+            }
+            Event::Data(_) | Event::Content { .. } => return None,
+        })
+    }
+}
+
+/// Where `stream -o FILE --continue` goes on ([`Tape::continue_file`]).
+#[derive(Debug)]
+pub enum Continuation {
+    /// FILE already holds the whole range.
+    Complete,
+    /// FILE, opened for writing at its end, holds the first `have` bytes of the range.
+    From {
+        /// FILE, positioned at its end.
+        file: File,
+        /// How many bytes of the range it holds.
+        have: u64,
+    },
+}
+
+impl Tape {
+    /// Prepares to continue a copy of tape range `[start, end)` in the file at `path`, as
+    /// `curl -C -` and `wget -c` do: its last 512 bytes (all of it when shorter) must equal
+    /// the tape's bytes there. A missing file is created and holds nothing yet. A file
+    /// that is longer than the range, or whose tail differs, is refused and left as it is.
+    pub fn continue_file(&self, path: &Path, start: u64, end: u64) -> Result<Continuation> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
+        let io_err = |e| Error::io(path, e);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(Error::Usage(format!(
+                "{}: --continue needs a regular file",
+                path.display()
+            )));
+        }
+        let have = meta.len();
+        let want = end - start;
+        if have > want {
+            return Err(Error::Volume {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "cannot continue: it has {have} bytes, more than the {want} to write \
+                     (not this tape, or another range of it)"
+                ),
+            });
+        }
+        let n = have.min(512);
+        let mut theirs = vec![0u8; n as usize];
+        file.read_exact_at(&mut theirs, have - n).map_err(io_err)?;
+        let mut ours = vec![0u8; n as usize];
+        let read = self.read_at(start + have - n, &mut ours)?;
+        if read as u64 != n || theirs != ours {
+            return Err(Error::Volume {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "cannot continue: its last {n} bytes are not the tape's bytes at offset {} \
+                     (not this tape, or changed); the file was left as it is",
+                    start + have - n
+                ),
+            });
+        }
+        if have == want {
+            return Ok(Continuation::Complete);
+        }
+        file.seek(SeekFrom::Start(have)).map_err(io_err)?;
+        Ok(Continuation::From { file, have })
+    }
 }
 
 /// A read of `f` failed: if the file is no longer the snapshot's (a FIFO, a directory
@@ -304,7 +409,7 @@ impl TapePlayer<'_> {
                 let tape = self.tape;
                 let _ = std::thread::Builder::new()
                     .name("tape-readahead".into())
-                    .spawn_scoped(scope, move || ahead.serve(tape, end));
+                    .spawn_scoped(scope, move || tape.read_ahead(ahead, end));
             }
             // Two chunks in flight: one being written, one being filled.
             let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(2);

@@ -30,9 +30,12 @@ use std::sync::{Mutex, OnceLock, mpsc};
 use std::thread::Thread;
 use std::time::Duration;
 
+use std::os::fd::BorrowedFd;
+
+use crate::catalog::Catalog;
 use crate::entry::{Entry, Kind, Ordinal};
 use crate::layout::content_start;
-use crate::tape::{ParentDir, Tape};
+use crate::source::{ParentDir, open_in_parent};
 
 /// An open (or a small read) served by the caches takes about a µs; one that waits for the
 /// disk, tens of µs. Measured here on the 100,000-file tree, each open and read of the
@@ -232,9 +235,11 @@ impl ReadAhead {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Reads ahead in `tape`, never past tape offset `end`, until [`ReadAhead::finish`]:
-    /// this thread dispatches, and starts the workers once the cache is found cold.
-    pub(crate) fn serve(&self, tape: &Tape, end: u64) {
+    /// Reads ahead in the tape of `catalog`, whose source root is `root`, never past tape
+    /// offset `end`, until [`ReadAhead::finish`]: this thread dispatches, and starts the
+    /// workers once the cache is found cold. (The tape hands over these two, through
+    /// `Tape::read_ahead`: nothing here needs more of it.)
+    pub(crate) fn serve(&self, catalog: &Catalog, root: BorrowedFd<'_>, end: u64) {
         if self.is_off() {
             return;
         }
@@ -253,12 +258,12 @@ impl ReadAhead {
                 let receive = &receive;
                 let spawned = std::thread::Builder::new()
                     .name("tape-readahead".into())
-                    .spawn_scoped(scope, move || self.work(tape, receive));
+                    .spawn_scoped(scope, move || self.work(root, receive));
                 if spawned.is_err() {
                     break;
                 }
             }
-            self.dispatch(tape, end, &send);
+            self.dispatch(catalog, end, &send);
             // Ends the workers.
             drop(send);
         });
@@ -266,10 +271,10 @@ impl ReadAhead {
 
     /// Walks the catalog from the reader's position, again each time it moves elsewhere,
     /// until reading is over.
-    fn dispatch(&self, tape: &Tape, end: u64, send: &mpsc::SyncSender<Piece>) {
+    fn dispatch(&self, catalog: &Catalog, end: u64, send: &mpsc::SyncSender<Piece>) {
         loop {
             let run = self.run.load(Ordering::Acquire);
-            match self.walk(tape, end, run, send) {
+            match self.walk(catalog, end, run, send) {
                 Walked::Done => return,
                 Walked::Restart => {}
                 Walked::End => {
@@ -287,9 +292,15 @@ impl ReadAhead {
 
     /// Hands out the pieces of content from the reader's position to `end`, each once
     /// there is room for it in the window.
-    fn walk(&self, tape: &Tape, end: u64, run: u64, send: &mpsc::SyncSender<Piece>) -> Walked {
+    fn walk(
+        &self,
+        catalog: &Catalog,
+        end: u64,
+        run: u64,
+        send: &mpsc::SyncSender<Piece>,
+    ) -> Walked {
         let from = self.position.load(Ordering::Acquire);
-        let Some(mut next) = tape.catalog().offsets().entry_at(from) else {
+        let Some(mut next) = catalog.offsets().entry_at(from) else {
             return Walked::End;
         };
         // Tape end offsets of the pieces handed out that the reader has not passed.
@@ -297,7 +308,7 @@ impl ReadAhead {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             batch.clear();
-            let read = tape.catalog().for_each_from(next, |entry| {
+            let read = catalog.for_each_from(next, |entry| {
                 batch.push(entry);
                 Ok(batch.len() < BATCH)
             });
@@ -368,7 +379,7 @@ impl ReadAhead {
     }
 
     /// A worker: opens each file handed out and asks the kernel for the piece.
-    fn work(&self, tape: &Tape, receive: &Mutex<mpsc::Receiver<Piece>>) {
+    fn work(&self, root: BorrowedFd<'_>, receive: &Mutex<mpsc::Receiver<Piece>>) {
         let mut parent = ParentDir::default();
         loop {
             let next = receive.lock().map(|r| r.recv());
@@ -376,7 +387,7 @@ impl ReadAhead {
             if piece.end <= self.position.load(Ordering::Acquire) {
                 continue;
             }
-            if let Ok(file) = tape.open_file_in(&mut parent, &piece.entry) {
+            if let Ok(file) = open_in_parent(root, &mut parent, &piece.entry.rel_path) {
                 let _ = rustix::fs::fadvise(
                     &file,
                     piece.from,
@@ -393,10 +404,29 @@ mod tests {
     use super::*;
     use crate::header::BLOCK;
     use crate::record::TapeRecorder;
+    use crate::source::{default_catalog, open_root};
+    use std::os::fd::{AsFd, OwnedFd};
     use std::time::Instant;
 
+    /// What `Tape::read_ahead` hands over: the catalog and the source root.
+    struct Recorded {
+        _dir: tempfile::TempDir,
+        catalog: Catalog,
+        root: OwnedFd,
+    }
+
+    impl Recorded {
+        fn serve(&self, ahead: &ReadAhead, end: u64) {
+            ahead.serve(&self.catalog, self.root.as_fd(), end);
+        }
+
+        fn total_size(&self) -> u64 {
+            self.catalog.offsets().total_size()
+        }
+    }
+
     /// 1,500 small files, a large one and 100 small ones after it.
-    fn recorded_tree() -> (tempfile::TempDir, Tape) {
+    fn recorded_tree() -> Recorded {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         for d in ["a", "c"] {
@@ -410,8 +440,13 @@ mod tests {
             std::fs::write(src.join(format!("c/{i:03}")), [9u8; 3000]).unwrap();
         }
         TapeRecorder::new(&src).commit().unwrap();
-        let tape = Tape::discover(&src).unwrap();
-        (dir, tape)
+        let catalog = Catalog::open(&default_catalog(&src)).unwrap();
+        let (root, _) = open_root(&src.canonicalize().unwrap()).unwrap();
+        Recorded {
+            _dir: dir,
+            catalog,
+            root,
+        }
     }
 
     /// The pieces handed out, once no more come for a while.
@@ -428,14 +463,15 @@ mod tests {
         }
     }
 
-    fn content_of(tape: &Tape, arc_path: &[u8]) -> (u64, u64) {
-        let layout = tape.locate_path(arc_path).unwrap().unwrap();
-        layout.content
+    fn content_of(tape: &Recorded, arc_path: &[u8]) -> (u64, u64) {
+        let entry = tape.catalog.find(arc_path).unwrap().unwrap();
+        let start = content_start(&entry);
+        (start, start + entry.size)
     }
 
     #[test]
     fn the_window_is_bounded_follows_the_reader_and_stops_at_the_end() {
-        let (_dir, tape) = recorded_tree();
+        let tape = recorded_tree();
         let (big_start, big_end) = content_of(&tape, b"src/b");
         let (c0, _) = content_of(&tape, b"src/c/000");
         let (c50, _) = content_of(&tape, b"src/c/050");
@@ -444,7 +480,7 @@ mod tests {
             let ahead = ReadAhead::with_mode(Mode::Always, reach);
             ahead.start_run(0);
             std::thread::scope(|scope| {
-                scope.spawn(|| ahead.serve(&tape, end));
+                scope.spawn(|| tape.serve(&ahead, end));
                 // The reader does not move: the window fills, and stops.
                 let asked = settled(&ahead);
                 assert_eq!(asked.len(), AHEAD_PIECES, "{reach:?}");
@@ -512,11 +548,11 @@ mod tests {
 
     #[test]
     fn nothing_is_asked_until_the_cache_is_found_cold() {
-        let (_dir, tape) = recorded_tree();
+        let tape = recorded_tree();
         let ahead = ReadAhead::with_mode(Mode::Auto, Reach::Whole);
         ahead.start_run(0);
         std::thread::scope(|scope| {
-            scope.spawn(|| ahead.serve(&tape, tape.total_size()));
+            scope.spawn(|| tape.serve(&ahead, tape.total_size()));
             // Warm: fast events, and a few slow ones among them (a preempted thread).
             for i in 0..1000 {
                 ahead.opened(Duration::from_micros(if i % 20 == 0 { 500 } else { 2 }));
@@ -533,6 +569,6 @@ mod tests {
         let never = ReadAhead::with_mode(Mode::Never, Reach::Whole);
         never.start_run(0);
         never.opened(Duration::from_secs(1));
-        never.serve(&tape, tape.total_size());
+        tape.serve(&never, tape.total_size());
     }
 }

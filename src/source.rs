@@ -149,6 +149,41 @@ pub(crate) fn open_by_components(
     Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"))
 }
 
+/// The directory of the file opened last by [`open_in_parent`], kept open from one file to
+/// the next: the files of a directory follow each other in tape order, so each open
+/// resolves one name, not the whole path.
+#[derive(Default)]
+pub(crate) struct ParentDir {
+    rel: Vec<u8>,
+    fd: Option<OwnedFd>,
+}
+
+/// Opens the regular file `rel` beneath `root` for reading, relative to its directory
+/// (held in `parent`, opened as [`open_beneath`] opens). No symlink is followed, in the
+/// directory's path or at the file; the descriptor is not compared with anything here.
+pub(crate) fn open_in_parent(
+    root: BorrowedFd<'_>,
+    parent: &mut ParentDir,
+    rel: &[u8],
+) -> io::Result<OwnedFd> {
+    let (dir_rel, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[][..], rel),
+    };
+    let dir = match &parent.fd {
+        Some(fd) if parent.rel == dir_rel => fd,
+        _ => {
+            parent.fd = None;
+            let fd = open_beneath(root, dir_rel, OFlags::PATH | OFlags::DIRECTORY)?;
+            parent.rel.clear();
+            parent.rel.extend_from_slice(dir_rel);
+            parent.fd.insert(fd)
+        }
+    };
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
+}
+
 /// Whether this process may read the object `name` in `dir`, lstat'ed as `st` (and, for
 /// a directory, search it). The permission bits answer without a syscall, which keeps
 /// recording as cheap as `find`; when they say no, the kernel has the last word

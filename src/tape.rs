@@ -27,9 +27,11 @@ use crate::entry::{Entry, Kind, Ordinal, normalised_mode};
 use crate::error::{Discrepancy, Error, Result};
 use crate::header::{BLOCK, Head};
 use crate::layout::{Part, Position, head_len, padding};
+use crate::manifest::Manifest;
 use crate::readahead::ReadAhead;
 use crate::source::{
-    canonical_source, default_catalog, open_beneath, open_root, readable, stat_beneath,
+    ParentDir, canonical_source, default_catalog, open_beneath, open_in_parent, open_root,
+    readable, stat_beneath,
 };
 use crate::walk::{Found, Observed, Visitor, Walker};
 
@@ -93,6 +95,19 @@ impl EntryLayout {
     pub fn end(&self) -> u64 {
         self.padding.1
     }
+}
+
+/// How many entries of each kind a tape holds ([`Tape::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapeStats {
+    /// Regular files.
+    pub files: u64,
+    /// Directories, the root included.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Entries with a PAX extended header (SPEC §1, long entries).
+    pub long_entries: u64,
 }
 
 /// What covers one byte of the tape, with the entry row.
@@ -227,6 +242,29 @@ impl Tape {
     pub fn check_root(&self) -> Result<()> {
         let root = self.catalog.entry(Ordinal(0))?;
         self.check_entry(&root).map_err(Error::from)
+    }
+
+    /// The entries of the tape window `[start, end)`, with their states in it (see
+    /// [`Manifest`]).
+    pub fn manifest(&self, start: u64, end: u64) -> Manifest {
+        Manifest::new(self.catalog.offsets(), start, end)
+    }
+
+    /// Entries by kind, and how many are long (have a PAX header): one pass over the rows.
+    pub fn stats(&self) -> Result<TapeStats> {
+        let mut stats = TapeStats {
+            long_entries: self.catalog.offsets().long_entries().len() as u64,
+            ..TapeStats::default()
+        };
+        self.catalog.for_each_from(Ordinal(0), |e| {
+            match e.kind {
+                Kind::File => stats.files += 1,
+                Kind::Dir => stats.dirs += 1,
+                Kind::Symlink => stats.symlinks += 1,
+            }
+            Ok(true)
+        })?;
+        Ok(stats)
     }
 
     /// Which entry (and which part of it) covers byte `offset`.
@@ -411,34 +449,19 @@ impl Tape {
     }
 
     /// Opens a regular file of the tape for the player, relative to its directory (held
-    /// in `parent` from one file to the next: the files of a directory follow each other in
-    /// tape order, so each open resolves one name, not the whole path). No symlink is
-    /// followed, in the directory's path or at the file. The descriptor is not checked
-    /// here: the player checks it after reading, before handing anything on.
+    /// in `parent` from one file to the next, see [`open_in_parent`]). No symlink is
+    /// followed. The descriptor is not checked here: the player checks it after reading,
+    /// before handing anything on.
     pub(crate) fn open_file_in(&self, parent: &mut ParentDir, entry: &Entry) -> Result<File> {
-        let (dir_rel, name) = match entry.rel_path.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&entry.rel_path[..i], &entry.rel_path[i + 1..]),
-            None => (&[][..], entry.rel_path.as_slice()),
-        };
-        let dir = match &parent.fd {
-            Some(fd) if parent.rel == dir_rel => fd,
-            _ => {
-                parent.fd = None;
-                let fd = open_beneath(
-                    self.root_fd.as_fd(),
-                    dir_rel,
-                    OFlags::PATH | OFlags::DIRECTORY,
-                )
-                .map_err(|e| open_error(entry, e))?;
-                parent.rel.clear();
-                parent.rel.extend_from_slice(dir_rel);
-                parent.fd.insert(fd)
-            }
-        };
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(dir, name, flags, Mode::empty())
-            .map_err(|e| open_error(entry, e.into()))?;
-        Ok(File::from(fd))
+        open_in_parent(self.root_fd.as_fd(), parent, &entry.rel_path)
+            .map(File::from)
+            .map_err(|e| open_error(entry, e))
+    }
+
+    /// Reads ahead of a reader of this tape (see [`ReadAhead`]), never past tape offset
+    /// `end`, until [`ReadAhead::finish`].
+    pub(crate) fn read_ahead(&self, ahead: &ReadAhead, end: u64) {
+        ahead.serve(&self.catalog, self.root_fd.as_fd(), end);
     }
 
     /// Compares one entry's metadata with the source (no content read).
@@ -861,13 +884,6 @@ fn compare_target(entry: &Entry, target: &[u8]) -> Option<String> {
             String::from_utf8_lossy(target)
         )
     })
-}
-
-/// The directory of the file the player opened last.
-#[derive(Default)]
-pub(crate) struct ParentDir {
-    rel: Vec<u8>,
-    fd: Option<OwnedFd>,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use crate::catalog::TapeMeta;
 use crate::error::{Error, Result};
 use crate::header::BLOCK;
 
@@ -121,6 +122,22 @@ impl Volumes {
         })
     }
 
+    /// Tape range `[start, end)` of bytes `[offset, offset + length)` of volume `part`
+    /// (to the volume's end when `length` is `None`, and never past it): what `stream
+    /// --volume K --offset N --length L` writes.
+    pub fn range_in(&self, part: u64, offset: u64, length: Option<u64>) -> Result<(u64, u64)> {
+        let (start, end) = self.window_of(part)?;
+        if offset > end - start {
+            return Err(Error::Usage(format!(
+                "--offset {offset} is past the end of volume {part} ({} bytes)",
+                end - start
+            )));
+        }
+        let left = end - start - offset;
+        let length = length.map_or(left, |l| l.min(left));
+        Ok((start + offset, start + offset + length))
+    }
+
     /// The volume (1-based) holding tape byte `offset`.
     pub fn part_of(&self, offset: u64) -> u64 {
         offset / self.size + 1
@@ -147,6 +164,60 @@ impl Volumes {
     /// Width of `{pindex}`: max(3, digits of the volume count), as the Python tartape.
     pub fn pindex_width(&self) -> usize {
         self.count().to_string().len().max(3)
+    }
+}
+
+/// A tape's volumes with their names: what `tartape volumes` lists, a volume mount
+/// holds, and every front end that sends or serves volumes names them by.
+#[derive(Debug, Clone)]
+pub struct VolumeSet {
+    volumes: Volumes,
+    template: NameTemplate,
+    /// The tape's root name.
+    name: Vec<u8>,
+    fingerprint: String,
+}
+
+impl VolumeSet {
+    /// The tape of `meta` cut into volumes of `size` bytes, named by `template`.
+    pub fn new(meta: &TapeMeta, size: u64, template: NameTemplate) -> Result<VolumeSet> {
+        Ok(VolumeSet {
+            volumes: Volumes::new(size, meta.total_size)?,
+            template,
+            name: meta.arc_root.clone(),
+            fingerprint: meta.fingerprint.clone(),
+        })
+    }
+
+    /// The volumes' windows.
+    pub fn volumes(&self) -> &Volumes {
+        &self.volumes
+    }
+
+    /// The file name of volume `part` (1-based).
+    pub fn name(&self, part: u64) -> Result<Vec<u8>> {
+        self.template
+            .render(&self.name, &self.fingerprint, &self.volumes, part)
+    }
+
+    /// [`VolumeSet::name`] for text and JSON (non-UTF-8 bytes replaced).
+    pub fn display_name(&self, part: u64) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.name(part)?).into_owned())
+    }
+
+    /// The name of the catalog copy that goes with the volumes, `<name>_<fp8>.tartape`.
+    pub fn catalog_copy_name(&self) -> Vec<u8> {
+        catalog_copy_name(&self.name, &self.fingerprint)
+    }
+
+    /// The slices of tape range `[start, end)`, one per volume it crosses, each with its
+    /// volume's name.
+    pub fn named_slices(&self, start: u64, end: u64) -> Result<Vec<(Slice, String)>> {
+        self.volumes
+            .slices(start, end)
+            .into_iter()
+            .map(|s| Ok((s, self.display_name(s.part)?)))
+            .collect()
     }
 }
 

@@ -28,7 +28,7 @@ use super::{CacheMode, DEFAULT_READAHEAD_KB, validate_name};
 use crate::error::{Error, Result};
 use crate::readahead::{Reach, ReadAhead};
 use crate::tape::Tape;
-use crate::volume::{NameTemplate, Volumes, catalog_copy_name};
+use crate::volume::{NameTemplate, VolumeSet};
 
 /// Inode of the root directory (fixed by FUSE).
 const ROOT_INO: INodeNo = INodeNo::ROOT;
@@ -161,7 +161,8 @@ impl TapeFs {
                 size: total_size,
             }),
             Layout::Volumes { size, template } => {
-                let volumes = Volumes::new(*size, total_size)?;
+                let set = VolumeSet::new(tape.meta(), *size, template.clone())?;
+                let volumes = set.volumes();
                 if volumes.count() > MAX_VOLUMES {
                     return Err(Error::Usage(format!(
                         "--volume-size {size} cuts this tape of {total_size} bytes into {} \
@@ -169,13 +170,10 @@ impl TapeFs {
                         volumes.count()
                     )));
                 }
-                let meta = tape.meta();
                 for part in 1..=volumes.count() {
                     let (start, end) = volumes.window(part).expect("a part of the tape");
-                    let name =
-                        template.render(&meta.arc_root, &meta.fingerprint, &volumes, part)?;
                     files.push(MountFile {
-                        name: OsString::from_vec(name),
+                        name: OsString::from_vec(set.name(part)?),
                         content: Content::Tape { start },
                         size: end - start,
                     });
@@ -189,7 +187,7 @@ impl TapeFs {
                     .metadata()
                     .map_err(|e| Error::io(tape.catalog().path(), e))?;
                 files.push(MountFile {
-                    name: OsString::from_vec(catalog_copy_name(&meta.arc_root, &meta.fingerprint)),
+                    name: OsString::from_vec(set.catalog_copy_name()),
                     content: Content::Catalog,
                     size: opened.len(),
                 });
@@ -482,7 +480,7 @@ impl Filesystem for TapeFs {
             // Only a hint: a mount without it serves the same bytes.
             let _ = std::thread::Builder::new()
                 .name("tape-readahead".into())
-                .spawn(move || readahead.serve(&tape, tape.total_size()));
+                .spawn(move || tape.read_ahead(&readahead, tape.total_size()));
         }
         Ok(())
     }

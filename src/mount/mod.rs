@@ -110,6 +110,19 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `record` is fuser's error for a reply the kernel no longer takes: the request
+/// was interrupted, or the mount went away while it was being answered (a `release` still
+/// in flight when `tartape umount` came). Nobody waits for that reply: a logger may write
+/// it but need not count it as a warning (a background mount that ends cleanly without
+/// one removes its log).
+pub fn is_reply_nobody_awaits(record: &log::Record<'_>) -> bool {
+    record.target().starts_with("fuser")
+        && record
+            .args()
+            .to_string()
+            .starts_with("Failed to send FUSE reply")
+}
+
 /// Error messages from the system may span lines; ours are one line.
 pub(super) fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -118,6 +131,31 @@ pub(super) fn one_line(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_replies_the_kernel_gave_up_on_are_not_warnings() {
+        let gave_up = |target: &str, message: std::fmt::Arguments<'_>| {
+            is_reply_nobody_awaits(
+                &log::Record::builder()
+                    .level(log::Level::Error)
+                    .target(target)
+                    .args(message)
+                    .build(),
+            )
+        };
+        assert!(gave_up(
+            "fuser::reply",
+            format_args!("Failed to send FUSE reply: {}", "ENOENT")
+        ));
+        assert!(!gave_up(
+            "fuser::reply",
+            format_args!("Reply not sent for operation 7, replying with I/O error")
+        ));
+        assert!(!gave_up(
+            "tartape::mount::fs",
+            format_args!("Failed to send FUSE reply: {}", "ENOENT")
+        ));
+    }
 
     #[test]
     fn names_must_be_one_component() {
