@@ -1,4 +1,5 @@
-//! `tartape mount` and `tartape umount`: the command-line side of the mount.
+//! `tartape mount`, `tartape umount` and `tartape mounts`: the command-line side of the
+//! mount.
 //!
 //! The library's [`tartape::mount`] serves a tape in the calling process. This module adds
 //! what a user of `sshfs` expects around it: checks before anything is mounted, recording
@@ -8,7 +9,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ use tartape::Error;
 use tartape::mount::{self, CacheMode, MountOptions};
 use tartape::record::TapeRecorder;
 use tartape::tape::{Tape, VerifyLevel};
+
+use super::mount_logs::{MountLog, log_tail, remove_own_log};
+use super::output::{self, Exit, Out};
 
 /// How long `tartape mount` waits for the background process to serve the file.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,7 +73,7 @@ pub struct MountArgs {
     /// Hold the tape's volumes of SIZE bytes (a multiple of 512; K, M, G, T suffixes)
     /// instead of one archive.tar, plus the read-only catalog copy `<name>_<fp8>.tartape`
     /// that `tartape restore` needs: uploading the mount's content uploads everything.
-    #[arg(long, value_name = "SIZE", value_parser = parse_volume_size)]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_volume_size)]
     pub volume_size: Option<u64>,
     /// Volume names (see `tartape volumes --help`).
     #[arg(long, value_name = "TEMPLATE", default_value = tartape::volume::DEFAULT_TEMPLATE,
@@ -100,10 +104,25 @@ pub struct MountArgs {
     /// starting went (`mounting`, then `ok` or `error: …`).
     #[arg(long, hide = true, value_name = "FD")]
     pub ready_fd: Option<i32>,
+    /// Internal: the serving process's standard error is a log file `tartape mount`
+    /// created, to be removed when the mount ends without a warning.
+    #[arg(long, hide = true)]
+    pub own_log: bool,
 }
 
-fn parse_volume_size(text: &str) -> Result<u64, String> {
-    tartape::volume::parse_volume_size(text).map_err(|e| e.to_string())
+// What `tartape umount` was asked to do.
+#[derive(Clone, Debug, clap::Args)]
+pub struct UmountArgs {
+    /// The mount point.
+    mountpoint: PathBuf,
+}
+
+// What `tartape mounts` was asked to do.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MountsArgs {
+    /// One JSON object per line (keys mountpoint, source, catalog, fingerprint, pid, log).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Applies `-o` options to the arguments they stand for (SPEC §5); an unknown one is
@@ -164,7 +183,11 @@ fn apply_options(args: &mut MountArgs) -> Result<(), Error> {
 }
 
 /// `tartape mount SOURCE MOUNTPOINT`.
-pub fn run_mount(mut args: MountArgs) -> Result<(), Error> {
+pub fn run(args: MountArgs) -> Result<Exit, Error> {
+    run_mount(args).map(|()| Exit::Success)
+}
+
+fn run_mount(mut args: MountArgs) -> Result<(), Error> {
     apply_options(&mut args)?;
     let source = tartape::source::canonical_source(&args.source)?;
     let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
@@ -181,12 +204,9 @@ pub fn run_mount(mut args: MountArgs) -> Result<(), Error> {
     mount::check_fuse_available(args.allow_other)?;
 
     if !args.serve_child && !Tape::catalog_exists(&args.source, args.catalog.as_deref()) {
-        let summary = TapeRecorder::new(&args.source)
-            .catalog(args.catalog.clone())
-            .commit()?;
-        if !crate::quiet() {
-            println!("{summary}");
-        }
+        let recorder = TapeRecorder::new(&args.source).catalog(args.catalog.clone());
+        let summary = super::record::record_with_progress(recorder)?;
+        Out::stdout().line(&summary)?;
     }
     if !args.foreground {
         return spawn_background(&args, &mountpoint);
@@ -224,21 +244,21 @@ pub fn run_mount(mut args: MountArgs) -> Result<(), Error> {
                 mountpoint.display()
             );
         }
-        None if args.volume_size.is_some() => println!(
+        None if args.volume_size.is_some() => Out::stdout().line(format_args!(
             "mounted {} at {} ({total_size} bytes in volumes); Ctrl-C unmounts",
             args.source.display(),
             mountpoint.display(),
-        ),
-        None => println!(
+        ))?,
+        None => Out::stdout().line(format_args!(
             "mounted {} at {} ({total_size} bytes); Ctrl-C unmounts",
             args.source.display(),
             mountpoint.join(&args.name).display()
-        ),
+        ))?,
     }
     session.run()?;
     if !args.serve_child {
-        println!("unmounted {}", args.mountpoint.display());
-    } else if !crate::warned() {
+        Out::stdout().line(format_args!("unmounted {}", args.mountpoint.display()))?;
+    } else if args.own_log && !output::warned() {
         remove_own_log();
     }
     Ok(())
@@ -272,16 +292,17 @@ fn check_and_mount(
 }
 
 /// `tartape umount MOUNTPOINT`.
-pub fn run_umount(mountpoint: &Path) -> Result<(), Error> {
-    mount::unmount(mountpoint)?;
-    println!("unmounted {}", mountpoint.display());
-    Ok(())
+pub fn umount(args: UmountArgs) -> Result<Exit, Error> {
+    mount::unmount(&args.mountpoint)?;
+    Out::stdout().line(format_args!("unmounted {}", args.mountpoint.display()))?;
+    Ok(Exit::Success)
 }
 
 /// `tartape mounts`: every tartape mount of the mount table, with what its serving
 /// process says of it (found by its command line; its log is its standard error).
-pub fn run_mounts(json: bool) -> Result<(), Error> {
-    let mut out = io::stdout().lock();
+pub fn mounts(args: MountsArgs) -> Result<Exit, Error> {
+    let json = args.json;
+    let mut out = Out::stdout();
     for (mountpoint, source) in mount::tartape_mounts() {
         let server = serving_process(&mountpoint);
         let catalog = server
@@ -315,9 +336,10 @@ pub fn run_mounts(json: bool) -> Result<(), Error> {
                     .map_or("none".into(), |l| l.display().to_string()),
             )
         };
-        writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
+        out.line(line)?;
     }
-    Ok(())
+    out.flush()?;
+    Ok(Exit::Success)
 }
 
 /// What `tartape mounts` learns of the process serving a mount.
@@ -413,26 +435,35 @@ fn mount_options(args: &MountArgs) -> Result<MountOptions, Error> {
 fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|err| Error::Mount(format!("cannot find the tartape executable: {err}")))?;
-    let (log, log_path, logs) = match &args.log {
-        Some(path) => (open_chosen_log(path)?, path.clone(), None),
-        None => {
-            let logs = LogDir::open()?;
-            let (log, name) = logs.create(&format!("mount-{}", std::process::id()))?;
-            (log, logs.path.join(&name), Some((logs, name)))
+    let (mut log, fallback) = MountLog::create(
+        args.log.as_deref(),
+        &format!("mount-{}", std::process::id()),
+    )?;
+    if let Some(why) = fallback {
+        output::warn(why);
+    }
+    let (stdout, stderr) = match log.file() {
+        Some(file) => {
+            let clone = |f: &File| {
+                f.try_clone()
+                    .map(Stdio::from)
+                    .map_err(|err| Error::io(log.path().unwrap_or_default(), err))
+            };
+            (clone(file)?, clone(file)?)
         }
+        None => (Stdio::null(), Stdio::null()),
     };
-    let log_err = log.try_clone().map_err(|err| Error::io(&log_path, err))?;
     let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|err| Error::Mount(format!("cannot create a pipe: {}", io::Error::from(err))))?;
     let ready_fd = ready_write.as_raw_fd();
 
     let mut command = Command::new(&exe);
     command
-        .args(child_args(args, mountpoint, ready_fd)?)
+        .args(child_args(args, mountpoint, ready_fd, log.is_ours())?)
         .current_dir("/")
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
+        .stdout(stdout)
+        .stderr(stderr);
     if args.debug {
         command.env("RUST_LOG", "debug");
     } else if std::env::var_os("RUST_LOG").is_none() {
@@ -453,49 +484,58 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<(), Error> {
         .map_err(|err| Error::Mount(format!("cannot start {}: {err}", exe.display())))?;
     drop(ready_write);
     // Name the log after the serving process; it keeps writing through its descriptors.
-    let log_path = match &logs {
-        Some((logs, name)) => logs.rename(name, &format!("mount-{}.log", child.id())),
-        None => log_path,
-    };
+    let log_path = log.rename(&format!("mount-{}.log", child.id()));
 
     let (total_size, first) = match wait_until_ready(File::from(ready_read), &mut child, mountpoint)
     {
         Ok(ready) => ready,
         Err(Failure::Said(message)) => {
             // Its one line says it all: the log would only repeat it (one of ours).
-            if logs.is_some() {
-                let _ = fs::remove_file(&log_path);
-            }
+            log.remove();
             return Err(Error::Mount(message));
         }
         Err(Failure::Other(problem)) => {
-            let tail = log_tail(&log_path);
+            let tail = log_path.as_deref().map(log_tail).unwrap_or_default();
+            let place = match &log_path {
+                Some(path) => format!("log: {}", path.display()),
+                None => "no log file".to_string(),
+            };
             return Err(Error::Mount(format!(
-                "{}: mount failed: {problem}{}{} (log: {})",
+                "{}: mount failed: {problem}{}{} ({place})",
                 args.mountpoint.display(),
                 if tail.is_empty() { "" } else { ": " },
                 tail,
-                log_path.display()
             )));
         }
     };
+    let mut out = Out::stdout();
     if args.volume_size.is_some() {
-        println!(
+        out.line(format_args!(
             "mounted {} at {} ({total_size} bytes in volumes from {})",
             args.source.display(),
             mountpoint.display(),
             first.to_string_lossy()
-        );
+        ))?;
     } else {
-        println!(
+        out.line(format_args!(
             "mounted {} at {} ({total_size} bytes)",
             args.source.display(),
             mountpoint.join(&first).display()
-        );
+        ))?;
     }
-    println!("serving process: pid {}", child.id());
-    println!("log: {}", log_path.display());
-    println!("unmount with: tartape umount {}", args.mountpoint.display());
+    out.line(format_args!("serving process: pid {}", child.id()))?;
+    match (&log_path, log.wanted()) {
+        (Some(path), _) => out.line(format_args!("log: {}", path.display()))?,
+        (None, Some(wanted)) => out.line(format_args!(
+            "log: none ({} could not be used; see the warning above)",
+            wanted.display()
+        ))?,
+        (None, None) => out.line("log: none")?,
+    }
+    out.line(format_args!(
+        "unmount with: tartape umount {}",
+        args.mountpoint.display()
+    ))?;
     Ok(())
 }
 
@@ -504,6 +544,7 @@ fn child_args(
     args: &MountArgs,
     mountpoint: &Path,
     ready_fd: i32,
+    own_log: bool,
 ) -> Result<Vec<std::ffi::OsString>, Error> {
     let absolute = |path: &Path| std::path::absolute(path).map_err(|err| Error::io(path, err));
     let mut out: Vec<std::ffi::OsString> = vec!["mount".into()];
@@ -542,6 +583,9 @@ fn child_args(
     out.push("--serve-child".into());
     out.push("--ready-fd".into());
     out.push(ready_fd.to_string().into());
+    if own_log {
+        out.push("--own-log".into());
+    }
     Ok(out)
 }
 
@@ -662,247 +706,5 @@ fn stop_child(child: &mut Child, mountpoint: &Path) {
     }
     if mount::is_mount_point(mountpoint).unwrap_or(false) {
         let _ = mount::unmount(mountpoint);
-    }
-}
-
-/// `--log FILE` / `-o log=FILE`: appended to, created with mode 0600, never through a
-/// symlink.
-fn open_chosen_log(path: &Path) -> Result<File, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|err| Error::io(path, err))
-}
-
-/// Logs of background mounts kept, at most (the newest).
-const KEPT_LOGS: usize = 20;
-
-/// The directory of background mounts' logs (SPEC §5): `$XDG_STATE_HOME/tartape`, by
-/// default `~/.local/state/tartape`, mode 0700, owned by this user; held open, so that
-/// every log is created in it by name, exclusively, never through a symlink.
-struct LogDir {
-    path: PathBuf,
-    fd: std::os::fd::OwnedFd,
-}
-
-impl LogDir {
-    fn open() -> Result<LogDir, Error> {
-        use rustix::fs::{Mode, OFlags};
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .filter(|p| p.is_absolute())
-                    .map(|home| home.join(".local/state"))
-            })
-            .unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("tartape-{}", rustix::process::getuid().as_raw()))
-            });
-        let path = base.join("tartape");
-        let bad = |problem: String| Error::Mount(format!("{}: {problem}", path.display()));
-        fs::create_dir_all(&base).map_err(|err| Error::io(&base, err))?;
-        match rustix::fs::mkdir(&path, Mode::RWXU) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(err) => return Err(Error::io(&path, err.into())),
-        }
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|err| match err {
-            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
-                bad("the log directory is not a directory (a symlink?); remove it".into())
-            }
-            err => Error::io(&path, err.into()),
-        })?;
-        let st = rustix::fs::fstat(&fd).map_err(|err| Error::io(&path, err.into()))?;
-        if st.st_uid != rustix::process::getuid().as_raw() {
-            return Err(bad(format!(
-                "the log directory belongs to uid {}, not to this user",
-                st.st_uid
-            )));
-        }
-        if st.st_mode & 0o777 != 0o700 {
-            rustix::fs::fchmod(&fd, Mode::RWXU).map_err(|err| Error::io(&path, err.into()))?;
-        }
-        Ok(LogDir { path, fd })
-    }
-
-    /// Creates the log `STEM.log` (or `STEM-N.log` when taken), mode 0600, after removing
-    /// the oldest logs beyond [`KEPT_LOGS`] - 1.
-    fn create(&self, stem: &str) -> Result<(File, String), Error> {
-        use rustix::fs::{Mode, OFlags};
-        self.prune(KEPT_LOGS - 1);
-        let flags = OFlags::WRONLY
-            | OFlags::APPEND
-            | OFlags::CREATE
-            | OFlags::EXCL
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC;
-        for n in 0..100 {
-            let name = match n {
-                0 => format!("{stem}.log"),
-                n => format!("{stem}-{n}.log"),
-            };
-            match rustix::fs::openat(&self.fd, &name, flags, Mode::RUSR | Mode::WUSR) {
-                Ok(fd) => return Ok((File::from(fd), name)),
-                Err(rustix::io::Errno::EXIST) => continue,
-                Err(err) => return Err(Error::io(self.path.join(&name), err.into())),
-            }
-        }
-        Err(Error::Mount(format!(
-            "{}: cannot create a log named {stem}.log",
-            self.path.display()
-        )))
-    }
-
-    /// Renames the log `from` to `to` unless `to` exists; its path, either way.
-    fn rename(&self, from: &str, to: &str) -> PathBuf {
-        let renamed = rustix::fs::renameat_with(
-            &self.fd,
-            from,
-            &self.fd,
-            to,
-            rustix::fs::RenameFlags::NOREPLACE,
-        );
-        self.path.join(if renamed.is_ok() { to } else { from })
-    }
-
-    /// Removes the oldest `*.log` files beyond the newest `keep`.
-    fn prune(&self, keep: usize) {
-        let Ok(entries) = fs::read_dir(&self.path) else {
-            return;
-        };
-        let mut logs: Vec<(std::time::SystemTime, OsString)> = entries
-            .filter_map(|e| {
-                let e = e.ok()?;
-                let name = e.file_name();
-                let meta = e.metadata().ok()?;
-                if !(name.as_encoded_bytes().ends_with(b".log") && meta.is_file()) {
-                    return None;
-                }
-                Some((meta.modified().ok()?, name))
-            })
-            .collect();
-        logs.sort_by_key(|log| std::cmp::Reverse(log.0));
-        for (_, name) in logs.into_iter().skip(keep) {
-            let _ = rustix::fs::unlinkat(&self.fd, &name, rustix::fs::AtFlags::empty());
-        }
-    }
-}
-
-/// The serving process ended cleanly and logged no warning: its log (its standard error,
-/// a file in the log directory) says nothing worth keeping.
-fn remove_own_log() {
-    let Ok(log) = fs::read_link("/proc/self/fd/2") else {
-        return;
-    };
-    let Ok(logs) = LogDir::open() else { return };
-    if log.parent() == Some(logs.path.as_path())
-        && let Some(name) = log.file_name()
-    {
-        let _ = rustix::fs::unlinkat(&logs.fd, name, rustix::fs::AtFlags::empty());
-    }
-}
-
-/// The last lines of a log, joined on one line for an error message.
-fn log_tail(path: &Path) -> String {
-    const TAIL_BYTES: u64 = 2048;
-    let Ok(mut file) = File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)));
-    let mut text = Vec::new();
-    let _ = file.read_to_end(&mut text);
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    let start = lines.len().saturating_sub(3);
-    lines[start..].join(" | ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn log_dir() -> (tempfile::TempDir, LogDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let fd = rustix::fs::open(
-            dir.path(),
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-            rustix::fs::Mode::empty(),
-        )
-        .unwrap();
-        let logs = LogDir {
-            path: dir.path().to_path_buf(),
-            fd,
-        };
-        (dir, logs)
-    }
-
-    #[test]
-    fn a_log_is_never_written_through_a_planted_symlink() {
-        let (dir, logs) = log_dir();
-        let target = dir.path().join("target");
-        fs::write(&target, b"precious").unwrap();
-        std::os::unix::fs::symlink(&target, dir.path().join("mount-7.log")).unwrap();
-        let (mut file, name) = logs.create("mount-7").unwrap();
-        assert_eq!(name, "mount-7-1.log");
-        file.write_all(b"logged").unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"precious");
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.path().join(&name))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        // A rename never replaces what is there.
-        assert_eq!(
-            logs.rename(&name, "mount-7.log"),
-            dir.path().join("mount-7-1.log")
-        );
-        assert!(
-            fs::symlink_metadata(dir.path().join("mount-7.log"))
-                .unwrap()
-                .is_symlink()
-        );
-    }
-
-    #[test]
-    fn only_the_newest_logs_are_kept() {
-        let (dir, logs) = log_dir();
-        for i in 0..30 {
-            let path = dir.path().join(format!("old-{i:02}.log"));
-            fs::write(&path, b"x").unwrap();
-            let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000 + i);
-            File::options()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_modified(when)
-                .unwrap();
-        }
-        fs::write(dir.path().join("notes.txt"), b"not a log").unwrap();
-        logs.prune(KEPT_LOGS - 1);
-        let mut left: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left.len(), KEPT_LOGS);
-        assert_eq!(left[0], "notes.txt");
-        assert_eq!(left[1], "old-11.log");
-        assert_eq!(left.last().unwrap(), "old-29.log");
     }
 }
