@@ -1193,7 +1193,7 @@ fn every_help_has_examples_exit_statuses_and_described_arguments() {
         assert_ok(&out);
         let help = stdout(&out);
         assert!(
-            help.contains("Example"),
+            help.contains("Examples:"),
             "{name} --help has no example:\n{help}"
         );
         assert!(
@@ -1256,4 +1256,64 @@ fn json_outputs_parse() {
             .iter()
             .all(|e| e["path"].is_string() && e["end_offset"].is_u64())
     );
+}
+
+/// `-q` means nothing on success, on every command: no summary, listing, note or
+/// warning on standard output or error (the tape bytes `stream` writes to standard
+/// output are still written); failures still say why, in one line.
+#[test]
+fn quiet_commands_print_nothing_on_success() {
+    let env = TestEnv::with_tree();
+    let silent = |args: &[&str]| {
+        let mut all = vec!["-q"];
+        all.extend_from_slice(args);
+        let out = env.run(&all);
+        assert_ok(&out);
+        assert_eq!(
+            (stdout(&out).as_str(), stderr(&out).as_str()),
+            ("", ""),
+            "tartape {all:?} said something"
+        );
+    };
+    let cat = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd, "src", "--catalog", "cat.db"];
+        args.extend_from_slice(extra);
+        silent(&args)
+    };
+    cat("record", &[]);
+    cat("record", &["--json", "--force"]);
+    cat("stream", &["-o", "q.tar"]);
+    // Complete already: the note about it is success output too.
+    cat("stream", &["-o", "q.tar", "--continue"]);
+    for cmd in ["verify", "info", "ls"] {
+        cat(cmd, &[]);
+        cat(cmd, &["--json"]);
+    }
+    cat("locate", &["src/a.txt"]);
+    cat("locate", &["--offset", "0", "--json"]);
+    cat("volumes", &["--volume-size", "4K"]);
+    cat(
+        "volumes",
+        &["--volume-size", "4K", "--volume", "1", "--json"],
+    );
+    silent(&["restore", "cat.db", "--from", "q.tar", "-C", "restored"]);
+    // Kept files (no --force) are a warning, silenced too; the files are kept.
+    silent(&["restore", "cat.db", "--from", "q.tar", "-C", "restored"]);
+    assert_eq!(
+        fs::read(env.dir.path().join("restored/src/a.txt")).unwrap(),
+        b"hello\n"
+    );
+    silent(&["mounts"]);
+    // The bytes asked for are not a message.
+    let out = env.run(&["-q", "stream", "src", "--catalog", "cat.db"]);
+    assert_ok(&out);
+    assert_eq!(out.stdout, fs::read(env.dir.path().join("q.tar")).unwrap());
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    // Without -q, the same commands do speak.
+    assert!(!stdout(&env.run_cat("verify", &[])).is_empty());
+    // A failure is still one line.
+    fs::write(env.src().join("new.txt"), b"new").unwrap();
+    let out = env.run(&["-q", "verify", "src", "--catalog", "cat.db"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
 }

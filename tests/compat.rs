@@ -1004,8 +1004,18 @@ fn non_utf8_names_kept_as_bytes() {
 // Volumes (SPEC §8): names, windows and bytes as the Python tartape 3.0.3 cuts them
 // -------------------------------------------------------------------------------------------
 
-/// `tartape volumes … --json` as (part, name, start, end).
-fn our_volumes(root: &Path, catalog: &Path, size: u64) -> Vec<(u64, String, u64, u64)> {
+/// One line of `tartape volumes … --json`.
+struct OurVolume {
+    part: u64,
+    name: String,
+    start: u64,
+    end: u64,
+    first_entry: Option<String>,
+    last_entry: Option<String>,
+}
+
+/// `tartape volumes … --json`: every volume.
+fn our_volumes(root: &Path, catalog: &Path, size: u64) -> Vec<OurVolume> {
     let out = tartape_ok(&[
         os("volumes"),
         os(root),
@@ -1020,21 +1030,62 @@ fn our_volumes(root: &Path, catalog: &Path, size: u64) -> Vec<(u64, String, u64,
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
+            let entry = |k: &str| {
+                assert!(v[k].is_null() || v[k].is_string(), "{k} in {line}");
+                v[k].as_str().map(str::to_string)
+            };
             assert_eq!(n("size"), n("end") - n("start"), "{line}");
-            (
-                n("part"),
-                v["name"].as_str().unwrap().to_string(),
-                n("start"),
-                n("end"),
-            )
+            OurVolume {
+                part: n("part"),
+                name: v["name"].as_str().unwrap().to_string(),
+                start: n("start"),
+                end: n("end"),
+                first_entry: entry("first_entry"),
+                last_entry: entry("last_entry"),
+            }
         })
         .collect()
 }
 
-/// For the same tree and volume size, the volume names, byte windows and volume bytes are
-/// the Python tartape's `Tape.iter_volumes(size)`: at 512 bytes (headers straddle volumes,
-/// and more than 1,000 volumes widen the part number to 4 digits), at sizes that are not
-/// powers of two, with a short last volume, and at a size larger than the tape.
+/// `tartape volumes … --volume K --json`: the entries of volume K in the Python
+/// manifest's form, `[arc_path, state, local start, local end, slice or null]`.
+fn our_manifest(root: &Path, catalog: &Path, size: u64, part: u64) -> Vec<serde_json::Value> {
+    let out = tartape_ok(&[
+        os("volumes"),
+        os(root),
+        os("--catalog"),
+        os(catalog),
+        os("--volume-size"),
+        os(size.to_string()),
+        os("--volume"),
+        os(part.to_string()),
+        os("--json"),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["part"], part, "{line}");
+            let slice = match &v["content"] {
+                serde_json::Value::Null => serde_json::Value::Null,
+                c => serde_json::json!([c["volume_offset"], c["length"], c["source_offset"]]),
+            };
+            serde_json::json!([
+                v["path"],
+                v["state"],
+                v["volume_start"],
+                v["volume_end"],
+                slice
+            ])
+        })
+        .collect()
+}
+
+/// For the same tree and volume size, the volume names, byte windows, volume bytes and
+/// manifests are the Python tartape's `Tape.iter_volumes(size)`: at 512 bytes (headers
+/// straddle volumes, and more than 1,000 volumes widen the part number to 4 digits), at
+/// sizes that are not powers of two, with a short last volume, and at a size larger than
+/// the tape (one volume that holds the footer and every entry).
 #[test]
 fn python_volume_parity() {
     let Some(python) = py_tartape() else { return };
@@ -1050,7 +1101,7 @@ fn python_volume_parity() {
     assert_eq!(fp, py_fp, "fingerprints differ");
     let tape = stream_to_file(&root, &catalog, None, None, &work.join("tape.tar"));
     for size in sizes {
-        let theirs: Vec<&PyVolume> = py.iter().filter(|v| v.0 == size).collect();
+        let theirs: Vec<&PyVolume> = py.iter().filter(|v| v.size == size).collect();
         let ours = our_volumes(&root, &catalog, size);
         assert_eq!(ours.len(), theirs.len(), "volume count at size {size}");
         assert_eq!(ours.len() as u64, (tape.len() as u64).div_ceil(size));
@@ -1059,25 +1110,62 @@ fn python_volume_parity() {
                 ours.len() > 1000,
                 "the tree must give more than 1,000 volumes"
             );
-            assert!(ours[0].1.ends_with(".tar.0001"), "{}", ours[0].1);
+            assert!(ours[0].name.ends_with(".tar.0001"), "{}", ours[0].name);
         }
-        for ((part, name, start, end), (_, py_name, py_start, py_end, py_sha)) in
-            ours.iter().zip(&theirs)
-        {
+        for (v, p) in ours.iter().zip(&theirs) {
+            let part = v.part;
             assert_eq!(
-                (name, start, end),
-                (py_name, py_start, py_end),
+                (&v.name, v.start, v.end),
+                (&p.name, p.start, p.end),
                 "volume {part} at size {size}"
             );
-            let window = &tape[*start as usize..*end as usize];
+            let window = &tape[v.start as usize..v.end as usize];
             assert_eq!(
-                &hex(&Sha256::digest(window)),
-                py_sha,
-                "bytes of volume {part} ({name}) at size {size}"
+                hex(&Sha256::digest(window)),
+                p.sha256,
+                "bytes of volume {part} ({}) at size {size}",
+                v.name
+            );
+            // First and last entries: those of the Python manifest, `null` only for a
+            // volume wholly inside the footer.
+            let path =
+                |e: Option<&serde_json::Value>| e.map(|e| e[0].as_str().unwrap().to_string());
+            assert_eq!(
+                (v.first_entry.clone(), v.last_entry.clone()),
+                (path(p.entries.first()), path(p.entries.last())),
+                "first and last entry of volume {part} at size {size}"
+            );
+            assert_eq!(
+                v.first_entry.is_none(),
+                v.start >= tape.len() as u64 - 1024,
+                "volume {part} at size {size}"
+            );
+        }
+        // The whole manifests (states, windows in the volume, content slices): of every
+        // volume when there are few, else of the first, second, middle and last ones and
+        // of those where an entry is a body or a tail.
+        let n = ours.len() as u64;
+        let mut parts: Vec<u64> = if n <= 64 {
+            (1..=n).collect()
+        } else {
+            let crossing = theirs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.entries.iter().any(|e| e[1] == "body" || e[1] == "tail"));
+            let mut parts: Vec<u64> = crossing.map(|(i, _)| i as u64 + 1).step_by(97).collect();
+            parts.extend([1, 2, n.div_ceil(2), n]);
+            parts
+        };
+        parts.sort();
+        parts.dedup();
+        for &k in &parts {
+            assert_eq!(
+                our_manifest(&root, &catalog, size, k),
+                theirs[(k - 1) as usize].entries,
+                "manifest of volume {k} at size {size}"
             );
         }
         // `stream --volume K` writes those bytes: first, second, middle and last.
-        let n = ours.len() as u64;
         let mut parts = vec![1, 2.min(n), n.div_ceil(2), n];
         parts.dedup();
         for k in parts {
@@ -1094,10 +1182,9 @@ fn python_volume_parity() {
                 os("-o"),
                 os(&out),
             ]);
-            let (_, _, _, _, py_sha) = theirs[(k - 1) as usize];
             assert_eq!(
-                &hex(&Sha256::digest(fs::read(&out).unwrap())),
-                py_sha,
+                hex(&Sha256::digest(fs::read(&out).unwrap())),
+                theirs[(k - 1) as usize].sha256,
                 "`stream --volume {k}` at size {size}"
             );
         }

@@ -1039,6 +1039,7 @@ fn nobody_tree() -> (tempfile::TempDir, PathBuf) {
     fs::create_dir(&src).unwrap();
     fs::write(src.join("a.txt"), b"hello from nobody\n").unwrap();
     fs::create_dir(dir.path().join("mnt")).unwrap();
+    fs::create_dir(dir.path().join("tmp")).unwrap();
     let status = Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(dir.path())
@@ -1049,6 +1050,28 @@ fn nobody_tree() -> (tempfile::TempDir, PathBuf) {
     assert_success(&out, "record as nobody");
     let src = src.canonicalize().unwrap();
     (dir, src)
+}
+
+/// The homes a user who is not root may have: one whose `$XDG_STATE_HOME` works, a system
+/// user's (`HOME=/nonexistent`, as `sudo -u nobody` gives), and root's still (`setpriv`,
+/// `runuser -u` keep it). Each as the environment of `tartape mount`: what to set, and
+/// what to take away. A log directory never decides whether a mount works.
+fn homes(dir: &Path) -> [(&'static str, Vec<(&'static str, PathBuf)>); 3] {
+    let tmp = dir.join("tmp");
+    [
+        (
+            "XDG_STATE_HOME",
+            vec![("XDG_STATE_HOME", dir.to_path_buf())],
+        ),
+        (
+            "HOME=/nonexistent",
+            vec![("HOME", "/nonexistent".into()), ("TMPDIR", tmp.clone())],
+        ),
+        (
+            "HOME=/root",
+            vec![("HOME", "/root".into()), ("TMPDIR", tmp)],
+        ),
+    ]
 }
 
 #[test]
@@ -1074,21 +1097,36 @@ fn a_user_without_access_to_dev_fuse_is_told_what_to_do() {
         return;
     }
     let (dir, _src) = nobody_tree();
-    let out = as_nobody(
-        dir.path(),
-        &[],
-        &["mount", "src", "mnt", "--catalog", "c.db"],
-    );
-    let mnt = dir.path().join("mnt").canonicalize().unwrap();
-    let mounted = is_mounted(&mnt);
-    unmount_quietly(&mnt);
-    assert!(!mounted, "something was mounted");
-    let err = assert_one_line_error(&out, 1, "/dev/fuse");
-    assert!(err.contains("fusermount3"), "{err}");
-    assert!(
-        err.contains("give that user read and write access"),
-        "{err}"
-    );
+    for (home, env) in homes(dir.path()) {
+        let mut command = nobody_command(dir.path(), &[]);
+        command
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_RUNTIME_DIR")
+            .envs(env)
+            .args(["mount", "src", "mnt", "--catalog", "c.db"]);
+        let out = run(&mut command);
+        let mnt = dir.path().join("mnt").canonicalize().unwrap();
+        let mounted = is_mounted(&mnt);
+        unmount_quietly(&mnt);
+        assert!(!mounted, "{home}: something was mounted");
+        // The one line is the cause, whatever the home; a warning about where the log
+        // went may come before it.
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{home}: {err}");
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: "), "{home}: {err}");
+        assert!(last.contains("/dev/fuse"), "{home}: {err}");
+        assert!(last.contains("fusermount3"), "{home}: {err}");
+        assert!(
+            last.contains("give that user read and write access"),
+            "{home}: {err}"
+        );
+        assert!(
+            err.lines()
+                .all(|l| l.starts_with("error: ") || l.starts_with("warning: ")),
+            "{home}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -1119,11 +1157,13 @@ fn a_user_mounts_through_fusermount3() {
         let out = run(Command::new("sha256sum").arg(dir.path().join("whole.tar")));
         stdout(&out).split_whitespace().next().unwrap().to_string()
     };
-    // In a mount namespace of its own, a /dev/fuse that the user may open is bound over
-    // the real one (which stays as it is); every mount made there dies with the
-    // namespace, even if the script fails half-way.
-    let script = format!(
-        r#"set -eu
+    let bin = reachable_bin(dir.path());
+    for (home, env) in homes(dir.path()) {
+        // In a mount namespace of its own, a /dev/fuse that the user may open is bound
+        // over the real one (which stays as it is); every mount made there dies with the
+        // namespace, even if the script fails half-way.
+        let script = format!(
+            r#"set -eu
 cd {dir}
 mknod fuse c 10 229 && chmod 0666 fuse && mount --bind fuse /dev/fuse
 nobody() {{ setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }}
@@ -1134,20 +1174,59 @@ nobody sha256sum mnt/archive.tar
 nobody {bin} umount mnt
 trap - EXIT
 if grep -q ' {mnt} ' /proc/self/mounts; then echo still mounted; exit 1; fi
+rm fuse
 "#,
-        dir = dir.path().display(),
-        bin = bin().display(),
-        src = src.display(),
-        mnt = dir.path().join("mnt").canonicalize().unwrap().display(),
-    );
-    let out = run(Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .env("XDG_STATE_HOME", dir.path()));
-    assert_success(&out, "mount, read and unmount as nobody");
-    assert!(stdout(&out).contains(&expected), "{}", stdout(&out));
-    // The mount table names the source and the type, for this user as for root.
-    let table = format!("{} fuse.tartape", src.canonicalize().unwrap().display());
-    assert!(stdout(&out).contains(&table), "{}", stdout(&out));
+            dir = dir.path().display(),
+            bin = bin.display(),
+            src = src.display(),
+            mnt = dir.path().join("mnt").canonicalize().unwrap().display(),
+        );
+        let out = run(Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_RUNTIME_DIR")
+            .envs(env));
+        assert_success(&out, &format!("{home}: mount, read and unmount as nobody"));
+        let said = stdout(&out);
+        assert!(said.contains(&expected), "{home}: {said}");
+        // The mount table names the source and the type, for this user as for root.
+        let table = format!("{} fuse.tartape", src.canonicalize().unwrap().display());
+        assert!(said.contains(&table), "{home}: {said}");
+        // Where the log went: the state directory, or else a private one in TMPDIR, and
+        // the mount said why, once.
+        let log = said
+            .lines()
+            .find_map(|l| l.strip_prefix("log: "))
+            .unwrap_or_else(|| panic!("{home}: no log line in {said}"));
+        let warnings = stderr(&out);
+        if home == "XDG_STATE_HOME" {
+            assert!(
+                log.starts_with(&format!("{}/tartape/", dir.path().display())),
+                "{log}"
+            );
+            assert!(warnings.is_empty(), "{home}: {warnings}");
+        } else {
+            let private = dir.path().join("tmp/tartape-65534");
+            assert!(
+                log.starts_with(&format!("{}/", private.display())),
+                "{home}: {log}"
+            );
+            let mode = fs::metadata(&private).unwrap().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{home}: the private log directory");
+            assert_eq!(warnings.lines().count(), 1, "{home}: {warnings}");
+            let wanted = if home == "HOME=/root" {
+                "/root/.local/state/tartape"
+            } else {
+                "/nonexistent/.local/state/tartape"
+            };
+            assert!(
+                warnings.starts_with("warning: cannot keep logs in ")
+                    && warnings.contains(wanted)
+                    && warnings.contains("--log FILE"),
+                "{home}: {warnings}"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1207,7 +1207,7 @@ fn sequential_reads_of_the_mount_read_ahead_and_random_ones_do_not() {
 
 /// A background mount logs into `$XDG_STATE_HOME/tartape` (mode 0700), its log created
 /// with mode 0600; at most 20 logs are kept; a clean unmount removes the log; a symlink
-/// in place of the directory is refused, and nothing is written through it.
+/// in place of the directory is never written through (the log goes elsewhere).
 #[test]
 fn logs_live_in_the_state_directory_and_go_with_a_clean_unmount() {
     use std::os::unix::fs::PermissionsExt;
@@ -1250,14 +1250,40 @@ fn logs_live_in_the_state_directory_and_go_with_a_clean_unmount() {
         log.display()
     );
 
-    // A symlink where the directory should be: refused before anything is mounted.
+    // A symlink where the directory should be is never followed: the mount still works,
+    // logging in a private directory under TMPDIR, and says why, once.
     let elsewhere = fx.dir.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
     fs::remove_dir_all(&logs).unwrap();
     symlink(&elsewhere, &logs).unwrap();
-    let out = run(&mut fx.mount_command(&[]));
-    assert_one_line_error(&out, 1, "not a directory (a symlink?)");
-    assert!(!is_mounted(&fx.mnt()));
+    let tmp = fx.dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let out = run(fx
+        .mount_command(&[])
+        .env("TMPDIR", &tmp)
+        .env_remove("XDG_RUNTIME_DIR"));
+    let mounted = Mounted {
+        mnt: fx.mnt(),
+        stdout: stdout(&out),
+    };
+    assert_success(&out, "mount with a symlink where the log directory goes");
+    let warning = stderr(&out);
+    assert_eq!(warning.lines().count(), 1, "{warning}");
+    assert!(
+        warning.starts_with("warning: cannot keep logs in ")
+            && warning.contains(&format!(
+                "{} (not a directory (a symlink?))",
+                logs.display()
+            ))
+            && warning.contains("--log FILE"),
+        "{warning}"
+    );
+    let private = tmp.join(format!("tartape-{}", rustix::process::getuid().as_raw()));
+    let log = mounted.log();
+    assert_eq!(log.parent(), Some(private.as_path()), "{}", log.display());
+    assert_eq!(mode(&private), 0o700, "the private log directory");
+    assert_eq!(fs::read(fx.archive()).unwrap(), *fx.stream);
+    drop(mounted);
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
 
@@ -1524,4 +1550,47 @@ fn umount_by_another_user_says_it_is_not_theirs() {
         "cannot unmount: not the owner of this mount (uid 0",
     );
     assert!(is_mounted(&mounted.mnt), "the mount went");
+}
+
+/// `-q` on `mount` (which records first, mounts, and says where and how) and on `umount`:
+/// nothing on standard output or error; the mount works all the same.
+#[test]
+fn quiet_mount_and_umount_print_nothing() {
+    if !can_mount("quiet_mount_and_umount_print_nothing", &[]) {
+        return;
+    }
+    let fx = Fixture::new();
+    // A source with no catalog yet: the recording summary is silenced too.
+    let fresh = fx.dir.path().join("fresh");
+    fs::create_dir(&fresh).unwrap();
+    fs::write(fresh.join("a.txt"), b"quiet\n").unwrap();
+    let catalog = fx.dir.path().join("fresh.db");
+    let out = run(tartape()
+        .arg("-q")
+        .arg("mount")
+        .arg(&fresh)
+        .arg(fx.mnt_path())
+        .arg("--catalog")
+        .arg(&catalog)
+        .env("XDG_STATE_HOME", fx.dir.path()));
+    let mounted = Mounted {
+        mnt: fx.mnt(),
+        stdout: stdout(&out),
+    };
+    assert_success(&out, "tartape -q mount");
+    assert_eq!((stdout(&out).as_str(), stderr(&out).as_str()), ("", ""));
+    assert!(catalog.is_file(), "recorded first");
+    let expected = run(tartape()
+        .args(["stream"])
+        .arg(&fresh)
+        .arg("--catalog")
+        .arg(&catalog));
+    assert_eq!(
+        fs::read(mounted.mnt.join("archive.tar")).unwrap(),
+        expected.stdout
+    );
+    let out = run(tartape().arg("-q").arg("umount").arg(&mounted.mnt));
+    assert_success(&out, "tartape -q umount");
+    assert_eq!((stdout(&out).as_str(), stderr(&out).as_str()), ("", ""));
+    wait_until("the mount to go", || !is_mounted(&mounted.mnt));
 }

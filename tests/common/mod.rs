@@ -211,10 +211,30 @@ pub fn mkfifo(path: &Path) {
     .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
 }
 
-/// Runs `tartape ARGS` in `dir` as uid/gid 65534 through `setpriv`, with `extra` setpriv
-/// options (supplementary groups are cleared unless `extra` sets them); background mount
-/// logs go to `dir`.
-pub fn as_nobody(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
+/// The binary under test, reachable by any user: a link to it (a copy across
+/// filesystems) in `dir/.tartape-bin/`. The build's own `target/debug/` may not be:
+/// a clone in root's home (`/root` is 0700) or in a `mktemp -d` folder is closed to others.
+/// `dir` must be open to the user who runs it.
+pub fn reachable_bin(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let place = dir.join(".tartape-bin");
+    let exe = place.join("tartape");
+    if !exe.exists() {
+        fs::create_dir_all(&place).unwrap();
+        fs::set_permissions(&place, fs::Permissions::from_mode(0o755)).unwrap();
+        if fs::hard_link(bin(), &exe).is_err() {
+            fs::copy(bin(), &exe)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", bin().display(), exe.display()));
+        }
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    exe
+}
+
+/// `tartape` in `dir` as uid/gid 65534 through `setpriv` (a copy of the binary it can
+/// reach, see [`reachable_bin`]), with `extra` setpriv options (supplementary groups are
+/// cleared unless `extra` sets them); background mount logs go to `dir`.
+pub fn nobody_command(dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534"]);
     if !extra
@@ -224,11 +244,15 @@ pub fn as_nobody(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
         c.arg("--clear-groups");
     }
     c.args(extra)
-        .arg(bin())
-        .args(args)
+        .arg(reachable_bin(dir))
         .current_dir(dir)
         .env("XDG_STATE_HOME", dir);
-    run(&mut c)
+    c
+}
+
+/// Runs `tartape ARGS` in `dir` as uid/gid 65534 (see [`nobody_command`]).
+pub fn as_nobody(dir: &Path, extra: &[&str], args: &[&str]) -> Output {
+    run(nobody_command(dir, extra).args(args))
 }
 
 /// `(seconds, nanoseconds)` of a path's mtime.

@@ -27,8 +27,12 @@ pub const FOOTER: u64 = 1024;
 // Running things
 // ---------------------------------------------------------------------------------------------
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tartape")
+/// The `tartape` binary under test (`TARTAPE_TEST_BIN` for another build, as in
+/// `tests/common`).
+pub fn bin() -> PathBuf {
+    std::env::var_os("TARTAPE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tartape")))
 }
 
 pub fn os(s: impl AsRef<OsStr>) -> OsString {
@@ -338,23 +342,44 @@ pub fn python_reference(
     (fs::read(&tape).unwrap(), fp)
 }
 
-const PY_VOLUMES: &str = r#"import sys, hashlib, tartape
+const PY_VOLUMES: &str = r#"import sys, os, json, hashlib, tartape
 t = tartape.record(sys.argv[1], exclude=[])
+def lossy(p):
+    return os.fsencode(p).decode("utf-8", "replace")
 for size in sys.argv[2:]:
     for v in t.iter_volumes(int(size)):
         with v:
             data = v.read()
-        print(size, v.name, v.start_offset, v.end_offset, hashlib.sha256(data).hexdigest())
+        entries = [
+            [lossy(e.info.arc_path), e.state.value, e.local_window.start, e.local_window.end,
+             None if e.slice is None else
+             [e.slice.volume_offset, e.slice.volume_length, e.slice.source_offset]]
+            for e in v.manifest.entries
+        ]
+        print(json.dumps({"size": int(size), "name": v.name, "start": v.start_offset,
+                          "end": v.end_offset, "sha256": hashlib.sha256(data).hexdigest(),
+                          "entries": entries}))
 print(t.fingerprint)
 "#;
 
-/// One volume as the Python tartape cuts it: (volume size, name, start, end, sha256).
-pub type PyVolume = (u64, String, u64, u64, String);
+/// One volume as the Python tartape cuts it.
+pub struct PyVolume {
+    /// The volume size it was cut with.
+    pub size: u64,
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+    /// Of the volume's bytes.
+    pub sha256: String,
+    /// Its manifest: `[arc_path, state, local start, local end, [volume_offset, length,
+    /// source_offset] or null]` for every entry overlapping it.
+    pub entries: Vec<serde_json::Value>,
+}
 
 /// Records DIR with the Python tartape (its default catalog, `<DIR>.tartape` beside DIR,
 /// whose stem — the root name — names the volumes) and lists `Tape.iter_volumes(size)`
-/// for every size, with the sha256 of each volume's bytes. Returns them and the
-/// fingerprint.
+/// for every size, with the sha256 of each volume's bytes and its manifest. Returns them
+/// and the fingerprint.
 pub fn python_volumes(
     python: &Path,
     dir: &Path,
@@ -376,15 +401,18 @@ pub fn python_volumes(
     let volumes = lines
         .iter()
         .map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            assert_eq!(f.len(), 5, "unexpected python line {line:?}");
-            (
-                f[0].parse().unwrap(),
-                f[1].to_string(),
-                f[2].parse().unwrap(),
-                f[3].parse().unwrap(),
-                f[4].to_string(),
-            )
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("unexpected python line {line:?}: {e}"));
+            let n = |k: &str| v[k].as_u64().unwrap();
+            let text = |k: &str| v[k].as_str().unwrap().to_string();
+            PyVolume {
+                size: n("size"),
+                name: text("name"),
+                start: n("start"),
+                end: n("end"),
+                sha256: text("sha256"),
+                entries: v["entries"].as_array().unwrap().clone(),
+            }
         })
         .collect();
     (volumes, fp)
