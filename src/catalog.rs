@@ -103,9 +103,14 @@ pub use crate::digest::{HashAlgo, hex};
 /// Tape-wide facts stored with the entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TapeMeta {
+    /// SHA-256 (lower-case hex) of every entry's `arc_path|size|mtime` in tape order
+    /// (SPEC §1): the Python tartape's definition, kept.
     pub fingerprint: String,
+    /// Bytes of the whole tape: every entry's footprint plus the 1024-byte footer.
     pub total_size: u64,
+    /// Entries on the tape, the root directory included.
     pub entry_count: u64,
+    /// Content bytes of the regular files, without headers or padding.
     pub data_size: u64,
     /// Unix seconds.
     pub created_at: i64,
@@ -113,10 +118,16 @@ pub struct TapeMeta {
     pub source_root: PathBuf,
     /// Device and inode of the recorded root directory: a tape is bound to it.
     pub root_dev: u64,
+    /// Inode of the recorded root directory (see `root_dev`).
     pub root_ino: u64,
+    /// The root entry's arc_path, which starts every other one: the final component of
+    /// the source path, or `--arc-root NAME`. Raw bytes, maybe not UTF-8.
     pub arc_root: Vec<u8>,
+    /// Owners and modes were anonymised (uid/gid 0, `root`, normalised modes), SPEC §1.
     pub anonymize: bool,
+    /// The `--exclude` globs the recording honoured, in the order given.
     pub excludes: Vec<String>,
+    /// Algorithm of the per-file content digests (`record --hash`), if any were stored.
     pub hash: Option<HashAlgo>,
     /// Unreadable paths were skipped (`--skip-unreadable`) instead of failing.
     pub skip_unreadable: bool,
@@ -544,6 +555,8 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The path the catalog was opened from, as given (which may since lead elsewhere;
+    /// [`file`](Self::file) is what is read).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -553,10 +566,13 @@ impl Catalog {
         &self.file
     }
 
+    /// The tape-wide facts, checked against their CRC when the catalog was opened.
     pub fn meta(&self) -> &TapeMeta {
         &self.meta
     }
 
+    /// Every entry's start offset, held in memory: what resolves a tape offset to an
+    /// entry without touching SQLite.
     pub fn offsets(&self) -> &OffsetTable {
         &self.offsets
     }

@@ -6,11 +6,14 @@ use sha2::{Digest, Sha256};
 /// Content digest algorithms `--hash` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashAlgo {
+    /// MD5: 32 hex digits, what the stream's `file_end` events carry too.
     Md5,
+    /// SHA-256: 64 hex digits.
     Sha256,
 }
 
 impl HashAlgo {
+    /// The name `--hash` takes and the catalog stores (`md5`, `sha256`).
     pub fn name(self) -> &'static str {
         match self {
             HashAlgo::Md5 => "md5",
@@ -18,6 +21,7 @@ impl HashAlgo {
         }
     }
 
+    /// The algorithm [`name`](Self::name) gives, or `None` for any other string.
     pub fn parse(s: &str) -> Option<HashAlgo> {
         match s {
             "md5" => Some(HashAlgo::Md5),
@@ -37,11 +41,14 @@ impl HashAlgo {
 
 /// MD5 or SHA-256 behind one interface.
 pub enum ContentHasher {
+    /// Hashing with [`HashAlgo::Md5`].
     Md5(Md5),
+    /// Hashing with [`HashAlgo::Sha256`].
     Sha256(Sha256),
 }
 
 impl ContentHasher {
+    /// A hasher of `algo` that has seen no bytes yet.
     pub fn new(algo: HashAlgo) -> ContentHasher {
         match algo {
             HashAlgo::Md5 => ContentHasher::Md5(Md5::new()),
@@ -49,6 +56,7 @@ impl ContentHasher {
         }
     }
 
+    /// Feeds the next bytes of the content, in order.
     pub fn update(&mut self, data: &[u8]) {
         match self {
             ContentHasher::Md5(h) => h.update(data),

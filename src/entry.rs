@@ -9,8 +9,11 @@ pub struct Ordinal(pub u64);
 /// The kinds of objects a tape records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A regular file (typeflag `0`); hard links are recorded as independent files.
     File,
+    /// A directory (typeflag `5`), written with a trailing `/` in its header path.
     Dir,
+    /// A symbolic link (typeflag `2`), never followed; its target is in the header.
     Symlink,
 }
 
@@ -43,6 +46,7 @@ impl Kind {
         }
     }
 
+    /// The word listings and JSON use: `file`, `dir`, `symlink`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::File => "file",
@@ -62,11 +66,13 @@ impl fmt::Display for Kind {
 /// source still matches the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Position in tape order; the root is 0.
     pub ordinal: Ordinal,
     /// `<root name>/<relative path>`, raw bytes.
     pub arc_path: Vec<u8>,
     /// Path relative to the source root (empty for the root itself), raw bytes.
     pub rel_path: Vec<u8>,
+    /// File, directory or symlink: decides the typeflag and whether content follows.
     pub kind: Kind,
     /// Content size in bytes (0 for directories and symlinks).
     pub size: u64,
@@ -74,18 +80,25 @@ pub struct Entry {
     pub mode: u32,
     /// Raw permission bits found on disk (`st_mode & 0o7777`), for integrity checks.
     pub disk_mode: u32,
+    /// Owner id written in the header: 0 when anonymised, else the real one (which the
+    /// integrity check then compares too).
     pub uid: u64,
+    /// Group id written in the header, as `uid`.
     pub gid: u64,
+    /// Owner name written in the header (at most 31 bytes): `root` when anonymised.
     pub uname: Vec<u8>,
+    /// Group name written in the header, as `uname`.
     pub gname: Vec<u8>,
     /// Whole seconds written in the header (Python's `int(st_mtime)`).
     pub mtime: i64,
     /// Exact modification time for integrity: seconds and nanoseconds from lstat.
     pub mtime_sec: i64,
+    /// Nanoseconds part of the exact modification time (see `mtime_sec`).
     pub mtime_nsec: i64,
     /// Exact inode change time of a regular file (zero for other kinds). Users cannot set
     /// it, so a write whose mtime was put back still shows here.
     pub ctime_sec: i64,
+    /// Nanoseconds part of the exact inode change time (see `ctime_sec`).
     pub ctime_nsec: i64,
     /// Symlink target, raw bytes (empty for other kinds).
     pub link_target: Vec<u8>,

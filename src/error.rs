@@ -16,7 +16,9 @@ const SHOWN: usize = 10;
 /// One way in which the source no longer matches the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discrepancy {
+    /// The entry's arc path, lossily made UTF-8 for printing.
     pub arc_path: String,
+    /// What changed, old value first: `size 1000 → 1200`, `missing`, `mtime …`.
     pub change: String,
 }
 
@@ -33,23 +35,45 @@ pub type Problem = (PathBuf, String);
 #[derive(Debug)]
 pub enum Error {
     /// An I/O error on a named path.
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or directory the operation was on.
+        path: PathBuf,
+        /// The error the operating system returned.
+        source: io::Error,
+    },
     /// Bad arguments or a request that makes no sense (offset out of range, …).
     Usage(String),
     /// The source directory is missing or is not a directory.
-    Source { path: PathBuf, problem: String },
+    Source {
+        /// The source directory as given.
+        path: PathBuf,
+        /// What it is instead (`not a directory`, …).
+        problem: String,
+    },
     /// A catalog already exists and `--force` was not given.
     CatalogExists(PathBuf),
     /// No catalog where one was expected.
     CatalogMissing(PathBuf),
     /// The catalog failed validation: unknown version, truncated, corrupted, tampered.
-    CatalogCorrupt { path: PathBuf, problem: String },
+    CatalogCorrupt {
+        /// The catalog file.
+        path: PathBuf,
+        /// The check that failed, with what was expected and found.
+        problem: String,
+    },
     /// The catalog is not a regular file, or changed while being opened; says nothing
     /// about its content.
-    CatalogUnreadable { path: PathBuf, problem: String },
+    CatalogUnreadable {
+        /// The catalog path.
+        path: PathBuf,
+        /// Why it cannot be read (`not a regular file (it is a FIFO)`, …).
+        problem: String,
+    },
     /// SQLite could not read the catalog (permissions, I/O, …): not a validation failure.
     Sqlite {
+        /// The catalog file.
         path: PathBuf,
+        /// SQLite's own error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Recording found entries that cannot be written as ustar (all listed at once).
@@ -57,21 +81,43 @@ pub enum Error {
     /// Recording found unreadable inputs (all listed at once).
     Unreadable(Vec<Problem>),
     /// The source no longer matches the recorded snapshot.
-    Integrity { path: String, change: String },
+    Integrity {
+        /// The arc path of the entry that changed, lossily made UTF-8.
+        path: String,
+        /// What changed (see [`Discrepancy::change`]).
+        change: String,
+    },
     /// The source of a tape to be mounted changed since recording: every discrepancy.
     Changed {
+        /// The source directory of the tape.
         source: PathBuf,
+        /// Every entry that no longer matches, in tape order.
         discrepancies: Vec<Discrepancy>,
     },
     /// `verify` found discrepancies (listed on their own): the tape is not intact.
-    NotIntact { root: PathBuf, count: usize },
+    NotIntact {
+        /// The source directory that was verified.
+        root: PathBuf,
+        /// How many discrepancies were found.
+        count: usize,
+    },
     /// An error of the mount front end.
     Mount(String),
     /// A volume (or archive) read back by `restore` is not this tape's: foreign, damaged,
     /// truncated.
-    Volume { path: PathBuf, problem: String },
+    Volume {
+        /// The file read back: a volume, an archive, or the output `--continue` extends.
+        path: PathBuf,
+        /// What differs from the tape, and where.
+        problem: String,
+    },
     /// Volumes that `restore` needs are not in PLACE (all of them, named).
-    MissingVolumes { place: PathBuf, names: Vec<String> },
+    MissingVolumes {
+        /// The folder given to `--from`.
+        place: PathBuf,
+        /// The file name of every missing volume, in part order.
+        names: Vec<String>,
+    },
 }
 
 impl Error {

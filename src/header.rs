@@ -23,8 +23,12 @@ impl std::fmt::Debug for Header {
 /// Why a header path does not fit a ustar header (it then needs a PAX `path` record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathProblem {
+    /// The header path is this many bytes, over ustar's 255.
     TooLong(usize),
+    /// A component (the last one, or any for the Python rule) is this many bytes, over
+    /// the 100 that `name` holds.
     ComponentTooLong(usize),
+    /// No `/` leaves a prefix of at most 155 bytes and a non-empty name of at most 100.
     NoSplit,
 }
 
@@ -169,6 +173,7 @@ fn digits(n: usize) -> usize {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Head {
+    /// The ustar header alone: every entry whose path and target fit it.
     Ustar(Header),
     /// `x` header, records, padding, ustar header.
     Pax(Box<[u8]>),
@@ -205,6 +210,7 @@ impl Head {
         Head::Pax(bytes.into_boxed_slice())
     }
 
+    /// The bytes as they appear on the tape, from the entry's start offset.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Head::Ustar(h) => h.as_bytes(),
@@ -249,6 +255,7 @@ impl Header {
         self.0[263..265].copy_from_slice(b"00");
     }
 
+    /// The 512 bytes as they appear on the tape, checksum included.
     pub fn as_bytes(&self) -> &[u8; 512] {
         &self.0
     }

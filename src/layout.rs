@@ -61,12 +61,16 @@ pub enum Part {
     PaxHeader,
     /// Its records, padded to a block.
     PaxRecords,
+    /// The 512-byte ustar header.
     Header,
+    /// A regular file's bytes, read from the source file.
     Content,
+    /// Zeros after the content up to the next 512-byte boundary.
     Padding,
 }
 
 impl Part {
+    /// The words `locate` prints: `header`, `content`, `pax records`, …
     pub fn name(self) -> &'static str {
         match self {
             Part::PaxHeader => "pax header",
@@ -83,12 +87,18 @@ impl Part {
 pub enum Position {
     /// Inside entry `ordinal`, in `part`, `offset_in_part` bytes into it.
     Entry {
+        /// The entry that holds the byte.
         ordinal: Ordinal,
+        /// Which part of it.
         part: Part,
+        /// Bytes from the start of that part to the byte.
         offset_in_part: u64,
     },
     /// Inside the 1024-byte footer.
-    Footer { offset_in_footer: u64 },
+    Footer {
+        /// Bytes from the footer's start to the byte (below 1024).
+        offset_in_footer: u64,
+    },
 }
 
 /// The start offset of every entry, in tape order, plus the tape's total size.
@@ -150,14 +160,17 @@ impl OffsetTable {
         &self.long
     }
 
+    /// Bytes of the whole tape, footer included.
     pub fn total_size(&self) -> u64 {
         self.total_size
     }
 
+    /// Entries on the tape (the root included).
     pub fn len(&self) -> usize {
         self.starts.len()
     }
 
+    /// Whether the tape has no entry at all (only a footer).
     pub fn is_empty(&self) -> bool {
         self.starts.is_empty()
     }

@@ -119,7 +119,9 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
 pub enum Event<'a> {
     /// Before any byte of an entry.
     FileStart {
+        /// The entry about to be played, as the catalog recorded it.
         entry: &'a Entry,
+        /// Tape offset of the entry's first byte (its first header), even when resumed.
         start_offset: u64,
         /// The range starts inside this entry.
         resumed: bool,
@@ -131,20 +133,29 @@ pub enum Event<'a> {
     /// `entry` from `offset` in `file` (opened and checked against the snapshot). The sink
     /// must deliver all of them, checked: [`copy_content`] does it into a regular file.
     Content {
+        /// The regular file whose content this is.
         entry: &'a Entry,
+        /// The source file, open and checked; read it at `offset`, not at its cursor.
         file: &'a File,
+        /// Offset in `file` of the range's first byte.
         offset: u64,
+        /// Bytes in the range, all of which the sink must deliver.
         len: u64,
     },
     /// After an entry's last byte.
     FileEnd {
+        /// The entry just played.
         entry: &'a Entry,
+        /// Tape offset one past the entry's padding: the next entry's start, or the footer's.
         end_offset: u64,
         /// MD5 of the content when the whole file was streamed in this run.
         md5: Option<String>,
     },
-    /// After the footer's last byte.
-    TapeCompleted { total_size: u64 },
+    /// After the footer's last byte: only when the range reaches the end of the tape.
+    TapeCompleted {
+        /// Bytes of the whole tape, footer included.
+        total_size: u64,
+    },
 }
 
 impl Event<'_> {

@@ -51,14 +51,22 @@ pub struct TapeRecorder {
 /// What a recording did.
 #[derive(Debug, Clone)]
 pub struct RecordSummary {
+    /// The new tape's fingerprint (SPEC §1): what
+    /// [`Tape::fingerprint`](crate::Tape::fingerprint) returns once the tape is opened.
     pub fingerprint: String,
+    /// Where the catalog was written.
     pub catalog: PathBuf,
+    /// Regular files recorded.
     pub files: u64,
+    /// Directories recorded, the root included.
     pub dirs: u64,
+    /// Symbolic links recorded.
     pub symlinks: u64,
     /// Entries with a PAX extended header (SPEC §1 "Long entries").
     pub long_entries: u64,
+    /// Content bytes of the regular files.
     pub data_size: u64,
+    /// Bytes of the whole tape: footprints plus the 1024-byte footer.
     pub total_size: u64,
     /// Sockets, FIFOs and devices, which tapes do not hold: `(path, kind)`.
     pub skipped_special: Vec<(PathBuf, &'static str)>,
@@ -112,6 +120,9 @@ impl fmt::Display for RecordSummary {
 }
 
 impl TapeRecorder {
+    /// A recorder of the directory `dir` with the defaults of `tartape record`:
+    /// anonymised, no exclusions, no content digests, catalog in `DIR/.tartape/index.db`.
+    /// Nothing happens until [`commit`](Self::commit).
     pub fn new(dir: impl AsRef<Path>) -> TapeRecorder {
         TapeRecorder {
             dir: dir.as_ref().to_path_buf(),
@@ -139,11 +150,16 @@ impl TapeRecorder {
         self
     }
 
+    /// Reads every file while recording and stores its digest (`--hash`), which
+    /// `verify --deep`, `stream` and `restore` then check. `None` (the default) reads no
+    /// content.
     pub fn hash(mut self, algo: Option<HashAlgo>) -> Self {
         self.hash = algo;
         self
     }
 
+    /// Whether headers get uid/gid 0, `root` and normalised modes (the default, SPEC §1)
+    /// or the real owners, names and permission bits (`--no-anonymize`).
     pub fn anonymize(mut self, yes: bool) -> Self {
         self.anonymize = yes;
         self
@@ -161,6 +177,8 @@ impl TapeRecorder {
         self
     }
 
+    /// Leave unreadable files and directories out, listed in
+    /// [`RecordSummary::skipped_unreadable`], instead of failing the whole recording.
     pub fn skip_unreadable(mut self, yes: bool) -> Self {
         self.skip_unreadable = yes;
         self

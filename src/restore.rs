@@ -97,8 +97,11 @@ pub enum Progress<'a> {
 /// What a restore did.
 #[derive(Debug, Default)]
 pub struct RestoreSummary {
+    /// Regular files written.
     pub files: u64,
+    /// Directories created or given their mode and mtime.
     pub dirs: u64,
+    /// Symbolic links created.
     pub symlinks: u64,
     /// Content bytes written.
     pub bytes: u64,
@@ -108,7 +111,9 @@ pub struct RestoreSummary {
     pub volumes_opened: usize,
     /// Volumes of the tape (`None` when restoring from a whole archive).
     pub volumes_total: Option<u64>,
+    /// Where the entries were extracted.
     pub dest: PathBuf,
+    /// One line each, for the user: what was not done (files kept without `--force`).
     pub warnings: Vec<String>,
 }
 

@@ -61,12 +61,15 @@ pub(crate) fn broken(entry: &Entry, change: impl Into<String>) -> Error {
 /// Where an entry lies in the tape: `[start, end)` ranges.
 #[derive(Debug, Clone)]
 pub struct EntryLayout {
+    /// The catalog's row for the entry.
     pub entry: Entry,
     /// A long entry's `x` header and its records padded to a block (SPEC §1).
     pub pax: Option<(u64, u64)>,
     /// The ustar header.
     pub header: (u64, u64),
+    /// The content, empty (`start == end`) for directories, symlinks and empty files.
     pub content: (u64, u64),
+    /// The zeros up to the next 512-byte boundary, maybe empty.
     pub padding: (u64, u64),
 }
 
@@ -113,12 +116,18 @@ pub struct TapeStats {
 /// What covers one byte of the tape, with the entry row.
 #[derive(Debug, Clone)]
 pub enum Located {
+    /// The byte belongs to an entry.
     Entry {
+        /// Where every part of that entry lies, with its row.
         layout: Box<EntryLayout>,
+        /// The part that holds the byte.
         part: Part,
+        /// Bytes from the start of that part to the byte.
         offset_in_part: u64,
     },
+    /// The byte is in the 1024-byte footer of zeros.
     Footer {
+        /// Bytes from the footer's start to the byte (below 1024).
         offset_in_footer: u64,
     },
 }
@@ -209,30 +218,38 @@ impl Tape {
         }
     }
 
+    /// The source directory, canonical: every entry is opened beneath it.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The opened catalog, for entry rows and offsets.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
 
+    /// The tape-wide facts the recording stored.
     pub fn meta(&self) -> &TapeMeta {
         self.catalog.meta()
     }
 
+    /// SHA-256 (lower-case hex) of every entry's `arc_path|size|mtime` in tape order,
+    /// SPEC §1: the same as the Python tartape's for the same tree.
     pub fn fingerprint(&self) -> &str {
         &self.meta().fingerprint
     }
 
+    /// Bytes of the whole tape, footer included: one past the last valid offset.
     pub fn total_size(&self) -> u64 {
         self.catalog.offsets().total_size()
     }
 
+    /// When the tape was recorded, in Unix seconds.
     pub fn created_at(&self) -> i64 {
         self.meta().created_at
     }
 
+    /// Entries on the tape, the root included.
     pub fn entry_count(&self) -> u64 {
         self.catalog.offsets().len() as u64
     }

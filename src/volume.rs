@@ -88,10 +88,12 @@ impl Volumes {
         Ok(Volumes { size, total })
     }
 
+    /// Bytes per volume, a multiple of 512; the last volume may hold fewer.
     pub fn size(&self) -> u64 {
         self.size
     }
 
+    /// Bytes of the whole tape being cut.
     pub fn total(&self) -> u64 {
         self.total
     }
@@ -228,6 +230,7 @@ pub struct Slice {
     pub part: u64,
     /// Where the piece starts inside the volume file.
     pub volume_offset: u64,
+    /// Bytes in the piece; never past the end of its volume.
     pub length: u64,
     /// Where the piece starts inside the range (for content: the offset in the file).
     pub range_offset: u64,
@@ -261,6 +264,9 @@ impl Default for NameTemplate {
 }
 
 impl NameTemplate {
+    /// Parses a `--volume-name` template. A usage error names the problem: an unknown
+    /// field, a lone brace, a format on a number, or no `{pindex}`, `{part}` or `{index}`
+    /// (every volume would get the same name).
     pub fn parse(template: &str) -> Result<NameTemplate> {
         let bad = |why: String| Error::Usage(format!("--volume-name {template:?}: {why}"));
         let mut pieces = Vec::new();

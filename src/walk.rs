@@ -36,6 +36,7 @@ pub struct Found<'a> {
     pub dir: BorrowedFd<'a>,
     /// Its name in `dir`.
     pub name: &'a CStr,
+    /// File, directory or symlink (special files go to [`Visitor::special`] instead).
     pub kind: Kind,
     /// lstat of the object, taken relative to `dir`.
     pub stat: &'a Stat,
@@ -268,18 +269,28 @@ pub struct Observed {
     pub kind: Option<Kind>,
     /// Name of the kind for messages (`fifo`, `device`, …).
     pub kind_name: &'static str,
+    /// `st_size` in bytes (recorded as 0 for anything but a regular file).
     pub size: u64,
+    /// Modification time, `(seconds, nanoseconds)`.
     pub mtime: (i64, i64),
+    /// Inode change time, `(seconds, nanoseconds)`: what betrays a write whose mtime was
+    /// put back.
     pub ctime: (i64, i64),
     /// Permission bits (`st_mode & 0o7777`).
     pub perm: u32,
+    /// Owner id.
     pub uid: u64,
+    /// Group id.
     pub gid: u64,
+    /// Device of the filesystem holding the object; with `ino`, what binds a tape to
+    /// its root directory.
     pub dev: u64,
+    /// Inode number.
     pub ino: u64,
 }
 
 impl Observed {
+    /// The parts of `st` a tape cares about.
     // The field types of `struct stat` differ between architectures; on some of them
     // these casts convert nothing.
     #[allow(clippy::unnecessary_cast)]

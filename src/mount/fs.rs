@@ -49,7 +49,12 @@ pub enum Layout {
     #[default]
     Single,
     /// The tape's volumes (named by the template) and a copy of the catalog.
-    Volumes { size: u64, template: NameTemplate },
+    Volumes {
+        /// Bytes per volume, a multiple of 512 (SPEC §8); the last one may be shorter.
+        size: u64,
+        /// Names the volume files (`{name}_{fingerprint:.8}.tar.{pindex}` by default).
+        template: NameTemplate,
+    },
 }
 
 /// Where the bytes of a mounted file come from.

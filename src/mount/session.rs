@@ -102,8 +102,8 @@ impl Drop for FusermountGuard {
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Mounts `tape` read-only at `mountpoint` (which should have passed
-/// [`check_mountpoint`]) and returns once the kernel has accepted the mount. Call
-/// [`MountSession::run`] to serve it.
+/// [`check_mountpoint`](super::check_mountpoint)) and returns once the kernel has
+/// accepted the mount. Call [`MountSession::run`] to serve it.
 ///
 /// As root the mount is made directly; any other user mounts through `fusermount3`
 /// (setuid), which opens `/dev/fuse` and mounts on the user's behalf.
