@@ -118,6 +118,30 @@ pub enum Error {
         /// The file name of every missing volume, in part order.
         names: Vec<String>,
     },
+    /// An object store refused a request for good, or could not be reached.
+    Remote {
+        /// The store's endpoint URL.
+        endpoint: String,
+        /// The bucket.
+        bucket: String,
+        /// The S3 error code (`NoSuchBucket`, `InvalidAccessKeyId`, …), or what kept the
+        /// store from answering (`connection refused`).
+        code: String,
+        /// The HTTP status of the answer; 0 when none came.
+        status: u16,
+        /// The store's message, maybe empty.
+        message: String,
+    },
+    /// An object in a store is not what the tape says it must be (a size, a fingerprint,
+    /// an ETag that differs).
+    Object {
+        /// `s3://BUCKET/KEY`.
+        url: String,
+        /// What differs.
+        problem: String,
+    },
+    /// Stopped on request (SIGINT or SIGTERM): what was done is kept.
+    Interrupted,
 }
 
 impl Error {
@@ -270,8 +294,32 @@ impl fmt::Display for Error {
                 // Every one of them: the user has to find them all before retrying.
                 f.write_str(&names.join(", "))
             }
+            Error::Remote {
+                endpoint,
+                bucket,
+                code,
+                status,
+                message,
+            } => {
+                write!(f, "{endpoint}, bucket {bucket}: {code}")?;
+                if *status > 0 {
+                    write!(f, " (HTTP {status})")?;
+                }
+                let message = one_line(message);
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+            Error::Object { url, problem } => write!(f, "{url}: {problem}"),
+            Error::Interrupted => f.write_str("interrupted"),
         }
     }
+}
+
+/// A message from elsewhere on one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl std::error::Error for Error {

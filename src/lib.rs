@@ -63,9 +63,11 @@ pub mod player;
 mod readahead;
 pub mod record;
 pub mod restore;
+pub mod s3;
 pub mod source;
 pub mod tape;
 pub mod text;
+pub mod upload;
 pub mod volume;
 pub mod walk;
 
