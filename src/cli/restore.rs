@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use tartape::Result;
-use tartape::restore::{Progress, Restore};
+use tartape::restore::{Place, Progress, Restore};
+use tartape::s3::{Client, S3Url};
 use tartape::volume::NameTemplate;
 
 use super::output::{self, Exit, Out};
@@ -18,9 +19,13 @@ use super::parse_volume_size;
 pub struct RestoreArgs {
     /// The tape's catalog (e.g. the `<name>_<fp8>.tartape` copy a volume mount holds).
     catalog: PathBuf,
-    /// A folder holding the volume files, or one whole archive.tar.
+    /// A folder holding the volume files, or one whole archive.tar; or in a bucket,
+    /// s3://BUCKET/KEY (the whole tape) or s3://BUCKET/PREFIX/ (its volumes).
     #[arg(long, value_name = "PLACE")]
     from: PathBuf,
+    // Where the store is and who we are to it (with --from s3://…).
+    #[command(flatten)]
+    store: super::upload::StoreArgs,
     /// Archive paths to extract (a directory means its subtree); none means everything.
     paths: Vec<OsString>,
     /// Extract into DEST (created if missing).
@@ -47,9 +52,24 @@ pub fn run(args: RestoreArgs) -> Result<Exit> {
     let template = NameTemplate::parse(&args.volume_name)?;
     let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
     let bar = output::bytes_bar(0);
+    let from = args.from.to_str().filter(|f| S3Url::is_s3(f));
+    let remote = match from {
+        Some(text) => {
+            let url = S3Url::parse(text)?;
+            let settings = args.store.settings()?;
+            let stop = super::upload::stop_on_signals()?;
+            let client = Client::new(&settings, &url.bucket, stop)?;
+            Some((url, client))
+        }
+        None => None,
+    };
+    let place = match &remote {
+        Some((url, client)) => Place::Store { store: client, url },
+        None => Place::Local(&args.from),
+    };
     let request = Restore {
         catalog: &args.catalog,
-        from: &args.from,
+        from: place,
         paths: &paths,
         dest: &args.dest,
         force: args.force,
