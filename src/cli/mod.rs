@@ -18,6 +18,7 @@ pub mod record;
 pub mod restore;
 pub mod shell;
 pub mod stream;
+pub mod upload;
 
 use tartape::Result;
 use tartape::volume::{NameTemplate, VolumeSet};
@@ -174,6 +175,24 @@ tartape restore photos.db --from archive.tar -C restored\n\nExit status: 0 resto
 (nothing is left half-written), 2 usage error."
     )]
     Restore(restore::RestoreArgs),
+    /// Upload the tape (or its volumes) to S3-compatible storage; a run cut short resumes.
+    #[command(
+        after_help = "Configuration as aws-cli and rclone users have it: AWS_ACCESS_KEY_ID, \
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL(_S3), AWS_PROFILE and \
+~/.aws/credentials, ~/.aws/config; --endpoint, --region and --profile override them. A custom \
+endpoint is addressed path-style. Secrets are never printed.\n\nRun the same command again \
+after a failure or a kill: only the parts the server lacks are sent (the state is kept beside \
+the catalog, in uploads/). Ctrl-C keeps what was sent. An object already there with this \
+tape's size and fingerprint is left as it is.\n\nExamples:\n  \
+tartape upload photos s3://backups/photos.tar\n  \
+tartape upload photos s3://backups/photos.tar --endpoint http://127.0.0.1:9000 --jobs 8\n  \
+tartape upload photos s3://backups/photos/ --volume-size 4G     (volumes + catalog copy)\n  \
+tartape upload photos s3://backups/photos.tar --abort\n  \
+tartape restore photos/.tartape/index.db --from s3://backups/photos.tar photos/2024\n\n\
+Exit status: 0 uploaded (or already there), 1 failure (the parts sent are kept: run it again), \
+2 usage error, 130 interrupted (run it again to resume)."
+    )]
+    Upload(upload::UploadArgs),
     /// Mount the tape read-only (FUSE): one file, archive.tar, served from the source.
     #[command(after_help = "Examples:\n  tartape mount photos /mnt/tape\n  \
 tartape mount photos /mnt/tape -o allow_other,verify=quick\n  \

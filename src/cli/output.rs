@@ -21,6 +21,8 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 /// Sets up logging (`-v`, `-vv`, `RUST_LOG`) and `-q`.
 pub fn init(verbose: u8, quiet: bool) {
     let level = match verbose {
+        // -q: only errors (a retried request's warning is not one).
+        0 if quiet => "error",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -169,6 +171,8 @@ pub enum Exit {
     /// For `verify`: the tape could not be checked (no catalog, an unreadable or
     /// corrupted one, a usage error).
     Unchecked = 2,
+    /// Stopped by SIGINT or SIGTERM, what was done kept (128 + SIGINT, as shells say).
+    Interrupted = 130,
 }
 
 impl Exit {
@@ -201,6 +205,12 @@ pub fn finish(result: Result<Exit>, verifying: bool) -> ExitCode {
             Exit::of_error(&e, verifying).into()
         }
     }
+}
+
+/// A command stopped by SIGINT or SIGTERM: one line saying so and how to go on.
+pub fn interrupted(how_to_go_on: &str) -> Exit {
+    eprintln!("interrupted: {how_to_go_on}");
+    Exit::Interrupted
 }
 
 /// A usage error as one line (clap's first paragraph, its lines joined) and exit status 2;
