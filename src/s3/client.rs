@@ -564,18 +564,36 @@ impl ObjectStore for Client {
     }
 
     fn create_upload(&self, key: &str, meta: &Metadata) -> Result<String> {
-        let headers = meta.headers();
+        let mut headers = meta.headers();
+        headers.sort();
         self.with_retries("CreateMultipartUpload", || {
-            let mut action = self
-                .bucket
-                .create_multipart_upload(self.credentials.as_ref(), key);
-            for (k, v) in &headers {
-                action.headers_mut().insert(k.clone(), v.clone());
-            }
+            // Signed by rusty-s3's signer, but with `?uploads=` as aws-cli sends it:
+            // its own action says `?uploads=1`, which some servers (moto) refuse.
+            let url = self.bucket.object_url(key);
+            let query = [("uploads", "")];
+            let url = match &self.credentials {
+                Some(c) => rusty_s3::signing::sign(
+                    &jiff::Timestamp::now(),
+                    rusty_s3::Method::Post,
+                    url,
+                    c.key(),
+                    c.secret(),
+                    c.token(),
+                    self.bucket.region(),
+                    SIGNED_FOR.as_secs(),
+                    query.into_iter(),
+                    headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
+                None => {
+                    let mut url = url;
+                    url.set_query(Some("uploads="));
+                    url
+                }
+            };
             // An empty body, said so: without a length ureq would send it chunked, which
             // S3 does not take.
             let empty = Payload::Bytes(&[]);
-            let answer = self.call("POST", &self.sign(&action), &headers, Some(&empty))?;
+            let answer = self.call("POST", url.as_str(), &headers, Some(&empty))?;
             match xml::parse::<xml::InitiateXml>(&answer.body) {
                 Some(init) if !init.upload_id.is_empty() => Ok(init.upload_id),
                 _ => Err(Fail::Final(self.remote(
