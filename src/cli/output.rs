@@ -148,13 +148,26 @@ pub fn spinner(what: &'static str) -> Option<ProgressBar> {
 
 /// A bar of `total` bytes (bytes, rate, ETA, a message), when progress is shown.
 pub fn bytes_bar(total: u64) -> Option<ProgressBar> {
+    bar_with(
+        total,
+        "{bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
+    )
+}
+
+/// A bar of `total` bytes with a prefix (`part 3/12`) before them.
+pub fn parts_bar(total: u64) -> Option<ProgressBar> {
+    bar_with(
+        total,
+        "{prefix} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
+    )
+}
+
+fn bar_with(total: u64, template: &str) -> Option<ProgressBar> {
     if !progress_shown() {
         return None;
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
-    ) {
+    if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     Some(bar)

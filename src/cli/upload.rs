@@ -123,7 +123,7 @@ pub fn run(args: UploadArgs) -> Result<Exit> {
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let total: u64 = objects.iter().map(|o| o.size).sum();
-    let bar = output::bytes_bar(total);
+    let bar = output::parts_bar(total);
     let parts_done = AtomicU64::new(0);
     let parts_total = AtomicU64::new(0);
     let progress = |p: Progress<'_>| {
@@ -136,9 +136,12 @@ pub fn run(args: UploadArgs) -> Result<Exit> {
                 reused,
                 ..
             } => {
-                parts_total.fetch_add(u64::from(parts), Ordering::Relaxed);
-                parts_done.fetch_add(u64::from(reused_parts), Ordering::Relaxed);
+                let all =
+                    parts_total.fetch_add(u64::from(parts), Ordering::Relaxed) + u64::from(parts);
+                let done = parts_done.fetch_add(u64::from(reused_parts), Ordering::Relaxed)
+                    + u64::from(reused_parts);
                 bar.inc(reused);
+                bar.set_prefix(format!("part {done}/{all}"));
                 bar.set_message(key.to_string());
             }
             Progress::Part { bytes } => {
