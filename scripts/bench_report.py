@@ -276,26 +276,72 @@ def cold_rows(r):
                "—", "≤ 64 MiB", ok)
 
 
+def upload_rows(r, tree):
+    """`tartape upload` to a local S3 server (SPEC §9) against `rclone copyto`."""
+    b = r.tape(tree)
+    t, rc = r.med("upload.%s.tartape" % tree), r.med("upload.%s.rclone" % tree)
+    ratio = div(rc, t)
+    yield ("upload %s to a local S3 server vs rclone copyto of the tar (16 MiB parts, 4 at once)" % tree,
+           "%s (%s)" % (fmt_us(t), gbps(b, t)), "rclone %s (%s)" % (fmt_us(rc), gbps(b, rc)),
+           ratio + "×", "≥ 1×", check(ratio, ">=", 1))
+    kv = read_kv(r.dir / "upload.resume.txt")
+    with open(r.dir / "upload.resume.json") as f:
+        resumed = json.loads(f.read().strip().splitlines()[-1])
+    total, part, jobs = int(kv["total"]), int(kv["part"]), int(kv["jobs"])
+    before = int(kv["confirmed_before_kill"])
+    missing = total - before * part
+    bound = missing + jobs * part
+    sent = int(resumed["bytes_sent"])
+    yield ("upload %s: resumed after a kill at %d of %d parts" % (tree, before, int(resumed["parts"])),
+           "sent %d bytes (%d parts new, %d kept)" % (sent, int(resumed["parts"]) - int(resumed["parts_reused"]),
+                                                      int(resumed["parts_reused"])),
+           "missing %d bytes + %d × %d MiB" % (missing, jobs, part >> 20), div(sent, bound),
+           "≤ missing + jobs × part", check(sent, "<=", bound))
+    mem = read_kv(r.dir / "upload.memory.txt")
+    for size in ("16M", "256M"):
+        kb = float(mem.get("part." + size) or 0)
+        yield ("upload %s peak memory, %s parts, 4 jobs (ru_maxrss)" % (tree, size), "%.1f MiB" % (kb / 1024),
+               "—", "—", "≤ 64 MiB + 4 × 16 MiB", check(kb, "<=", (64 + 4 * 16) * 1024))
+
+
+def ran(r, key):
+    """Whether the run measured KEY (BENCH_ONLY may leave sections out)."""
+    return bool(r.samples.get(key))
+
+
 def rows(r):
+    skipped = lambda what: ("%s: not run (BENCH_ONLY=%s)" % (what, r.meta.get("only", "")),
+                            "—", "—", "—", "—", "—")
     for tree in ("small", "large", "million"):
-        yield from record_rows(r, tree)
+        if ran(r, "record.%s.tartape" % tree):
+            yield from record_rows(r, tree)
+        else:
+            yield skipped("record " + tree)
     for tree in ("small", "million"):
-        yield from verify_rows(r, tree)
+        if ran(r, "verify.%s.tartape" % tree):
+            yield from verify_rows(r, tree)
     for tree in ("small", "large"):
-        yield from stream_rows(r, tree)
+        if ran(r, "pipe.%s.tartape" % tree):
+            yield from stream_rows(r, tree)
     why = r.meta.get("mount_unavailable")
     if why:
         yield ("mount: not available (%s)" % why, "—", "—", "—", "—", "—")
-    else:
+    elif ran(r, "mount.small.cat"):
         for tree in ("small", "large"):
             yield from mount_read_rows(r, tree)
         yield from mount_million_rows(r)
-    yield from resume_rows(r)
-    yield from restore_rows(r, "small")
+    if ran(r, "resume.million"):
+        yield from resume_rows(r)
+    if ran(r, "restore.small.one"):
+        yield from restore_rows(r, "small")
+    if ran(r, "upload.large.tartape"):
+        yield from upload_rows(r, "large")
+    else:
+        yield skipped("upload")
     why = r.meta.get("cold_unavailable")
     if why:
         yield ("cold runs: not done (%s)" % why, "—", "—", "—", "—", "—")
-    else:
+    elif ran(r, "cold.small.stream"):
         yield from cold_rows(r)
 
 
