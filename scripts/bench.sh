@@ -634,14 +634,14 @@ bench_upload() {
     pid=$!
     lines=0
     for ((i = 0; i < 6000; i++)); do
-        lines=$(cat -- "$state"/*.json 2>/dev/null | wc -l)
+        lines=$({ cat -- "$state"/*.json 2>/dev/null || true; } | wc -l)
         # (the first line is the header)
         (((lines - 1) * 16777216 >= total / 2)) && break
         sleep 0.01
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    lines=$(cat -- "$state"/*.json 2>/dev/null | wc -l)
+    lines=$({ cat -- "$state"/*.json 2>/dev/null || true; } | wc -l)
     "$TT" upload "$tree" s3://bench/resume.tar --catalog "$CAT/$tree.db" --endpoint "$S3_ENDPOINT" \
         --part-size 16M --jobs 4 --json >"$RESULTS/upload.resume.json" 2>>"$CMDLOG" || die "the resumed upload failed"
     cmp -- "$tape" "$data/bench/resume.tar" >>"$CMDLOG" 2>&1 || die "the resumed object is not the stream"

@@ -320,8 +320,29 @@ impl Uploader<'_> {
         let mut state = sent.state;
         // Every part is confirmed: complete, then look at what the server made of it.
         let md5s: Vec<[u8; 16]> = (1..=plan.count()).map(|n| state.parts[&n].md5).collect();
-        let etags: Vec<String> = md5s.iter().map(|m| hex(m)).collect();
-        let etag = self.store.complete(&object.key, &upload_id, &etags)?;
+        let etags: Vec<String> = (1..=plan.count())
+            .map(|n| state.parts[&n].etag.clone())
+            .collect();
+        let etag = match self.store.complete(&object.key, &upload_id, &etags) {
+            Ok(etag) => etag,
+            // Completed by a try whose answer was lost (the connection broke after the
+            // server did it): the upload is gone, the object is there.
+            Err(Error::Remote { code, .. }) if code == "NoSuchUpload" => {
+                match self.store.head(&object.key)? {
+                    Some(info) if self.is_this(object, &info) => info.etag,
+                    _ => {
+                        return Err(Error::Object {
+                            url,
+                            problem: format!(
+                                "upload {upload_id} vanished while it was being completed; \
+                                 run again to upload anew"
+                            ),
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let expected = multipart_etag(&md5s);
         if is_multipart_etag(&etag) && etag != expected {
             return Err(Error::Object {
@@ -402,7 +423,8 @@ impl Uploader<'_> {
                 continue;
             }
             let md5 = match known.remove(&p.number) {
-                Some(c) if c.size == p.size && hex(&c.md5) == p.etag => Some(c.md5),
+                // The part this state confirmed: same size, same ETag.
+                Some(c) if c.size == p.size && c.etag == p.etag => Some(c.md5),
                 // The server's part, which this run may not know: it counts when its
                 // bytes are the tape's (its ETag is their MD5 on most stores).
                 _ if is_md5(&p.etag) => {
@@ -413,7 +435,12 @@ impl Uploader<'_> {
                 _ => None,
             };
             if let Some(md5) = md5 {
-                state.confirm(p.number, Confirmed { size: p.size, md5 })?;
+                let part = Confirmed {
+                    size: p.size,
+                    md5,
+                    etag: p.etag.clone(),
+                };
+                state.confirm(p.number, part)?;
                 kept.push(p.number);
             }
         }
@@ -449,9 +476,10 @@ impl Uploader<'_> {
                         let Some(&number) = parts.get(i) else { return };
                         let done = self.send_part(object, plan, upload_id, number, &mut buf);
                         let confirmed = done.and_then(|part| {
+                            let size = part.size;
                             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
                             s.confirm(number, part)?;
-                            Ok(part.size)
+                            Ok(size)
                         });
                         match confirmed {
                             Ok(bytes) => {
@@ -495,12 +523,14 @@ impl Uploader<'_> {
     ) -> Result<Confirmed> {
         let (start, end) = plan.range(number);
         let size = end - start;
+        let mut etag = String::new();
         let md5 = self.with_payload(object, start, end, buf, |payload, md5| {
-            self.store
-                .upload_part(&object.key, upload_id, number, payload, md5)
-                .map(|_| ())
+            etag = self
+                .store
+                .upload_part(&object.key, upload_id, number, payload, md5)?;
+            Ok(())
         })?;
-        Ok(Confirmed { size, md5 })
+        Ok(Confirmed { size, md5, etag })
     }
 
     /// Hands the bytes `[start, end)` of the object, and their MD5, to `send`: from

@@ -46,12 +46,15 @@ pub struct Header {
 }
 
 /// A part the server confirmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirmed {
     /// Its size.
     pub size: u64,
     /// The MD5 of its bytes.
     pub md5: [u8; 16],
+    /// The ETag the server gave it (its MD5 on most stores; not with some encryptions):
+    /// what CompleteMultipartUpload names it by.
+    pub etag: String,
 }
 
 /// One line per confirmed part.
@@ -60,6 +63,7 @@ struct PartLine {
     part: u32,
     size: u64,
     md5: String,
+    etag: String,
 }
 
 /// The state of one upload, its file open for appending.
@@ -140,7 +144,14 @@ impl State {
                 break;
             };
             let Some(md5) = unhex16(&p.md5) else { break };
-            parts.insert(p.part, Confirmed { size: p.size, md5 });
+            parts.insert(
+                p.part,
+                Confirmed {
+                    size: p.size,
+                    md5,
+                    etag: p.etag,
+                },
+            );
         }
         let file = OpenOptions::new()
             .append(true)
@@ -203,6 +214,7 @@ impl State {
             part: number,
             size: part.size,
             md5: hex(&part.md5),
+            etag: part.etag.clone(),
         })
         .map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?;
         line.push('\n');
@@ -303,22 +315,13 @@ mod tests {
         let path = path_for(&dir.path().join("uploads"), "http://e", "b", "k");
         assert!(State::load(&path).unwrap().is_none());
         let mut s = State::create(&path, header()).unwrap();
-        s.confirm(
-            2,
-            Confirmed {
-                size: 5 << 20,
-                md5: [2; 16],
-            },
-        )
-        .unwrap();
-        s.confirm(
-            1,
-            Confirmed {
-                size: 5 << 20,
-                md5: [1; 16],
-            },
-        )
-        .unwrap();
+        let part = |n: u8| Confirmed {
+            size: 5 << 20,
+            md5: [n; 16],
+            etag: format!("etag-{n}"),
+        };
+        s.confirm(2, part(2)).unwrap();
+        s.confirm(1, part(1)).unwrap();
         drop(s);
         // A run killed while appending part 3's line.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -328,6 +331,7 @@ mod tests {
         assert_eq!(s.header, header());
         assert_eq!(s.parts.keys().copied().collect::<Vec<_>>(), [1, 2]);
         assert_eq!(s.parts[&1].md5, [1; 16]);
+        assert_eq!(s.parts[&2].etag, "etag-2");
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

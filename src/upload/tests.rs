@@ -23,9 +23,21 @@ struct MemoryStore {
     /// Calls (as logged) that fail once, with a final error.
     fail: Mutex<Vec<String>>,
     next_id: Mutex<u32>,
+    /// ETags that are not the parts' MD5s (as with SSE-KMS): `opaque-MD5`.
+    opaque: bool,
 }
 
 impl MemoryStore {
+    /// The ETag of a part of these bytes.
+    fn etag(&self, bytes: &[u8]) -> String {
+        let md5 = hex(&Md5::digest(bytes));
+        if self.opaque {
+            format!("opaque-{md5}")
+        } else {
+            md5
+        }
+    }
+
     fn log(&self, call: String) -> Result<()> {
         self.calls.lock().unwrap().push(call.clone());
         let mut fail = self.fail.lock().unwrap();
@@ -128,8 +140,9 @@ impl ObjectStore for MemoryStore {
         let mut uploads = self.uploads.lock().unwrap();
         let upload = uploads.get_mut(upload_id).expect("a live upload");
         assert_eq!(upload.0, key);
+        let etag = self.etag(&bytes);
         upload.2.insert(number, bytes);
-        Ok(hex(md5))
+        Ok(etag)
     }
 
     fn list_parts(&self, _key: &str, upload_id: &str) -> Result<Option<Vec<PartInfo>>> {
@@ -139,7 +152,7 @@ impl ObjectStore for MemoryStore {
                 .map(|(&number, b)| PartInfo {
                     number,
                     size: b.len() as u64,
-                    etag: hex(&Md5::digest(b)),
+                    etag: self.etag(b),
                 })
                 .collect()
         }))
@@ -150,8 +163,8 @@ impl ObjectStore for MemoryStore {
         let (k, meta, parts) = self.uploads.lock().unwrap().remove(upload_id).unwrap();
         assert_eq!(k, key);
         let md5s: Vec<[u8; 16]> = parts.values().map(|b| Md5::digest(b).into()).collect();
-        for (n, etag) in etags.iter().enumerate() {
-            assert_eq!(*etag, hex(&md5s[n]), "ETag of part {}", n + 1);
+        for (n, (etag, bytes)) in etags.iter().zip(parts.values()).enumerate() {
+            assert_eq!(*etag, self.etag(bytes), "ETag of part {}", n + 1);
         }
         let whole: Vec<u8> = parts.into_values().flatten().collect();
         self.objects
@@ -380,6 +393,31 @@ fn a_state_of_another_part_size_is_never_reused_and_abort_ends_both() {
     assert!(store.uploads.lock().unwrap().is_empty());
     assert!(uploader.abort("k.tar").unwrap().is_empty());
     assert_eq!(std::fs::read_dir(&run.dir).unwrap().count(), 0);
+}
+
+/// Parts whose ETag is not their MD5 (SSE-KMS, SSE-C): kept across runs by their ETag,
+/// and completed with it.
+#[test]
+fn parts_with_opaque_etags_are_kept_by_their_etag() {
+    let (dir, tape, bytes) = tape();
+    let store = MemoryStore {
+        opaque: true,
+        ..MemoryStore::default()
+    };
+    let run = Run {
+        store: &store,
+        dir: dir.path().join("uploads"),
+        part_size: 5 * MIB,
+        warnings: Mutex::new(Vec::new()),
+    };
+    store.fail.lock().unwrap().push("part 3".into());
+    assert!(run.upload(&tape).is_err());
+    store.calls();
+    let summary = run.upload(&tape).unwrap();
+    let calls = store.calls();
+    assert_eq!(sent_parts(&calls), ["part 3"], "{calls:?}");
+    assert_eq!(summary.parts_reused, 2);
+    assert_eq!(store.objects.lock().unwrap()["k.tar"].0, bytes);
 }
 
 #[test]
