@@ -33,6 +33,14 @@ if [ ! -x "$venv/bin/rclone" ]; then
 fi
 export TARTAPE_RCLONE="$PWD/$venv/bin/rclone"
 "$TARTAPE_RCLONE" version | head -1
+# A second S3 server, another implementation: moto's (PyPI moto[server]).
+venv=target/moto-venv
+if [ ! -x "$venv/bin/moto_server" ]; then
+    echo "test.sh: installing moto[server] into $venv"
+    python3 -m venv --clear "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+fi
+export TARTAPE_MOTO="$PWD/$venv/bin/moto_server"
 
 export TARTAPE_REQUIRE_TOOLS=1
 cargo build --all-targets

@@ -720,6 +720,80 @@ fn restoring_one_file_from_an_object_is_one_small_request() {
     assert!(!env.path("none/src").exists());
 }
 
+/// Another S3 implementation, moto's: the object is the stream, a killed upload resumes
+/// with only the missing parts, one file is restored with one request.
+#[test]
+fn moto_takes_the_same_uploads() {
+    let Some(rclone) = can_serve_s3("moto_takes_the_same_uploads") else {
+        return;
+    };
+    let Some(moto_server) = common::s3::can_serve_moto("moto_takes_the_same_uploads") else {
+        return;
+    };
+    let env = Env::new(&rclone);
+    let moto = common::s3::MotoServer::start(&moto_server, &["mbkt"]);
+    let proxy = Proxy::start(moto.addr);
+    let endpoint = proxy.endpoint();
+    let upload = |extra: &[&str]| {
+        let mut args = vec![
+            "upload",
+            "src",
+            "s3://mbkt/m.tar",
+            "--catalog",
+            "cat.db",
+            "--endpoint",
+            &endpoint,
+            "--part-size",
+            "5M",
+            "--jobs",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        env.command(&args)
+    };
+    proxy.rule(Rule::new(1, Action::Hold, |s| s.part == Some(3)));
+    let mut child = upload(&[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    proxy.wait_held();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    proxy.release();
+    proxy.take_seen();
+    let out = run(&mut upload(&["--json"]));
+    assert_success(&out, "resumed upload to moto");
+    let count = env.tape.len().div_ceil(5 * MIB) as u32;
+    assert_eq!(parts(&proxy.take_seen()), (3..=count).collect::<Vec<_>>());
+    assert_eq!(moto.object("mbkt", "m.tar").unwrap(), env.tape);
+    let out = run(&mut upload(&[]));
+    assert!(
+        stdout(&out).contains("already uploaded"),
+        "{}",
+        stdout(&out)
+    );
+    proxy.take_seen();
+    let out = env.run(&[
+        "restore",
+        "cat.db",
+        "--from",
+        "s3://mbkt/m.tar",
+        "--endpoint",
+        &endpoint,
+        "src/small/03.txt",
+        "-C",
+        "from-moto",
+    ]);
+    assert_success(&out, "restore from moto");
+    assert_eq!(
+        fs::read(env.path("from-moto/src/small/03.txt")).unwrap(),
+        b"small file 3\n"
+    );
+    assert_eq!(proxy.take_seen().len(), 1);
+}
+
 /// Files, symlinks and directories of `a` are in `b` with the same content and targets.
 fn assert_same_tree(a: &Path, b: &Path) {
     for entry in walk(a) {

@@ -54,6 +54,113 @@ pub fn can_serve_s3(test: &str) -> Option<PathBuf> {
     found
 }
 
+/// moto's S3 server (`moto_server`, in `TARTAPE_MOTO`), when there is one; a loud skip
+/// without (a failure where tools are required).
+pub fn can_serve_moto(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("TARTAPE_MOTO")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        let why = "moto_server (TARTAPE_MOTO; scripts/test.sh installs PyPI's moto[server])";
+        assert!(!tools_required(), "{test}: missing {why}");
+        skip(test, &format!("missing {why}"));
+    }
+    found
+}
+
+/// moto's S3 server on a free port of 127.0.0.1, with `buckets` made; stopped when
+/// dropped. It keeps objects in memory: `object` reads them back through its API.
+pub struct MotoServer {
+    child: Child,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl MotoServer {
+    /// Starts moto and makes `buckets` (an unsigned PUT: moto takes any keys).
+    pub fn start(moto: &Path, buckets: &[&str]) -> MotoServer {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let server = MotoServer { child, addr };
+        wait_for_port(addr);
+        for b in buckets {
+            let (status, _) = server.raw("PUT", &format!("/{b}"));
+            assert_eq!(status, 200, "make bucket {b}");
+        }
+        server
+    }
+
+    /// `http://ADDR`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An unsigned request (moto does not check signatures): status and body.
+    pub fn raw(&self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&all[..split]).into_owned();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut body = all[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        (status, body)
+    }
+
+    /// The object's bytes, if it is there.
+    pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let (status, body) = self.raw("GET", &format!("/{bucket}/{key}"));
+        (status == 200).then_some(body)
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A chunked body's bytes.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(i) = body.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&body[..i]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[i + 2..i + 2 + size]);
+        body = &body[i + 2 + size + 2..];
+    }
+}
+
 /// `rclone serve s3` over a temporary directory, stopped when dropped.
 pub struct S3Server {
     child: Child,
