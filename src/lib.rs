@@ -64,6 +64,7 @@ mod readahead;
 pub mod record;
 pub mod restore;
 pub mod s3;
+pub mod serve;
 pub mod source;
 pub mod tape;
 pub mod text;

@@ -18,7 +18,7 @@
 //! symlinks (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so nothing lands outside it.
 //!
 //! From an object store ([`Place::Store`]), each needed range is fetched once, in order
-//! ([`source`]): the headers are compared as the extraction reaches them, before each
+//! (`source`): the headers are compared as the extraction reaches them, before each
 //! entry is written, rather than in a pass of their own (which would fetch everything
 //! twice); the objects' sizes and fingerprints are checked before anything is written.
 

@@ -1,6 +1,6 @@
 //! A blocking client of one bucket of an S3-compatible store: rusty-s3 signs the requests
 //! (presigned URLs, SigV4; the payload is not signed, `Content-MD5` protects it), ureq
-//! sends them, [`super::xml`] reads the answers. Every request has connect and read
+//! sends them, quick-xml reads the answers (`xml`). Every request has connect and read
 //! timeouts and is tried again on failures that are not the user's fault
 //! ([`super::retry`]); errors name the endpoint, the bucket and the S3 error code, and
 //! never a URL (a presigned one holds a signature, and maybe a session token).
