@@ -39,6 +39,7 @@ fn run(command: Command) -> tartape::Result<Exit> {
         Command::Volumes(args) => cli::inspect::volumes(args),
         Command::Restore(args) => cli::restore::run(args),
         Command::Upload(args) => cli::upload::run(args),
+        Command::Serve(args) => cli::serve::run(args),
         Command::Mount(args) => cli::mount::run(args),
         Command::Umount(args) => cli::mount::umount(args),
         Command::Mounts(args) => cli::mount::mounts(args),

@@ -16,6 +16,7 @@ mod mount_logs;
 pub mod output;
 pub mod record;
 pub mod restore;
+pub mod serve;
 pub mod shell;
 pub mod stream;
 pub mod upload;
@@ -193,6 +194,22 @@ Exit status: 0 uploaded (or already there), 1 failure (the parts sent are kept: 
 2 usage error, 130 interrupted (run it again to resume)."
     )]
     Upload(upload::UploadArgs),
+    /// Serve tapes over HTTP, read-only, with Range, If-Range and ETag (any client resumes).
+    #[command(
+        after_help = "Each tape is /NAME.tar (NAME: its root name); with --volume-size, each \
+volume and the catalog copy too. / lists them (HTML, or JSON with Accept: application/json). \
+Every byte is checked against the recording: a source found changed cuts the download short \
+and the tape then answers 409. Loopback only unless --listen says otherwise; beyond it, use \
+--auth-file (and TLS in front, e.g. nginx or Caddy).\n\nExamples:\n  \
+tartape serve photos\n  \
+tartape serve photos music --listen 127.0.0.1:0\n  \
+tartape serve photos --listen 0.0.0.0:8080 --auth-file ~/.config/tartape/users\n  \
+curl -C - -O http://127.0.0.1:8080/photos.tar     (resumes a download cut short)\n  \
+aria2c -x 8 -s 8 http://127.0.0.1:8080/photos.tar\n\n\
+Exit status: 0 stopped by SIGINT or SIGTERM (responses in flight given 10 s), 1 failure (no \
+catalog, the address is taken), 2 usage error."
+    )]
+    Serve(serve::ServeArgs),
     /// Mount the tape read-only (FUSE): one file, archive.tar, served from the source.
     #[command(after_help = "Examples:\n  tartape mount photos /mnt/tape\n  \
 tartape mount photos /mnt/tape -o allow_other,verify=quick\n  \
