@@ -13,6 +13,9 @@ command -v script >/dev/null || missing+=(bsdutils)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v setfacl >/dev/null || missing+=(acl)
 command -v tar >/dev/null || missing+=(tar)
+command -v curl >/dev/null || missing+=(curl)
+command -v wget >/dev/null || missing+=(wget)
+command -v aria2c >/dev/null || missing+=(aria2)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: installing ${missing[*]}"
