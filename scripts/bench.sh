@@ -198,6 +198,7 @@ cleanup() {
     local rc=$? m pid mnt i
     # The S3 and HTTP servers this run started, by pid.
     stop_s3
+    stop_http
     for m in "${MOUNTS[@]}"; do
         unmount "$m" || log "WARNING: could not unmount $m"
     done
@@ -665,6 +666,124 @@ bench_upload() {
     if is_mounted "$data"; then umount -- "$data" || log "WARNING: could not unmount $data"; fi
 }
 
+# ---------------------------------------------------------------- serve (SPEC §10)
+NGINX_PID=     # the nginx this run started
+SERVE_PID=     # the `tartape serve` this run started
+
+# shellcheck disable=SC2317 # also invoked by the EXIT trap
+stop_http() {
+    local pid
+    for pid in ${NGINX_PID:-} ${SERVE_PID:-}; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    NGINX_PID= SERVE_PID=
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# wait_http URL: until URL answers (at most 10 s)
+wait_http() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.05
+    done
+    die "$1 does not answer"
+}
+
+# serve (SPEC §7, §10): `tartape serve` against nginx serving the same bytes from a real
+# file, on loopback: one connection (curl) downloading the large tape, `aria2c -x 8 -s 8`,
+# random 4 KiB ranges on a keep-alive connection on the million-entry tape, and the
+# server's memory with 200 idle and 200 active connections.
+bench_serve() {
+    local ngx=$WORKDIR/nginx dl=$WORKDIR/dl port url nurl kb i tree nginx_bin mode hold
+    local ready=$WORKDIR/serve.ready pkgs=()
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || pkgs+=(nginx)
+    command -v aria2c >/dev/null || pkgs+=(aria2)
+    command -v curl >/dev/null || pkgs+=(curl)
+    if ((${#pkgs[@]})); then
+        log "installing ${pkgs[*]}"
+        apt-get update -qq >>"$CMDLOG" 2>&1 || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >>"$CMDLOG" 2>&1 ||
+            die "apt-get install ${pkgs[*]} failed"
+    fi
+    nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+    safe_rm "$ngx"
+    mkdir -p -- "$ngx/root" "$ngx/logs" "$dl"
+    # nginx serves the same bytes from real files (in the page cache, as the sources are).
+    for tree in large million; do
+        "$TT" stream "$tree" --catalog "$CAT/$tree.db" -o "$ngx/root/$tree.tar" 2>>"$CMDLOG" ||
+            die "stream $tree failed"
+    done
+    if ! is_mounted "$dl"; then
+        if mount -t tmpfs -o "size=$(($(tape_size large) / 1048576 + 1024))m" tartape-bench-dl "$dl" 2>>"$CMDLOG"; then
+            MOUNTS+=("$dl")
+        else
+            log "WARNING: no tmpfs for aria2c's downloads (not root?): they go to the disk"
+        fi
+    fi
+    port=$(free_port)
+    printf '%s\n' "worker_processes 2;" "pid $ngx/nginx.pid;" "error_log $ngx/logs/error.log;" \
+        "events { worker_connections 1024; }" \
+        "http { access_log off; sendfile on; tcp_nopush on; keepalive_timeout 60s;" \
+        "  server { listen 127.0.0.1:$port; root $ngx/root; } }" >"$ngx/nginx.conf"
+    "$nginx_bin" -p "$ngx" -c "$ngx/nginx.conf" -g 'daemon off;' 2>>"$CMDLOG" &
+    NGINX_PID=$!
+    nurl=http://127.0.0.1:$port
+    wait_http "$nurl/large.tar"
+    "$TT" serve large million --catalog "$CAT/large.db" --catalog "$CAT/million.db" \
+        --listen 127.0.0.1:0 >"$WORKDIR/serve.out" 2>>"$CMDLOG" &
+    SERVE_PID=$!
+    url=
+    for ((i = 0; i < 200; i++)); do
+        url=$(head -n 1 -- "$WORKDIR/serve.out" 2>/dev/null | grep -oE 'http://[0-9.:]+' || true)
+        [[ -n $url ]] && break
+        sleep 0.05
+    done
+    [[ -n $url ]] || die "tartape serve printed no URL"
+    log "tartape serve at $url (pid $SERVE_PID), nginx at $nurl (pid $NGINX_PID)"
+    printf 'start=%s\n' "$(vm_kb VmRSS "$SERVE_PID")" >"$RESULTS/serve.rss.txt"
+    cmp -- <(curl -s "$url/large.tar") "$ngx/root/large.tar" >>"$CMDLOG" 2>&1 ||
+        die "tartape serve's large.tar is not nginx's"
+
+    measure_pair serve.large.tartape serve.large.nginx "${RUN_DIRECT[@]}" \
+        "$(shq curl -s -o /dev/null "$url/large.tar")" \
+        "$(shq curl -s -o /dev/null "$nurl/large.tar")"
+    measure_pair serve.aria2.tartape serve.aria2.nginx "${RUN_DIRECT[@]}" \
+        --prepare "$(shq rm -f -- "$dl/a.tar")" \
+        "$(shq aria2c -q -x 8 -s 8 -k 1M --allow-overwrite=true --file-allocation=none -d "$dl" -o a.tar "$url/large.tar")" \
+        "$(shq aria2c -q -x 8 -s 8 -k 1M --allow-overwrite=true --file-allocation=none -d "$dl" -o a.tar "$nurl/large.tar")"
+    rm -f -- "$dl/a.tar"
+
+    log "random 4 KiB ranges over keep-alive: $NREADS on $url/million.tar (and nginx's)"
+    "$PY" "$HELPER" httprand "$url/million.tar" "$NREADS" >"$RESULTS/serve.randread.txt" 2>>"$CMDLOG" ||
+        die "random ranges failed"
+    "$PY" "$HELPER" httprand "$nurl/million.tar" "$NREADS" >"$RESULTS/serve.randread.nginx.txt" 2>>"$CMDLOG" ||
+        die "random ranges (nginx) failed"
+    log "  median p99 mean max (µs) count: $(<"$RESULTS/serve.randread.txt"); nginx: $(<"$RESULTS/serve.randread.nginx.txt")"
+
+    # Memory under 200 idle connections, then 200 each in the middle of a download.
+    for mode in idle active; do
+        rm -f -- "$ready"
+        "$PY" "$HELPER" httphold "$url/large.tar" 200 "$mode" "$ready" 3 2>>"$CMDLOG" &
+        hold=$!
+        for ((i = 0; i < 1200; i++)); do
+            [[ -e $ready ]] && break
+            sleep 0.05
+        done
+        [[ -e $ready ]] || die "200 $mode connections did not come up"
+        sleep 1
+        printf '%s=%s\n%s.hwm=%s\n' "$mode" "$(vm_kb VmRSS "$SERVE_PID")" "$mode" "$(vm_kb VmHWM "$SERVE_PID")" \
+            >>"$RESULTS/serve.rss.txt"
+        wait "$hold" || die "holding 200 $mode connections failed"
+    done
+    log "  server memory (kB): $(tr '\n' ' ' <"$RESULTS/serve.rss.txt")"
+    stop_http
+    safe_rm "$ngx"
+    if is_mounted "$dl"; then umount -- "$dl" || log "WARNING: could not unmount $dl"; fi
+}
+
 # drop_caches: what a cold run starts from: the source, the catalog and the tools read
 # from the disk again (root only)
 # shellcheck disable=SC2317 # run by hyperfine (--prepare)
@@ -805,6 +924,7 @@ main() {
     if wanted resume; then bench_resume; fi
     if wanted restore; then bench_restore small; fi
     if wanted upload; then bench_upload large; fi
+    if wanted serve; then bench_serve; fi
     if ! wanted cold; then
         :
     elif [[ -n $why ]]; then

@@ -14,6 +14,14 @@
                                           the names of the volumes holding the entry's
                                           header and content (`locate PATH --volume-size
                                           S --json`), one per line
+    bench_helper.py httprand URL COUNT    COUNT GETs of random aligned 4 KiB ranges of URL
+                                          on one keep-alive connection; prints
+                                          "median_us p99_us mean_us max_us count"
+    bench_helper.py httphold URL N idle|active READY SECONDS
+                                          N connections to URL's server, idle (nothing
+                                          sent) or active (each in the middle of a GET of
+                                          URL, 1 MiB read); touches READY once they all
+                                          are, holds them SECONDS, closes them
 """
 import os, random, sys, time
 
@@ -91,5 +99,54 @@ elif cmd == "volume-names":  # volume-names < locate PATH --volume-size S --json
         if s["name"] not in names:
             names.append(s["name"])
     print("\n".join(names))
+elif cmd == "httprand":  # httprand URL COUNT -> "median_us p99_us mean_us max_us count"
+    import http.client, urllib.parse
+    url, count = urllib.parse.urlsplit(sys.argv[2]), int(sys.argv[3])
+    c = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    c.request("HEAD", url.path)
+    r = c.getresponse()
+    r.read()
+    size = int(r.getheader("Content-Length"))
+    rng = random.Random(12345)
+    lat = []
+    for i in range(count + 100):
+        a = rng.randrange(size // 4096) * 4096
+        t0 = time.perf_counter_ns()
+        c.request("GET", url.path, headers={"Range": "bytes=%d-%d" % (a, a + 4095)})
+        r = c.getresponse()
+        body = r.read()
+        t = time.perf_counter_ns() - t0
+        if r.status != 206 or len(body) != 4096:
+            sys.exit("httprand: %d with %d bytes at %d" % (r.status, len(body), a))
+        if i >= 100:  # the first 100: warm-up
+            lat.append(t)
+    lat.sort()
+    n = len(lat)
+    med = lat[n // 2] if n % 2 else (lat[n // 2 - 1] + lat[n // 2]) // 2
+    p99 = lat[min(n - 1, (99 * n + 99) // 100 - 1)]
+    print(med / 1000, p99 / 1000, sum(lat) / n / 1000, lat[-1] / 1000, n)
+elif cmd == "httphold":  # httphold URL N idle|active READY SECONDS
+    import socket, urllib.parse
+    url, n, mode = urllib.parse.urlsplit(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    ready, seconds = sys.argv[5], float(sys.argv[6])
+    conns = []
+    for i in range(n):
+        s = socket.create_connection((url.hostname, url.port), timeout=60)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conns.append(s)
+    if mode == "active":
+        for s in conns:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % url.path).encode())
+        for s in conns:
+            got = 0
+            while got < (1 << 20):
+                b = s.recv(1 << 16)
+                if not b:
+                    sys.exit("httphold: the server closed a connection")
+                got += len(b)
+    open(ready, "w").close()
+    time.sleep(seconds)
+    for s in conns:
+        s.close()
 else:
     sys.exit("bench_helper: unknown command " + cmd)

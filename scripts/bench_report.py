@@ -304,6 +304,31 @@ def upload_rows(r, tree):
                "—", "—", "≤ 64 MiB + 4 × 16 MiB", check(kb, "<=", (64 + 4 * 16) * 1024))
 
 
+def serve_rows(r):
+    """`tartape serve` against nginx serving the same bytes from a real file (SPEC §10)."""
+    b = r.tape("large")
+    t, n = r.med("serve.large.tartape"), r.med("serve.large.nginx")
+    ratio = div(n, t)
+    yield ("serve: one connection (curl) downloading large", "%s (%s)" % (fmt_us(t), gbps(b, t)),
+           "nginx %s (%s)" % (fmt_us(n), gbps(b, n)), ratio + "×", "≥ 0.5×", check(ratio, ">=", 0.5))
+    t, n = r.med("serve.aria2.tartape"), r.med("serve.aria2.nginx")
+    ratio = div(n, t)
+    yield ("serve: aria2c -x 8 -s 8 of large", "%s (%s)" % (fmt_us(t), gbps(b, t)),
+           "nginx %s (%s)" % (fmt_us(n), gbps(b, n)), ratio + "×", "≥ 0.7×", check(ratio, ">=", 0.7))
+    ours = (r.dir / "serve.randread.txt").read_text().split()
+    theirs = (r.dir / "serve.randread.nginx.txt").read_text().split()
+    med = float(ours[0])
+    yield ("serve: random 4 KiB ranges, keep-alive, million tape (median; p99)",
+           "%s; p99 %s" % (fmt_us(med), fmt_us(float(ours[1]))),
+           "nginx %s; p99 %s" % (fmt_us(float(theirs[0])), fmt_us(float(theirs[1]))), "—",
+           "median ≤ 1 ms", check(med, "<=", 1000))
+    rss = read_kv(r.dir / "serve.rss.txt")
+    mib = lambda key: "%.1f MiB" % (float(rss.get(key) or 0) / 1024)
+    yield ("serve: server memory (VmRSS) at start / 200 idle / 200 active connections",
+           "%s / %s / %s" % (mib("start"), mib("idle"), mib("active")),
+           "peak (VmHWM) %s" % mib("active.hwm"), "—", "—", "—")
+
+
 def ran(r, key):
     """Whether the run measured KEY (BENCH_ONLY may leave sections out)."""
     return bool(r.samples.get(key))
@@ -338,6 +363,10 @@ def rows(r):
         yield from upload_rows(r, "large")
     else:
         yield skipped("upload")
+    if ran(r, "serve.large.tartape"):
+        yield from serve_rows(r)
+    else:
+        yield skipped("serve")
     why = r.meta.get("cold_unavailable")
     if why:
         yield ("cold runs: not done (%s)" % why, "—", "—", "—", "—", "—")
