@@ -866,3 +866,96 @@ fn idle_keep_alive_connections_are_closed_after_60_s() {
         "closed after {waited:?}"
     );
 }
+
+/// No request byte sequence makes it panic or stop serving others: garbage, broken
+/// request lines, absurd ranges and validators, invalid encodings, huge numbers.
+#[test]
+fn no_input_makes_it_stop_serving() {
+    let tree = Tree::new();
+    let server = tree.serve(&[]);
+    let mut rng = Rng::new(99);
+    let mut cases: Vec<Vec<u8>> = vec![
+        b"\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nRange: bytes=99999999999999999999999-\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nRange: bytes=-99999999999999999999999\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nRange: bytes=5-4,3-2,1-0\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nRange: bytes=,,,,,,,,,,,,,\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nIf-Range: \xff\xfe\r\nRange: bytes=0-1\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nIf-None-Match: \"\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nIf-Modified-Since: yesterday\r\n\r\n".to_vec(),
+        b"GET /%ff%fe%00 HTTP/1.1\r\n\r\n".to_vec(),
+        b"GET /%%%% HTTP/1.1\r\n\r\n".to_vec(),
+        b"GET http://evil/photos.tar HTTP/1.1\r\n\r\n".to_vec(),
+        b"GET * HTTP/1.1\r\n\r\n".to_vec(),
+        b"CONNECT photos.tar:443 HTTP/1.1\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nContent-Length: -5\r\n\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        b"GET /photos.tar HTTP/1.1\r\nAccept: application/json\r\nAccept: text/html\r\n\r\n"
+            .to_vec(),
+        b"GET / HTTP/1.1\r\nAccept: \x80\x81\r\n\r\n".to_vec(),
+        format!("GET /photos.tar HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(200)).into_bytes(),
+    ];
+    for _ in 0..60 {
+        let n = rng.below(3000) as usize;
+        cases.push((0..n).map(|_| rng.next() as u8).collect());
+    }
+    for case in &cases {
+        let Ok(mut s) = TcpStream::connect(server.addr) else {
+            panic!("the server stopped accepting");
+        };
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let _ = s.write_all(case);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    let (status, _, body) = exchange(server.addr, "GET /photos.tar HTTP/1.1\nRange: bytes=0-99");
+    assert_eq!((status, body.as_slice()), (206, &tree.tape[..100]));
+    let mut server = server;
+    let mut child = server.child.take().unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the server ended");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A non-loopback address without --auth-file serves, and says so once.
+#[test]
+fn serving_the_network_without_auth_is_warned_about() {
+    let tree = Tree::new();
+    let mut child = tartape()
+        .args([
+            "serve",
+            "photos",
+            "--catalog",
+            "cat.db",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .current_dir(tree.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("serving http://0.0.0.0:"), "{first}");
+    let _ = child.kill();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    child.wait().unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("warning: serving 0.0.0.0:") && err.contains("--auth-file"),
+        "{err}"
+    );
+}
