@@ -247,6 +247,17 @@ Exit status: 0 printed, 1 failure (standard output closed)."
     Man,
 }
 
+/// A peer that hangs up makes a socket write fail with EPIPE, and `writev` raise SIGPIPE,
+/// which `main` lets end the process (as `cat` ends when its reader goes): commands that
+/// talk to the network ignore it, and see the error instead.
+pub fn live_through_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN is async-signal-safe and sound at
+    // any time; nothing in this process relies on SIGPIPE being delivered.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// mount(8)'s helper form (what `mount.fuse3` runs for type `fuse.tartape`): `tartape
 /// SOURCE MOUNTPOINT -o OPTS` is `tartape mount SOURCE MOUNTPOINT -o OPTS`. Tried only
 /// when the command line did not parse, its first word unknown and a path.

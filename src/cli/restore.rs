@@ -57,6 +57,7 @@ pub fn run(args: RestoreArgs) -> Result<Exit> {
         Some(text) => {
             let url = S3Url::parse(text)?;
             let settings = args.store.settings()?;
+            super::live_through_sigpipe();
             let stop = super::upload::stop_on_signals()?;
             let client = Client::new(&settings, &url.bucket, stop)?;
             Some((url, client))

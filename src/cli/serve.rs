@@ -110,6 +110,8 @@ pub fn run(args: ServeArgs) -> Result<Exit> {
         auth,
         ..Options::default()
     };
+    // A client that hangs up mid-body (aria2c does on every segment).
+    super::live_through_sigpipe();
     serve::serve(served, listener, options, true)?;
     Ok(Exit::Success)
 }

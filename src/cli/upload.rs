@@ -102,6 +102,7 @@ pub fn run(args: UploadArgs) -> Result<Exit> {
     }
     let settings = args.store.settings()?;
     settings.require_keys()?;
+    super::live_through_sigpipe();
     let stop = stop_on_signals()?;
     let client = Client::new(&settings, &destination.bucket, Arc::clone(&stop))?;
     let objects: Vec<Object<'_>> = match &set {
