@@ -328,8 +328,17 @@ impl AsyncRead for TimedIo {
 }
 
 impl TimedIo {
-    /// A write that is pending: an error once it has been for [`Options::write_timeout`].
-    fn stuck(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    /// What a write did: progress resets the write timer; a write pending for
+    /// [`Options::write_timeout`] is an error.
+    fn after_write(
+        &mut self,
+        written: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if written.is_ready() {
+            self.write_stuck = None;
+            return written;
+        }
         let since = *self.write_stuck.get_or_insert_with(Instant::now);
         self.write_timer
             .as_mut()
@@ -348,13 +357,8 @@ impl AsyncWrite for TimedIo {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Pending => this.stuck(cx),
-            ready => {
-                this.write_stuck = None;
-                ready
-            }
-        }
+        let written = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.after_write(written, cx)
     }
 
     fn poll_write_vectored(
@@ -363,13 +367,8 @@ impl AsyncWrite for TimedIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.stuck(cx),
-            ready => {
-                this.write_stuck = None;
-                ready
-            }
-        }
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(written, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
