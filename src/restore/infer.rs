@@ -13,8 +13,8 @@ use crate::catalog::Catalog;
 use crate::entry::Ordinal;
 use crate::error::{Error, Result};
 use crate::header::{BLOCK, Head};
-use crate::s3::{ObjectStore, S3Url};
-use crate::upload::VOLUME_META;
+use crate::s3::{ObjectStore, S3Url, VOLUME_META};
+
 use crate::volume::Volumes;
 
 /// Works out the volume size from the volume files in `place`: every size that one of

@@ -22,8 +22,8 @@ use crate::catalog::Catalog;
 use crate::digest::ContentHasher;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
-use crate::s3::{ObjectInfo, ObjectStore, S3Url};
-use crate::upload::{FINGERPRINT_META, VOLUME_META};
+use crate::s3::{FINGERPRINT_META, ObjectInfo, ObjectStore, S3Url, VOLUME_META};
+
 use crate::volume::{NameTemplate, Volumes};
 
 /// Bytes fetched from a store at most by one GET.

@@ -12,6 +12,13 @@ pub use config::{Options, Settings};
 
 use crate::error::{Error, Result};
 
+/// The metadata key of the tape's fingerprint on an object tartape wrote
+/// (`x-amz-meta-tartape-fingerprint`).
+pub const FINGERPRINT_META: &str = "tartape-fingerprint";
+/// The metadata key of a volume's `K/N` on an object tartape wrote
+/// (`x-amz-meta-tartape-volume`).
+pub const VOLUME_META: &str = "tartape-volume";
+
 /// `s3://BUCKET/KEY`: a bucket, and a key in it (or a prefix, ending with `/` or empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Url {

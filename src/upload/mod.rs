@@ -41,10 +41,7 @@ pub const BUFFERED: u64 = 16 << 20;
 /// Bytes read from the tape at a time while streaming a part or hashing it.
 const CHUNK: usize = 1 << 20;
 
-/// The metadata key of the tape's fingerprint (`x-amz-meta-tartape-fingerprint`).
-pub const FINGERPRINT_META: &str = "tartape-fingerprint";
-/// The metadata key of a volume's `K/N` (`x-amz-meta-tartape-volume`).
-pub const VOLUME_META: &str = "tartape-volume";
+pub use crate::s3::{FINGERPRINT_META, VOLUME_META};
 
 /// Where an object's bytes come from.
 #[derive(Clone, Copy)]

@@ -221,7 +221,17 @@ struct Run<'a> {
     warnings: Mutex<Vec<String>>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run against `store` that keeps its states under `dir`, with parts of 5 MiB.
+    fn new(store: &'a MemoryStore, dir: &tempfile::TempDir) -> Run<'a> {
+        Run {
+            store,
+            dir: dir.path().join("uploads"),
+            part_size: 5 * MIB,
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
     fn upload(&self, tape: &Tape) -> Result<ObjectSummary> {
         let stop = AtomicBool::new(false);
         let warn = |w: String| self.warnings.lock().unwrap().push(w);
@@ -260,12 +270,7 @@ fn sent_parts(calls: &[String]) -> Vec<String> {
 fn an_interrupted_upload_sends_only_what_the_server_lacks() {
     let (dir, tape, bytes) = tape();
     let store = MemoryStore::default();
-    let run = Run {
-        store: &store,
-        dir: dir.path().join("uploads"),
-        part_size: 5 * MIB,
-        warnings: Mutex::new(Vec::new()),
-    };
+    let run = Run::new(&store, &dir);
     // Part 2 fails for good: parts 1 and 3 may be confirmed, the object is not made.
     store.fail.lock().unwrap().push("part 2".into());
     assert!(run.upload(&tape).is_err());
@@ -312,12 +317,7 @@ fn an_interrupted_upload_sends_only_what_the_server_lacks() {
 fn a_part_the_state_lacks_is_compared_not_resent_and_a_lost_upload_starts_anew() {
     let (dir, tape, bytes) = tape();
     let store = MemoryStore::default();
-    let run = Run {
-        store: &store,
-        dir: dir.path().join("uploads"),
-        part_size: 5 * MIB,
-        warnings: Mutex::new(Vec::new()),
-    };
+    let run = Run::new(&store, &dir);
     store.fail.lock().unwrap().push("complete k.tar".into());
     assert!(run.upload(&tape).is_err());
     store.calls();
@@ -358,12 +358,7 @@ fn a_part_the_state_lacks_is_compared_not_resent_and_a_lost_upload_starts_anew()
 fn a_state_of_another_part_size_is_never_reused_and_abort_ends_both() {
     let (dir, tape, _) = tape();
     let store = MemoryStore::default();
-    let mut run = Run {
-        store: &store,
-        dir: dir.path().join("uploads"),
-        part_size: 5 * MIB,
-        warnings: Mutex::new(Vec::new()),
-    };
+    let mut run = Run::new(&store, &dir);
     store.fail.lock().unwrap().push("part 2".into());
     assert!(run.upload(&tape).is_err());
     run.part_size = 6 * MIB;
@@ -404,12 +399,7 @@ fn parts_with_opaque_etags_are_kept_by_their_etag() {
         opaque: true,
         ..MemoryStore::default()
     };
-    let run = Run {
-        store: &store,
-        dir: dir.path().join("uploads"),
-        part_size: 5 * MIB,
-        warnings: Mutex::new(Vec::new()),
-    };
+    let run = Run::new(&store, &dir);
     store.fail.lock().unwrap().push("part 3".into());
     assert!(run.upload(&tape).is_err());
     store.calls();
