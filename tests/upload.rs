@@ -108,6 +108,21 @@ impl Env {
         self.command(&args)
     }
 
+    /// Starts an upload of KEY, one part at a time, whose first request `matches` picks
+    /// is held by the proxy; returns once it is.
+    fn held_upload(&self, key: &str, matches: fn(&Seen) -> bool) -> std::process::Child {
+        self.proxy.rule(Rule::new(1, Action::Hold, matches));
+        let child = self
+            .upload_command(key, &["--jobs", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.proxy.wait_held();
+        child
+    }
+
     fn upload(&self, key: &str, extra: &[&str]) -> Output {
         run(&mut self.upload_command(key, extra))
     }
@@ -312,16 +327,7 @@ fn ctrl_c_keeps_the_parts_and_says_how_to_resume() {
         return;
     };
     let env = Env::new(&rclone);
-    env.proxy
-        .rule(Rule::new(1, Action::Hold, |s| s.part == Some(2)));
-    let child = env
-        .upload_command("int.tar", &["--jobs", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    env.proxy.wait_held();
+    let child = env.held_upload("int.tar", |s| s.part == Some(2));
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     env.proxy.release();
@@ -532,16 +538,7 @@ fn a_changed_source_stops_the_upload_and_abort_cleans_up() {
         return;
     };
     let env = Env::new(&rclone);
-    env.proxy
-        .rule(Rule::new(1, Action::Hold, |s| s.part == Some(2)));
-    let child = env
-        .upload_command("changed.tar", &["--jobs", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    env.proxy.wait_held();
+    let child = env.held_upload("changed.tar", |s| s.part == Some(2));
     // A file of a later part: same size, new bytes (its ctime moves).
     let victim = env.path("src/big/09.bin");
     let mut data = fs::read(&victim).unwrap();
