@@ -686,7 +686,7 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 wait_http() {
     local i
     for ((i = 0; i < 200; i++)); do
-        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        curl -s -o /dev/null -r 0-0 --max-time 1 "$1" && return 0
         sleep 0.05
     done
     die "$1 does not answer"

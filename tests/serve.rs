@@ -425,6 +425,16 @@ fn ranges_conditionals_methods_and_paths_follow_rfc_9110() {
     assert_eq!(status, 304);
     let (status, _, _) = get("\nIf-None-Match: \"other\"");
     assert_eq!(status, 200);
+    // If-Match and If-Unmodified-Since (a resuming client's guard): 412 when they fail,
+    // and a date that is not exactly Last-Modified does not stand for it in If-Range.
+    let (status, _, body) = get("\nIf-Match: \"other\"\nRange: bytes=0-9");
+    assert_eq!((status, body.len()), (412, 0));
+    let (status, _, body) = get(&format!("\nIf-Match: {etag}\nRange: bytes=0-9"));
+    assert_eq!((status, body.as_slice()), (206, &t[..10]));
+    let (status, _, _) = get("\nIf-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT");
+    assert_eq!(status, 412);
+    let (status, _, _) = get("\nRange: bytes=10-19\nIf-Range: Fri, 31 Dec 9999 23:59:59 GMT");
+    assert_eq!(status, 200, "If-Range with a later date: the whole file");
     // HEAD: GET's headers, no body.
     let (status, h, body) = exchange(server.addr, "HEAD /photos.tar HTTP/1.1\nRange: bytes=5-9");
     assert_eq!((status, body.len()), (206, 0));
@@ -556,11 +566,13 @@ fn a_source_changed_mid_body_cuts_the_answer_short_then_409() {
     s.read_exact(&mut got).unwrap();
     // The last bytes of big.bin change (same size, its ctime moves) while the answer is
     // being sent; the server has read at most a few MiB ahead.
+    // (Written in place: a truncating write could be seen as a size change.)
     let big = tree.path("photos/big.bin");
-    let mut data = fs::read(&big).unwrap();
+    let data = fs::read(&big).unwrap();
     let n = data.len();
-    data[n - 10] ^= 0xff;
-    fs::write(&big, &data).unwrap();
+    let file = fs::OpenOptions::new().write(true).open(&big).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, &[data[n - 10] ^ 0xff], (n - 10) as u64).unwrap();
+    drop(file);
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     got.extend(rest);

@@ -10,7 +10,9 @@
 use std::ops::RangeInclusive;
 use std::time::SystemTime;
 
-use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange, LastModified};
+use headers::{
+    ETag, HeaderMapExt, IfMatch, IfModifiedSince, IfNoneMatch, IfRange, IfUnmodifiedSince,
+};
 use http_range_header::{RangeUnsatisfiableError, SyntacticallyCorrectRange};
 
 /// Ranges served at most in one answer, after merging (nginx's `max_ranges`): a header
@@ -39,13 +41,25 @@ pub enum Answer {
     Multipart(Vec<(u64, u64)>),
     /// 304: the client's copy is current.
     NotModified,
+    /// 412: `If-Match` or `If-Unmodified-Since` says the client expects another file.
+    PreconditionFailed,
     /// 416 with `Content-Range: bytes */SIZE`.
     Unsatisfiable,
 }
 
 /// Decides the answer to a GET (or HEAD) of `rep` with `headers` (RFC 9110 §13, §14).
 pub fn answer(headers: &http::HeaderMap, rep: &Representation) -> Answer {
-    // §13.2.2: If-None-Match first; If-Modified-Since only without it.
+    // §13.2.2: If-Match first; If-Unmodified-Since only without it.
+    if let Some(im) = headers.typed_get::<IfMatch>() {
+        if !im.precondition_passes(&rep.etag) {
+            return Answer::PreconditionFailed;
+        }
+    } else if let Some(ius) = headers.typed_get::<IfUnmodifiedSince>()
+        && !ius.precondition_passes(rep.modified)
+    {
+        return Answer::PreconditionFailed;
+    }
+    // Then If-None-Match; If-Modified-Since only without it.
     if let Some(inm) = headers.typed_get::<IfNoneMatch>() {
         if !inm.precondition_passes(&rep.etag) {
             return Answer::NotModified;
@@ -58,9 +72,11 @@ pub fn answer(headers: &http::HeaderMap, rep: &Representation) -> Answer {
     let Some(range) = headers.get(http::header::RANGE) else {
         return Answer::Full;
     };
-    // §13.1.5: a Range under an If-Range that does not match is ignored.
+    // §13.1.5: a Range under an If-Range that does not match exactly (a strong ETag, or
+    // the very date) is ignored.
     if let Some(if_range) = headers.typed_get::<IfRange>()
-        && if_range.is_modified(Some(&rep.etag), Some(&LastModified::from(rep.modified)))
+        && if_range != IfRange::etag(rep.etag.clone())
+        && if_range != IfRange::date(rep.modified)
     {
         return Answer::Full;
     }
@@ -322,6 +338,33 @@ mod tests {
         assert_eq!(with(&[range, ("if-range", "\"stale\"")]), Answer::Full);
         assert_eq!(with(&[range, ("if-range", "W/\"abc\"")]), Answer::Full);
         assert_eq!(with(&[range, ("if-range", before)]), Answer::Full);
+        let after = "Tue, 14 Nov 2023 22:13:21 GMT";
+        assert_eq!(
+            with(&[range, ("if-range", after)]),
+            Answer::Full,
+            "not the very date"
+        );
+        // If-Match and If-Unmodified-Since: 412 when they do not hold, before anything.
+        assert_eq!(with(&[("if-match", "\"abc\"")]), Answer::Full);
+        assert_eq!(with(&[("if-match", "*")]), Answer::Full);
+        assert_eq!(
+            with(&[("if-match", "\"old\""), range]),
+            Answer::PreconditionFailed
+        );
+        assert_eq!(
+            with(&[("if-match", "W/\"abc\"")]),
+            Answer::PreconditionFailed
+        );
+        assert_eq!(with(&[("if-unmodified-since", date)]), Answer::Full);
+        assert_eq!(
+            with(&[("if-unmodified-since", before)]),
+            Answer::PreconditionFailed
+        );
+        assert_eq!(
+            with(&[("if-match", "\"abc\""), ("if-unmodified-since", before)]),
+            Answer::Full,
+            "If-Unmodified-Since only without If-Match"
+        );
         assert_eq!(with(&[("range", "bytes=500-")]), Answer::Unsatisfiable);
     }
 

@@ -9,9 +9,10 @@
 //!   connection short of `Content-Length`, so no client keeps a wrong file as complete;
 //!   the tape then answers 409.
 //! * Connections are bounded ([`Options::max_connections`]; more wait in the backlog).
-//!   A connection's request head must arrive within [`Options::header_timeout`] of its
-//!   first byte (slow-loris), an idle keep-alive connection is closed after
-//!   [`Options::idle_timeout`], a write that makes no progress for as long ends it too;
+//!   A new connection's request head must arrive within [`Options::header_timeout`], as
+//!   must a later one from its first byte (slow-loris); an idle keep-alive connection is
+//!   closed after [`Options::idle_timeout`], a write that makes no progress for as long
+//!   ends it too;
 //!   a head over 8 KiB is refused (431, 414).
 //! * On SIGINT or SIGTERM the server stops accepting, lets the responses in flight finish
 //!   for up to [`Options::drain`], and returns.
@@ -49,7 +50,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Threads reading the tape at once.
     pub threads: usize,
-    /// From a request's first byte to its whole head.
+    /// From a connection's opening (or, on a kept-alive one, a request's first byte) to
+    /// the request's whole head.
     pub header_timeout: Duration,
     /// A keep-alive connection with no request.
     pub idle_timeout: Duration,
@@ -215,9 +217,11 @@ impl Phase {
     const HEAD: u8 = 1;
     const REQUEST: u8 = 2;
 
+    /// A new connection: its first request head is due within the head timeout (a
+    /// connection that sends nothing is a slow-loris too).
     fn new() -> Phase {
         Phase {
-            state: AtomicU8::new(Phase::IDLE),
+            state: AtomicU8::new(Phase::HEAD),
             since: Mutex::new(Instant::now()),
             reader: Mutex::new(None),
         }
@@ -694,13 +698,19 @@ fn file_response(
     let size = file.size;
     let (status, pieces) = match answer {
         Answer::NotModified => (StatusCode::NOT_MODIFIED, None),
+        Answer::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, Some(Vec::new())),
         Answer::Unsatisfiable => {
             headers.typed_insert(ContentRange::unsatisfied_bytes(size));
             (StatusCode::RANGE_NOT_SATISFIABLE, Some(Vec::new()))
         }
         Answer::Full => {
             headers.insert(header::CONTENT_TYPE, content_type);
-            (StatusCode::OK, Some(vec![Piece::File(0..=size - 1)]))
+            let whole = if size == 0 {
+                Vec::new()
+            } else {
+                vec![Piece::File(0..=size - 1)]
+            };
+            (StatusCode::OK, Some(whole))
         }
         Answer::Partial(a, b) => {
             headers.insert(header::CONTENT_TYPE, content_type);
