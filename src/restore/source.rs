@@ -90,8 +90,10 @@ struct Remote<'a> {
     fingerprint: String,
     /// Windows fetched lately: (key, offset in the object, bytes), the newest last.
     windows: Mutex<Vec<(String, u64, Vec<u8>)>>,
-    /// Objects whose size and metadata were checked.
-    checked: Mutex<BTreeSet<String>>,
+    /// Objects whose size and metadata were checked, with the ETag they had: every later
+    /// GET of one asks for that ETag (`If-Match`), so an object replaced mid-restore is
+    /// refused, never mixed.
+    checked: Mutex<HashMap<String, String>>,
     /// Requests sent, and bytes fetched.
     requests: AtomicU64,
     fetched: AtomicU64,
@@ -131,7 +133,7 @@ impl Remote<'_> {
         self.checked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_string());
+            .insert(key.to_string(), info.etag.clone());
         Ok(())
     }
 
@@ -170,20 +172,23 @@ impl Remote<'_> {
             .max((at + FETCH).min(range_end.saturating_sub(tape_start)))
             .min(size)
             .max(end);
-        let mut bytes = Vec::with_capacity((stop - at) as usize);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let info = self.store.get_range(key, at, stop, &mut |chunk| {
-            bytes.extend_from_slice(chunk);
-            Ok(())
-        })?;
-        self.fetched
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let known = self
             .checked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(key);
-        if !known {
+            .get(key)
+            .cloned();
+        let mut bytes = Vec::with_capacity((stop - at) as usize);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let info = self
+            .store
+            .get_range(key, at, stop, known.as_deref(), &mut |chunk| {
+                bytes.extend_from_slice(chunk);
+                Ok(())
+            })?;
+        self.fetched
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if known.is_none() {
             self.check(key, &info, size, volume)?;
         }
         buf.copy_from_slice(&bytes[..buf.len()]);
@@ -221,7 +226,7 @@ impl<'a> Source<'a> {
                     ranges: sorted,
                     fingerprint: meta.fingerprint.clone(),
                     windows: Mutex::new(Vec::new()),
-                    checked: Mutex::new(BTreeSet::new()),
+                    checked: Mutex::new(HashMap::new()),
                     requests: AtomicU64::new(0),
                     fetched: AtomicU64::new(0),
                 };

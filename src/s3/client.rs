@@ -150,12 +150,15 @@ pub trait ObjectStore: Sync {
     fn abort(&self, key: &str, upload_id: &str) -> Result<bool>;
     /// Reads bytes `[start, end)` of the object at `key`, handing them to `sink` in order;
     /// returns what the answer says of the object (its whole size, from `Content-Range`,
-    /// its ETag and metadata).
+    /// its ETag and metadata). With `if_match` (an ETag), or once a first answer gave
+    /// one, an object replaced meanwhile is an error (`PreconditionFailed`), never bytes
+    /// of two objects.
     fn get_range(
         &self,
         key: &str,
         start: u64,
         end: u64,
+        if_match: Option<&str>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<ObjectInfo>;
 }
@@ -439,11 +442,14 @@ impl Client {
             // A 200 may still carry an error (CompleteMultipartUpload).
             if let Some(e) = xml::error_of(&answer.body) {
                 let message = e.message.unwrap_or_default();
-                return match retry::verdict(500, &e.code) {
-                    Verdict::Transient if e.code != "InvalidPart" => {
+                // Only the codes that say "try again" are tried again.
+                return match retry::verdict(400, &e.code) {
+                    Verdict::Transient => {
                         Err(Fail::Transient(format!("{} {}", answer.status, e.code)))
                     }
-                    _ => Err(Fail::Final(self.remote(answer.status, &e.code, &message))),
+                    Verdict::Final => {
+                        Err(Fail::Final(self.remote(answer.status, &e.code, &message)))
+                    }
                 };
             }
             return Ok(answer);
@@ -509,14 +515,15 @@ impl ObjectStore for Client {
             let action = self.bucket.head_object(self.credentials.as_ref(), key);
             let answer = self.send_once("HEAD", &self.sign(&action), &[], None)?;
             match answer.status {
-                404 => Ok(None),
-                // A HEAD's error has no body: a GET of the same key says which it is.
+                // A HEAD's error has no body: a GET of the same key says which it is
+                // (NoSuchKey, or NoSuchBucket, InvalidAccessKeyId, …).
                 400..=499 => {
                     let action = self.bucket.get_object(self.credentials.as_ref(), key);
                     let range = [("range".to_string(), "bytes=0-0".to_string())];
                     let answer = self.send_once("GET", &self.sign(&action), &range, None)?;
+                    let code = xml::error_of(&answer.body).map(|e| e.code);
                     match answer.status {
-                        404 => Ok(None),
+                        404 if code.as_deref() != Some("NoSuchBucket") => Ok(None),
                         200..=299 => Err(Fail::Transient("HEAD and GET disagree".into())),
                         _ => Err(self.refused(&answer)),
                     }
@@ -727,11 +734,13 @@ impl ObjectStore for Client {
         key: &str,
         start: u64,
         end: u64,
+        if_match: Option<&str>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<ObjectInfo> {
         let mut at = start;
         let mut sink_error: Option<Error> = None;
         let mut info: Option<ObjectInfo> = None;
+        let mut expect: Option<String> = if_match.map(str::to_string);
         // A connection that breaks mid-body is asked again for what is left.
         self.with_retries("GET", || {
             if at >= end {
@@ -740,10 +749,14 @@ impl ObjectStore for Client {
             let action = self.bucket.get_object(self.credentials.as_ref(), key);
             let url = self.sign(&action);
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let request = ureq::http::Request::builder()
+            let mut request = ureq::http::Request::builder()
                 .method("GET")
                 .uri(&url)
-                .header("range", format!("bytes={at}-{}", end - 1))
+                .header("range", format!("bytes={at}-{}", end - 1));
+            if let Some(etag) = &expect {
+                request = request.header("if-match", format!("\"{etag}\""));
+            }
+            let request = request
                 .body(())
                 .map_err(|e| Fail::Final(Error::Usage(format!("bad request header: {e}"))))?;
             let mut response = self.agent.run(request).map_err(|e| self.transport(e))?;
@@ -782,15 +795,29 @@ impl ObjectStore for Client {
                     &format!("asked for bytes {at}-{} and got {range:?}", end - 1),
                 )));
             };
+            let etag = bare_etag(
+                response
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default(),
+            );
+            // (A server that ignores If-Match is caught here.)
+            match &expect {
+                Some(want) if !etag.is_empty() && etag != *want => {
+                    return Err(Fail::Final(self.remote(
+                        status,
+                        "PreconditionFailed",
+                        &format!("the object changed: ETag {etag}, was {want}"),
+                    )));
+                }
+                Some(_) => {}
+                None if !etag.is_empty() => expect = Some(etag.clone()),
+                None => {}
+            }
             info.get_or_insert_with(|| ObjectInfo {
                 size,
-                etag: bare_etag(
-                    response
-                        .headers()
-                        .get("etag")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default(),
-                ),
+                etag,
                 meta: meta_of(response.headers()),
             });
             let mut reader = response.into_body().into_reader();
