@@ -27,8 +27,14 @@ pub fn init(verbose: u8, quiet: bool) {
         1 => "info",
         _ => "debug",
     };
-    let logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).build();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    // The HTTP client's debug lines carry presigned URLs (whose signature lets anyone
+    // read or write the object for a while): secrets never reach the log, even at -vv.
+    for module in ["ureq", "ureq_proto"] {
+        builder.filter_module(module, log::LevelFilter::Info);
+    }
+    let logger = builder.build();
     log::set_max_level(logger.filter());
     let _ = log::set_boxed_logger(Box::new(NotingLogger(logger)));
     QUIET.store(quiet, Ordering::Relaxed);
