@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 
 use tartape::s3::{Client, Options, S3Url, Settings};
-use tartape::upload::{Object, ObjectSummary, Progress, Source, Uploader, volume_objects};
+use tartape::upload::{Object, ObjectSummary, Progress, Uploader, tape_object, volume_objects};
 use tartape::{Error, Result, Tape};
 
 use super::output::{self, Exit, Out};
@@ -106,16 +106,7 @@ pub fn run(args: UploadArgs) -> Result<Exit> {
     let stop = stop_on_signals()?;
     let client = Client::new(&settings, &destination.bucket, Arc::clone(&stop))?;
     let objects: Vec<Object<'_>> = match &set {
-        None => vec![Object {
-            key: destination.key.clone(),
-            size: tape.total_size(),
-            source: Source::Tape {
-                tape: &tape,
-                start: 0,
-            },
-            fingerprint: tape.fingerprint().to_string(),
-            volume: None,
-        }],
+        None => vec![tape_object(&tape, destination.key.clone())],
         Some(set) => volume_objects(&tape, set, &destination)?,
     };
     let catalog_dir = tape

@@ -10,6 +10,12 @@
 //! tape's fingerprint in its metadata; the multipart ETag where the server uses that
 //! scheme).
 //!
+//! The fingerprint (paths, sizes, whole-second mtimes) names a tree, not its bytes: a
+//! file rewritten with its size and mtime kept records again to the same fingerprint and
+//! other bytes. So the catalog's id goes into the metadata and the state too, and an
+//! object or a state of another recording is believed only once its bytes are compared:
+//! the object's ETag with the tape's MD5 (or multipart ETag), each part's with the part's.
+//!
 //! Memory does not grow with the part size: a part of up to [`BUFFERED`] bytes is read
 //! into memory once; a larger one is read twice, once for its MD5 and once as it is sent.
 
@@ -41,7 +47,7 @@ pub const BUFFERED: u64 = 16 << 20;
 /// Bytes read from the tape at a time while streaming a part or hashing it.
 const CHUNK: usize = 1 << 20;
 
-pub use crate::s3::{FINGERPRINT_META, VOLUME_META};
+pub use crate::s3::{CATALOG_META, FINGERPRINT_META, VOLUME_META};
 
 /// Where an object's bytes come from.
 #[derive(Clone, Copy)]
@@ -101,11 +107,17 @@ pub struct Object<'a> {
     pub fingerprint: String,
     /// `K/N` for a volume.
     pub volume: Option<String>,
+    /// The catalog's id: the fingerprint (paths, sizes, mtimes) does not say a tape's
+    /// bytes (modes, owners and sub-second times are in them too), a recording does.
+    pub catalog_id: String,
 }
 
 impl Object<'_> {
     fn metadata(&self) -> Metadata {
-        let mut meta = vec![(FINGERPRINT_META.to_string(), self.fingerprint.clone())];
+        let mut meta = vec![
+            (FINGERPRINT_META.to_string(), self.fingerprint.clone()),
+            (CATALOG_META.to_string(), self.catalog_id.clone()),
+        ];
         if let Some(v) = &self.volume {
             meta.push((VOLUME_META.to_string(), v.clone()));
         }
@@ -205,6 +217,7 @@ impl Uploader<'_> {
         let path = self.state_path(&object.key);
         if let Some(info) = self.store.head(&object.key)?
             && self.is_this(object, &info)
+            && (self.same_recording(object, &info) || self.same_bytes(object, &plan, &info.etag)?)
         {
             if let Some(old) = State::load(&path)? {
                 // Completed by a run killed before it removed its state.
@@ -236,12 +249,14 @@ impl Uploader<'_> {
             fingerprint: object.fingerprint.clone(),
             size: object.size,
             source: object.source.describe(),
+            catalog_id: object.catalog_id.clone(),
         };
         // The state of an earlier run, if it is this very upload.
         let mut state = match State::load(&path)? {
             Some(old)
                 if Header {
                     upload_id: old.header.upload_id.clone(),
+                    catalog_id: old.header.catalog_id.clone(),
                     ..header.clone()
                 } == old.header =>
             {
@@ -287,6 +302,20 @@ impl Uploader<'_> {
             }
         }
         let mut state = match state {
+            // Another recording of the same fingerprint: its bytes may differ (a mode, an
+            // owner). The same upload goes on, but none of its parts is taken on the
+            // state's word: each is read again and compared with the server's.
+            Some(s) if s.header.catalog_id != object.catalog_id => {
+                let upload_id = s.header.upload_id.clone();
+                drop(s);
+                State::create(
+                    &path,
+                    Header {
+                        upload_id,
+                        ..header
+                    },
+                )?
+            }
             Some(s) => s,
             None => {
                 let id = self.store.create_upload(&object.key, &object.metadata())?;
@@ -320,6 +349,20 @@ impl Uploader<'_> {
         let etags: Vec<String> = (1..=plan.count())
             .map(|n| state.parts[&n].etag.clone())
             .collect();
+        // A store whose ETags are the parts' MD5s (most): every part's must be; one whose
+        // ETags are not (SSE-KMS, SSE-C) leaves the bytes to Content-MD5.
+        let md5_etags = state.parts.values().any(|c| c.etag == hex(&c.md5));
+        if md5_etags && let Some((n, c)) = state.parts.iter().find(|(_, c)| c.etag != hex(&c.md5)) {
+            return Err(Error::Object {
+                url,
+                problem: format!(
+                    "part {n} was stored with ETag {}, but its bytes' MD5 is {}: the server \
+                     holds other bytes than the tape's (abort with --abort and upload again)",
+                    c.etag,
+                    hex(&c.md5)
+                ),
+            });
+        }
         let etag = match self.store.complete(&object.key, &upload_id, &etags) {
             Ok(etag) => etag,
             // Completed by a try whose answer was lost (the connection broke after the
@@ -341,7 +384,7 @@ impl Uploader<'_> {
             Err(e) => return Err(e),
         };
         let expected = multipart_etag(&md5s);
-        if is_multipart_etag(&etag) && etag != expected {
+        if md5_etags && is_multipart_etag(&etag) && etag != expected {
             return Err(Error::Object {
                 url,
                 problem: format!(
@@ -350,7 +393,7 @@ impl Uploader<'_> {
                 ),
             });
         }
-        self.check_object(object, &url, &expected)?;
+        self.check_object(object, &url, md5_etags.then_some(expected.as_str()))?;
         state.parts.clear();
         state.remove()?;
         Ok(ObjectSummary {
@@ -365,7 +408,7 @@ impl Uploader<'_> {
         })
     }
 
-    /// Whether the object found at the key is this one: its size, the tape's
+    /// Whether the object found at the key says it is this one: its size, the tape's
     /// fingerprint, and a volume's number.
     fn is_this(&self, object: &Object<'_>, info: &crate::s3::ObjectInfo) -> bool {
         info.size == object.size
@@ -373,9 +416,35 @@ impl Uploader<'_> {
             && info.meta.get(VOLUME_META) == object.volume.as_ref()
     }
 
+    /// Whether the object found at the key was uploaded from this very recording.
+    fn same_recording(&self, object: &Object<'_>, info: &crate::s3::ObjectInfo) -> bool {
+        info.meta.get(CATALOG_META) == Some(&object.catalog_id)
+    }
+
+    /// Whether the object's ETag says it holds these bytes: it is their MD5, or the
+    /// multipart ETag of their parts of this plan's size. (Another recording of the same
+    /// fingerprint: read here, compared; an ETag that is neither says nothing.)
+    fn same_bytes(&self, object: &Object<'_>, plan: &Plan, etag: &str) -> Result<bool> {
+        if is_md5(etag) {
+            return Ok(hex(&md5_of(&object.source, 0, object.size, self.stop)?) == etag);
+        }
+        let Some((_, parts)) = etag.split_once('-') else {
+            return Ok(false);
+        };
+        if !is_multipart_etag(etag) || parts != plan.count().to_string() {
+            return Ok(false);
+        }
+        let mut md5s = Vec::with_capacity(plan.count() as usize);
+        for n in 1..=plan.count() {
+            let (start, end) = plan.range(n);
+            md5s.push(md5_of(&object.source, start, end, self.stop)?);
+        }
+        Ok(multipart_etag(&md5s) == etag)
+    }
+
     /// After completion: HEAD must show the object's size and the fingerprint, and the
-    /// multipart ETag when the server gives it there.
-    fn check_object(&self, object: &Object<'_>, url: &str, multipart: &str) -> Result<()> {
+    /// multipart ETag when the server gives it there (and uses MD5 ETags: `multipart`).
+    fn check_object(&self, object: &Object<'_>, url: &str, multipart: Option<&str>) -> Result<()> {
         let Some(info) = self.store.head(&object.key)? else {
             return Err(Error::Object {
                 url: url.to_string(),
@@ -395,7 +464,10 @@ impl Uploader<'_> {
                 ),
             });
         }
-        if is_multipart_etag(&info.etag) && info.etag != multipart {
+        if let Some(multipart) = multipart
+            && is_multipart_etag(&info.etag)
+            && info.etag != multipart
+        {
             return Err(Error::Object {
                 url: url.to_string(),
                 problem: format!("its ETag is {}, but its parts make {multipart}", info.etag),
@@ -589,23 +661,16 @@ impl Uploader<'_> {
         });
         let mut buf = Vec::new();
         let mut etag = String::new();
-        let md5 = self.with_payload(object, 0, object.size, &mut buf, |payload, md5| {
+        self.with_payload(object, 0, object.size, &mut buf, |payload, md5| {
             etag = self
                 .store
                 .put(&object.key, payload, md5, &object.metadata())?;
             Ok(())
         })?;
-        if is_md5(&etag) && etag != hex(&md5) {
-            return Err(Error::Object {
-                url: url.to_string(),
-                problem: format!(
-                    "stored with ETag {etag}, but the tape's MD5 is {}",
-                    hex(&md5)
-                ),
-            });
-        }
+        // (An ETag that is not the MD5 is the server's way, SSE-KMS for one: the server
+        // checked Content-MD5.)
         (self.progress)(Progress::Part { bytes: object.size });
-        self.check_object(object, url, &hex(&md5))?;
+        self.check_object(object, url, None)?;
         Ok(ObjectSummary {
             key: object.key.clone(),
             upload_id: None,
@@ -645,6 +710,18 @@ struct Sent {
     bytes: u64,
 }
 
+/// The object of a whole tape at `key`.
+pub fn tape_object<'a>(tape: &'a Tape, key: String) -> Object<'a> {
+    Object {
+        key,
+        size: tape.total_size(),
+        source: Source::Tape { tape, start: 0 },
+        fingerprint: tape.fingerprint().to_string(),
+        volume: None,
+        catalog_id: tape.meta().catalog_id.clone(),
+    }
+}
+
 /// The objects of a tape cut into volumes: one per volume under the prefix `prefix`,
 /// named as SPEC §8 names them, then the catalog copy.
 pub fn volume_objects<'a>(
@@ -670,6 +747,7 @@ pub fn volume_objects<'a>(
             source: Source::Tape { tape, start },
             fingerprint: fingerprint.clone(),
             volume: Some(format!("{part}/{n}")),
+            catalog_id: tape.meta().catalog_id.clone(),
         });
     }
     let catalog = tape.catalog().file();
@@ -684,6 +762,7 @@ pub fn volume_objects<'a>(
         source: Source::File(catalog),
         fingerprint,
         volume: Some("catalog".into()),
+        catalog_id: tape.meta().catalog_id.clone(),
     });
     Ok(out)
 }

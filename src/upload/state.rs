@@ -43,6 +43,10 @@ pub struct Header {
     /// Where the object starts in the tape (a volume's window), or `catalog` for the
     /// catalog copy: the same key with other bytes is never resumed.
     pub source: String,
+    /// The id of the catalog the parts were read from: with another one (a recording of
+    /// the same fingerprint, whose bytes may differ), no part is kept unread.
+    #[serde(default)]
+    pub catalog_id: String,
 }
 
 /// A part the server confirmed.
@@ -127,10 +131,14 @@ impl State {
         };
         let text = String::from_utf8_lossy(&text);
         let mut lines = text.split_inclusive('\n');
-        let header: Header = lines
-            .next()
-            .and_then(|l| serde_json::from_str(l.trim_end()).ok())
+        let first = lines.next().unwrap_or_default();
+        let header: Header = serde_json::from_str(first.trim_end())
+            .ok()
+            .filter(|_| first.ends_with('\n'))
             .ok_or_else(|| bad("its first line is not a header".into()))?;
+        // Bytes of whole, valid lines: a cut or bad line, and what follows, is cut off
+        // (a line appended after it would be lost with it).
+        let mut valid = first.len();
         if header.tartape_upload != 1 {
             return Err(bad(format!("format {}", header.tartape_upload)));
         }
@@ -144,6 +152,7 @@ impl State {
                 break;
             };
             let Some(md5) = unhex16(&p.md5) else { break };
+            valid += line.len() + 1;
             parts.insert(
                 p.part,
                 Confirmed {
@@ -158,6 +167,9 @@ impl State {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        if (valid as u64) < text.len() as u64 {
+            file.set_len(valid as u64).map_err(|e| Error::io(path, e))?;
+        }
         Ok(Some(State {
             path: path.to_path_buf(),
             header,
@@ -306,6 +318,7 @@ mod tests {
             fingerprint: "ab".repeat(32),
             size: 12 << 20,
             source: "tape 0".into(),
+            catalog_id: "c".repeat(32),
         }
     }
 
@@ -327,9 +340,14 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"part\":3,\"size\":2097152,\"md5\":\"0303")
             .unwrap();
-        let s = State::load(&path).unwrap().unwrap();
+        let mut s = State::load(&path).unwrap().unwrap();
         assert_eq!(s.header, header());
         assert_eq!(s.parts.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        // The cut line is gone: a part confirmed now is read back with the others.
+        s.confirm(3, part(3)).unwrap();
+        drop(s);
+        let s = State::load(&path).unwrap().unwrap();
+        assert_eq!(s.parts.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(s.parts[&1].md5, [1; 16]);
         assert_eq!(s.parts[&2].etag, "etag-2");
         use std::os::unix::fs::PermissionsExt;

@@ -18,6 +18,8 @@ type Pending = (String, Metadata, BTreeMap<u32, Vec<u8>>);
 #[derive(Default)]
 struct MemoryStore {
     objects: Mutex<HashMap<String, (Vec<u8>, Metadata)>>,
+    /// The ETags of objects completed from parts (others': their MD5).
+    multipart_etags: Mutex<HashMap<String, String>>,
     uploads: Mutex<HashMap<String, Pending>>,
     calls: Mutex<Vec<String>>,
     /// Calls (as logged) that fail once, with a final error.
@@ -88,7 +90,13 @@ impl ObjectStore for MemoryStore {
             .get(key)
             .map(|(b, m)| ObjectInfo {
                 size: b.len() as u64,
-                etag: hex(&Md5::digest(b)),
+                etag: self
+                    .multipart_etags
+                    .lock()
+                    .unwrap()
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| hex(&Md5::digest(b))),
                 meta: m.meta.iter().cloned().collect(),
             }))
     }
@@ -107,6 +115,7 @@ impl ObjectStore for MemoryStore {
             .lock()
             .unwrap()
             .insert(key.into(), (bytes, meta.clone()));
+        self.multipart_etags.lock().unwrap().remove(key);
         Ok(hex(md5))
     }
 
@@ -171,7 +180,12 @@ impl ObjectStore for MemoryStore {
             .lock()
             .unwrap()
             .insert(key.into(), (whole, meta));
-        Ok(multipart_etag(&md5s))
+        let etag = multipart_etag(&md5s);
+        self.multipart_etags
+            .lock()
+            .unwrap()
+            .insert(key.into(), etag.clone());
+        Ok(etag)
     }
 
     fn abort(&self, _key: &str, upload_id: &str) -> Result<bool> {
@@ -184,6 +198,7 @@ impl ObjectStore for MemoryStore {
         key: &str,
         start: u64,
         end: u64,
+        _if_match: Option<&str>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<ObjectInfo> {
         let objects = self.objects.lock().unwrap();
@@ -246,13 +261,7 @@ impl<'a> Run<'a> {
             progress: &|_| {},
             warn: &warn,
         };
-        uploader.upload(&Object {
-            key: "k.tar".into(),
-            size: tape.total_size(),
-            source: Source::Tape { tape, start: 0 },
-            fingerprint: tape.fingerprint().into(),
-            volume: None,
-        })
+        uploader.upload(&tape_object(tape, "k.tar".into()))
     }
 }
 
@@ -352,6 +361,65 @@ fn a_part_the_state_lacks_is_compared_not_resent_and_a_lost_upload_starts_anew()
         run.warnings.lock().unwrap()
     );
     assert_eq!(store.objects.lock().unwrap()["k.tar"].0, bytes);
+}
+
+/// `tape`'s tree recorded again, after big.bin's first byte is changed and its mtime put
+/// back (or unchanged): the same fingerprint (paths, sizes, mtimes), other bytes (at the
+/// start of part 1).
+fn record_again(dir: &tempfile::TempDir, first_byte: Option<u8>) -> (Tape, Vec<u8>) {
+    use std::io::Write;
+    let src = dir.path().join("src");
+    if let Some(b) = first_byte {
+        let path = src.join("big.bin");
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all(&[b]).unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+    TapeRecorder::new(&src).force(true).commit().unwrap();
+    let tape = Tape::discover(&src).unwrap();
+    let mut bytes = vec![0u8; tape.total_size() as usize];
+    tape.read_at(0, &mut bytes).unwrap();
+    (tape, bytes)
+}
+
+/// The fingerprint does not say the bytes: an object (or an unfinished upload) of another
+/// recording counts only if its bytes are this tape's.
+#[test]
+fn another_recording_of_the_same_fingerprint_is_compared_not_trusted() {
+    let (dir, tape, first) = tape();
+    let store = MemoryStore::default();
+    let run = Run::new(&store, &dir);
+    run.upload(&tape).unwrap();
+    let (changed, bytes) = record_again(&dir, Some(7));
+    assert_eq!(changed.fingerprint(), tape.fingerprint());
+    assert!(bytes != first, "the bytes changed");
+    let summary = run.upload(&changed).unwrap();
+    assert!(!summary.already);
+    assert!(store.objects.lock().unwrap()["k.tar"].0 == bytes);
+    // Recorded again, unchanged: the object's multipart ETag says it holds these bytes.
+    let (same, again) = record_again(&dir, None);
+    assert!(again == bytes);
+    store.calls();
+    assert!(run.upload(&same).unwrap().already);
+    assert_eq!(store.calls(), ["head k.tar"]);
+
+    // An unfinished upload of one recording goes on under another, but its parts are read
+    // again and compared: part 1 (where big.bin's first byte changed) is sent again.
+    store.objects.lock().unwrap().clear();
+    store.fail.lock().unwrap().push("part 3".into());
+    assert!(run.upload(&same).is_err());
+    let before = sent_parts(&store.calls());
+    assert!(before.contains(&"part 1".to_string()), "{before:?}");
+    let (changed, bytes) = record_again(&dir, Some(8));
+    assert_eq!(changed.fingerprint(), tape.fingerprint());
+    run.upload(&changed).unwrap();
+    let calls = store.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("create")), "{calls:?}");
+    let resent = sent_parts(&calls);
+    assert!(resent.contains(&"part 1".to_string()), "{calls:?}");
+    assert!(resent.contains(&"part 3".to_string()), "{calls:?}");
+    assert!(store.objects.lock().unwrap()["k.tar"].0 == bytes);
 }
 
 #[test]
