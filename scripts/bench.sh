@@ -156,8 +156,8 @@ note_server() {
         SERVER_PID=
         for p in /proc/[0-9]*; do
             [[ ${p#/proc/} == "$$" ]] && continue
-            if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$mnt" &&
-                tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q tartape; then
+            if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -xF -- "$mnt" >/dev/null &&
+                tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep tartape >/dev/null; then
                 SERVER_PID=${p#/proc/}
             fi
         done
@@ -210,7 +210,7 @@ cleanup() {
                 [[ -d /proc/$pid ]] || break
                 sleep 0.1
             done
-            if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$mnt"; then
+            if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F -- "$mnt" >/dev/null; then
                 log "WARNING: server $pid for $mnt still running after unmount; sending SIGTERM"
                 kill -TERM "$pid" 2>/dev/null || true
             fi

