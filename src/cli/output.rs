@@ -27,14 +27,8 @@ pub fn init(verbose: u8, quiet: bool) {
         1 => "info",
         _ => "debug",
     };
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
-    // The HTTP client's debug lines carry presigned URLs (whose signature lets anyone
-    // read or write the object for a while): secrets never reach the log, even at -vv.
-    for module in ["ureq", "ureq_proto"] {
-        builder.filter_module(module, log::LevelFilter::Info);
-    }
-    let logger = builder.build();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).build();
     log::set_max_level(logger.filter());
     let _ = log::set_boxed_logger(Box::new(NotingLogger(logger)));
     QUIET.store(quiet, Ordering::Relaxed);
@@ -43,12 +37,22 @@ pub fn init(verbose: u8, quiet: bool) {
 /// env_logger's logger, noting in [`WARNED`] the warnings and errors it writes.
 struct NotingLogger(env_logger::Logger);
 
+/// Whether a record may carry a secret whatever `RUST_LOG` says: the HTTP client's debug
+/// and trace lines carry presigned URLs (whose signature lets anyone read or write the
+/// object for a while) and headers.
+fn may_hold_secrets(metadata: &log::Metadata<'_>) -> bool {
+    metadata.level() > log::Level::Info && metadata.target().starts_with("ureq")
+}
+
 impl log::Log for NotingLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        self.0.enabled(metadata)
+        !may_hold_secrets(metadata) && self.0.enabled(metadata)
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        if may_hold_secrets(record.metadata()) {
+            return;
+        }
         if record.level() <= log::Level::Warn
             && self.0.matches(record)
             && !tartape::mount::is_reply_nobody_awaits(record)
