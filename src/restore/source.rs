@@ -90,9 +90,9 @@ struct Remote<'a> {
     fingerprint: String,
     /// Windows fetched lately: (key, offset in the object, bytes), the newest last.
     windows: Mutex<Vec<(String, u64, Vec<u8>)>>,
-    /// Objects whose size and metadata were checked, with the ETag they had: every later
-    /// GET of one asks for that ETag (`If-Match`), so an object replaced mid-restore is
-    /// refused, never mixed.
+    /// Objects whose size and metadata were checked, with the ETag they had: an answer of
+    /// a later GET with another ETag is refused, so an object replaced mid-restore is
+    /// never mixed into it.
     checked: Mutex<HashMap<String, String>>,
     /// Requests sent, and bytes fetched.
     requests: AtomicU64,

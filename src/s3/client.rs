@@ -150,15 +150,17 @@ pub trait ObjectStore: Sync {
     fn abort(&self, key: &str, upload_id: &str) -> Result<bool>;
     /// Reads bytes `[start, end)` of the object at `key`, handing them to `sink` in order;
     /// returns what the answer says of the object (its whole size, from `Content-Range`,
-    /// its ETag and metadata). With `if_match` (an ETag), or once a first answer gave
-    /// one, an object replaced meanwhile is an error (`PreconditionFailed`), never bytes
-    /// of two objects.
+    /// its ETag and metadata). With `expect_etag`, or once a first answer gave an ETag,
+    /// an answer with another ETag (the object was replaced meanwhile) is an error
+    /// (`PreconditionFailed`) before any of its bytes is read: never bytes of two objects.
+    /// (Compared here rather than sent as `If-Match`, which a weak or missing ETag, or a
+    /// proxy's, would turn into refusals of the right object.)
     fn get_range(
         &self,
         key: &str,
         start: u64,
         end: u64,
-        if_match: Option<&str>,
+        expect_etag: Option<&str>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<ObjectInfo>;
 }
@@ -734,13 +736,13 @@ impl ObjectStore for Client {
         key: &str,
         start: u64,
         end: u64,
-        if_match: Option<&str>,
+        expect_etag: Option<&str>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<ObjectInfo> {
         let mut at = start;
         let mut sink_error: Option<Error> = None;
         let mut info: Option<ObjectInfo> = None;
-        let mut expect: Option<String> = if_match.map(str::to_string);
+        let mut expect: Option<String> = expect_etag.filter(|e| !e.is_empty()).map(str::to_string);
         // A connection that breaks mid-body is asked again for what is left.
         self.with_retries("GET", || {
             if at >= end {
@@ -749,14 +751,10 @@ impl ObjectStore for Client {
             let action = self.bucket.get_object(self.credentials.as_ref(), key);
             let url = self.sign(&action);
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let mut request = ureq::http::Request::builder()
+            let request = ureq::http::Request::builder()
                 .method("GET")
                 .uri(&url)
-                .header("range", format!("bytes={at}-{}", end - 1));
-            if let Some(etag) = &expect {
-                request = request.header("if-match", format!("\"{etag}\""));
-            }
-            let request = request
+                .header("range", format!("bytes={at}-{}", end - 1))
                 .body(())
                 .map_err(|e| Fail::Final(Error::Usage(format!("bad request header: {e}"))))?;
             let mut response = self.agent.run(request).map_err(|e| self.transport(e))?;
@@ -802,7 +800,6 @@ impl ObjectStore for Client {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default(),
             );
-            // (A server that ignores If-Match is caught here.)
             match &expect {
                 Some(want) if !etag.is_empty() && etag != *want => {
                     return Err(Fail::Final(self.remote(
