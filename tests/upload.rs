@@ -131,14 +131,21 @@ impl Env {
         self.server.object("bkt", key)
     }
 
-    /// The state files beside the catalog.
-    fn states(&self) -> Vec<String> {
+    /// The files beside the catalog whose names end with `suffix`: `.json` for states
+    /// (`.done` for the records of completed objects, `.lock` for locks).
+    fn uploads_files(&self, suffix: &str) -> Vec<String> {
         fs::read_dir(self.path("uploads"))
             .map(|r| {
                 r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(suffix))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The state files beside the catalog.
+    fn states(&self) -> Vec<String> {
+        self.uploads_files(".json")
     }
 }
 
@@ -204,6 +211,11 @@ fn an_upload_is_the_stream_and_a_second_run_sends_nothing() {
     assert!(
         env.states().is_empty(),
         "the state goes with a completed upload"
+    );
+    assert_eq!(
+        env.uploads_files(".done").len(),
+        1,
+        "a record of what was completed"
     );
     // Again: the object is there with this tape's size and fingerprint; nothing is sent.
     let out = env.upload("photos.tar", &[]);

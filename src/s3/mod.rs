@@ -15,9 +15,6 @@ use crate::error::{Error, Result};
 /// The metadata key of the tape's fingerprint on an object tartape wrote
 /// (`x-amz-meta-tartape-fingerprint`).
 pub const FINGERPRINT_META: &str = "tartape-fingerprint";
-/// The metadata key of the id of the catalog an object was uploaded from
-/// (`x-amz-meta-tartape-catalog`): two recordings with one fingerprint may differ in bytes.
-pub const CATALOG_META: &str = "tartape-catalog";
 /// The metadata key of a volume's `K/N` on an object tartape wrote
 /// (`x-amz-meta-tartape-volume`).
 pub const VOLUME_META: &str = "tartape-volume";

@@ -12,9 +12,10 @@
 //!
 //! The fingerprint (paths, sizes, whole-second mtimes) names a tree, not its bytes: a
 //! file rewritten with its size and mtime kept records again to the same fingerprint and
-//! other bytes. So the catalog's id goes into the metadata and the state too, and an
-//! object or a state of another recording is believed only once its bytes are compared:
-//! the object's ETag with the tape's MD5 (or multipart ETag), each part's with the part's.
+//! other bytes. So the state keeps the catalog's id, a record beside it the ETag of the
+//! object this catalog completed, and an object or a state of another recording is
+//! believed only once its bytes are compared: the object's ETag with the tape's MD5 (or
+//! multipart ETag), each part's with the part's.
 //!
 //! Memory does not grow with the part size: a part of up to [`BUFFERED`] bytes is read
 //! into memory once; a larger one is read twice, once for its MD5 and once as it is sent.
@@ -47,7 +48,7 @@ pub const BUFFERED: u64 = 16 << 20;
 /// Bytes read from the tape at a time while streaming a part or hashing it.
 const CHUNK: usize = 1 << 20;
 
-pub use crate::s3::{CATALOG_META, FINGERPRINT_META, VOLUME_META};
+pub use crate::s3::{FINGERPRINT_META, VOLUME_META};
 
 /// Where an object's bytes come from.
 #[derive(Clone, Copy)]
@@ -107,17 +108,14 @@ pub struct Object<'a> {
     pub fingerprint: String,
     /// `K/N` for a volume.
     pub volume: Option<String>,
-    /// The catalog's id: the fingerprint (paths, sizes, mtimes) does not say a tape's
-    /// bytes (modes, owners and sub-second times are in them too), a recording does.
+    /// The catalog's id: the fingerprint (paths, sizes, whole-second mtimes) does not say
+    /// a tape's bytes (a file rewritten with its size and mtime kept), a recording does.
     pub catalog_id: String,
 }
 
 impl Object<'_> {
     fn metadata(&self) -> Metadata {
-        let mut meta = vec![
-            (FINGERPRINT_META.to_string(), self.fingerprint.clone()),
-            (CATALOG_META.to_string(), self.catalog_id.clone()),
-        ];
+        let mut meta = vec![(FINGERPRINT_META.to_string(), self.fingerprint.clone())];
         if let Some(v) = &self.volume {
             meta.push((VOLUME_META.to_string(), v.clone()));
         }
@@ -215,9 +213,10 @@ impl Uploader<'_> {
         let plan = Plan::new(object.size, self.part_size)?;
         let url = format!("s3://{}/{}", self.bucket, object.key);
         let path = self.state_path(&object.key);
+        let _lock = state::lock(&path, &url)?;
         if let Some(info) = self.store.head(&object.key)?
             && self.is_this(object, &info)
-            && (self.same_recording(object, &info) || self.same_bytes(object, &plan, &info.etag)?)
+            && self.holds_this(object, &plan, &path, &info)?
         {
             if let Some(old) = State::load(&path)? {
                 // Completed by a run killed before it removed its state.
@@ -237,7 +236,7 @@ impl Uploader<'_> {
             });
         }
         if plan.single() {
-            return self.put_whole(object, &plan, &url);
+            return self.put_whole(object, &plan, &url, &path);
         }
         let header = Header {
             tartape_upload: 1,
@@ -368,8 +367,15 @@ impl Uploader<'_> {
             // Completed by a try whose answer was lost (the connection broke after the
             // server did it): the upload is gone, the object is there.
             Err(Error::Remote { code, .. }) if code == "NoSuchUpload" => {
+                // Only an object whose ETag is the one these parts make is this one.
                 match self.store.head(&object.key)? {
-                    Some(info) if self.is_this(object, &info) => info.etag,
+                    Some(info)
+                        if self.is_this(object, &info)
+                            && md5_etags
+                            && info.etag == multipart_etag(&md5s) =>
+                    {
+                        info.etag
+                    }
                     _ => {
                         return Err(Error::Object {
                             url,
@@ -393,7 +399,8 @@ impl Uploader<'_> {
                 ),
             });
         }
-        self.check_object(object, &url, md5_etags.then_some(expected.as_str()))?;
+        let info = self.check_object(object, &url, md5_etags.then_some(expected.as_str()))?;
+        self.note_done(object, &path, &info)?;
         state.parts.clear();
         state.remove()?;
         Ok(ObjectSummary {
@@ -416,16 +423,62 @@ impl Uploader<'_> {
             && info.meta.get(VOLUME_META) == object.volume.as_ref()
     }
 
-    /// Whether the object found at the key was uploaded from this very recording.
-    fn same_recording(&self, object: &Object<'_>, info: &crate::s3::ObjectInfo) -> bool {
-        info.meta.get(CATALOG_META) == Some(&object.catalog_id)
+    /// Whether the object found at the key (which says it is this one: `is_this`) holds
+    /// this tape's bytes: this catalog completed it, as the record beside the state says
+    /// (and its ETag is still the one it had then), or its ETag is the MD5 (or multipart
+    /// ETag) of the bytes read now. An object of another recording of the same fingerprint
+    /// whose ETag says nothing (SSE-KMS) is uploaded again.
+    fn holds_this(
+        &self,
+        object: &Object<'_>,
+        plan: &Plan,
+        path: &std::path::Path,
+        info: &crate::s3::ObjectInfo,
+    ) -> Result<bool> {
+        if let Some(done) = state::Done::load(path)
+            && done.catalog_id == object.catalog_id
+            && done.size == info.size
+            && done.etag == info.etag
+            && !info.etag.is_empty()
+        {
+            return Ok(true);
+        }
+        if self.same_bytes(object, plan, &info.etag)? {
+            self.note_done(object, path, info)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Notes beside the state that this catalog's bytes are the object with this ETag.
+    fn note_done(
+        &self,
+        object: &Object<'_>,
+        path: &std::path::Path,
+        info: &crate::s3::ObjectInfo,
+    ) -> Result<()> {
+        state::Done {
+            catalog_id: object.catalog_id.clone(),
+            size: info.size,
+            etag: info.etag.clone(),
+        }
+        .save(path)
     }
 
     /// Whether the object's ETag says it holds these bytes: it is their MD5, or the
     /// multipart ETag of their parts of this plan's size. (Another recording of the same
     /// fingerprint: read here, compared; an ETag that is neither says nothing.)
     fn same_bytes(&self, object: &Object<'_>, plan: &Plan, etag: &str) -> Result<bool> {
+        let reading = || {
+            log::info!(
+                "s3://{}/{}: an object of this fingerprint is there, not one this catalog \
+                 completed: reading the tape to compare its bytes with its ETag",
+                self.bucket,
+                object.key
+            );
+        };
         if is_md5(etag) {
+            reading();
             return Ok(hex(&md5_of(&object.source, 0, object.size, self.stop)?) == etag);
         }
         let Some((_, parts)) = etag.split_once('-') else {
@@ -434,6 +487,7 @@ impl Uploader<'_> {
         if !is_multipart_etag(etag) || parts != plan.count().to_string() {
             return Ok(false);
         }
+        reading();
         let mut md5s = Vec::with_capacity(plan.count() as usize);
         for n in 1..=plan.count() {
             let (start, end) = plan.range(n);
@@ -444,7 +498,12 @@ impl Uploader<'_> {
 
     /// After completion: HEAD must show the object's size and the fingerprint, and the
     /// multipart ETag when the server gives it there (and uses MD5 ETags: `multipart`).
-    fn check_object(&self, object: &Object<'_>, url: &str, multipart: Option<&str>) -> Result<()> {
+    fn check_object(
+        &self,
+        object: &Object<'_>,
+        url: &str,
+        multipart: Option<&str>,
+    ) -> Result<crate::s3::ObjectInfo> {
         let Some(info) = self.store.head(&object.key)? else {
             return Err(Error::Object {
                 url: url.to_string(),
@@ -473,7 +532,7 @@ impl Uploader<'_> {
                 problem: format!("its ETag is {}, but its parts make {multipart}", info.etag),
             });
         }
-        Ok(())
+        Ok(info)
     }
 
     /// Keeps every part the server holds that is this tape's (the state's MD5 and size, or
@@ -651,7 +710,13 @@ impl Uploader<'_> {
     }
 
     /// A small object (one part): one PUT with its MD5, then checked with HEAD.
-    fn put_whole(&self, object: &Object<'_>, plan: &Plan, url: &str) -> Result<ObjectSummary> {
+    fn put_whole(
+        &self,
+        object: &Object<'_>,
+        plan: &Plan,
+        url: &str,
+        path: &std::path::Path,
+    ) -> Result<ObjectSummary> {
         (self.progress)(Progress::Object {
             key: &object.key,
             size: object.size,
@@ -670,7 +735,8 @@ impl Uploader<'_> {
         // (An ETag that is not the MD5 is the server's way, SSE-KMS for one: the server
         // checked Content-MD5.)
         (self.progress)(Progress::Part { bytes: object.size });
-        self.check_object(object, url, None)?;
+        let info = self.check_object(object, url, None)?;
+        self.note_done(object, path, &info)?;
         Ok(ObjectSummary {
             key: object.key.clone(),
             upload_id: None,
@@ -687,6 +753,7 @@ impl Uploader<'_> {
     /// (the current one and superseded ones), on the server and here; returns their ids.
     pub fn abort(&self, key: &str) -> Result<Vec<String>> {
         let path = self.state_path(key);
+        let _lock = state::lock(&path, &format!("s3://{}/{key}", self.bucket))?;
         let mut aborted = Vec::new();
         let mut paths = state::superseded(&path);
         paths.push(path);

@@ -8,6 +8,10 @@
 //! one `write` and synced before the part counts as done: a run killed at any moment
 //! leaves the lines of confirmed parts, and at worst a cut last line, which is ignored
 //! (that part is then found in the server's list, and checked, or sent again).
+//!
+//! Beside it: `… .done` says which object this catalog completed at the destination (its
+//! ETag), so that a run after it knows the object without reading the tape; `… .lock` is
+//! held (`flock`) by the one run at a time that works on the destination.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -129,12 +133,12 @@ impl State {
                 path.display()
             ))
         };
-        let text = String::from_utf8_lossy(&text);
-        let mut lines = text.split_inclusive('\n');
+        // Lines as bytes: the offsets cut at are the file's.
+        let mut lines = text.split_inclusive(|&b| b == b'\n');
         let first = lines.next().unwrap_or_default();
-        let header: Header = serde_json::from_str(first.trim_end())
-            .ok()
-            .filter(|_| first.ends_with('\n'))
+        let header: Header = first
+            .strip_suffix(b"\n")
+            .and_then(|line| serde_json::from_slice(line).ok())
             .ok_or_else(|| bad("its first line is not a header".into()))?;
         // Bytes of whole, valid lines: a cut or bad line, and what follows, is cut off
         // (a line appended after it would be lost with it).
@@ -145,10 +149,10 @@ impl State {
         let mut parts = BTreeMap::new();
         for line in lines {
             // Only whole lines count: a run killed mid-write leaves a cut last one.
-            let Some(line) = line.strip_suffix('\n') else {
+            let Some(line) = line.strip_suffix(b"\n") else {
                 break;
             };
-            let Ok(p) = serde_json::from_str::<PartLine>(line) else {
+            let Ok(p) = serde_json::from_slice::<PartLine>(line) else {
                 break;
             };
             let Some(md5) = unhex16(&p.md5) else { break };
@@ -273,6 +277,87 @@ impl State {
     }
 }
 
+/// What a run that completed an object at a destination left: which recording, and the
+/// ETag the object then had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// The catalog's id.
+    pub catalog_id: String,
+    /// The object's size.
+    pub size: u64,
+    /// Its ETag (quotes removed), as HEAD gave it after the upload.
+    pub etag: String,
+}
+
+impl Done {
+    /// The record beside the state file `state`.
+    fn path(state: &Path) -> PathBuf {
+        state.with_extension("done")
+    }
+
+    /// The record of the destination whose state file is `state`, if one is there and
+    /// reads (a record that does not is no record: the object is then compared).
+    pub fn load(state: &Path) -> Option<Done> {
+        let text = fs::read(Done::path(state)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Writes the record (beside, then renamed over the old one; not synced: a record
+    /// lost to a crash only means the object is compared once more).
+    pub fn save(&self, state: &Path) -> Result<()> {
+        let path = Done::path(state);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        ensure_dir(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("done"),
+            std::process::id()
+        ));
+        let text =
+            serde_json::to_vec(self).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&text))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&path, e));
+        }
+        Ok(())
+    }
+}
+
+/// Takes the lock of the destination whose state file is `state`, for as long as the
+/// returned file is open; `what` names the destination when another run holds it.
+pub fn lock(state: &Path, what: &str) -> Result<File> {
+    let path = state.with_extension("lock");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_dir(dir)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Usage(format!(
+            "{what}: another tartape upload of it from this catalog is running (it holds {}); \
+             let it finish, or stop it and run again",
+            path.display()
+        ))),
+        Err(e) => Err(Error::io(&path, e.into())),
+    }
+}
+
 /// Creates the state directory (mode 0700) if missing.
 fn ensure_dir(dir: &Path) -> Result<()> {
     match fs::symlink_metadata(dir) {
@@ -346,8 +431,20 @@ mod tests {
         // The cut line is gone: a part confirmed now is read back with the others.
         s.confirm(3, part(3)).unwrap();
         drop(s);
+        // A line with bytes that are not UTF-8 (a disk's garbage): cut at the file's own
+        // offset, and what is confirmed after it is read back.
+        let whole = fs::read(&path).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let md5 = "04".repeat(16);
+        f.write_all(format!("{{\"part\":4,\"size\":1,\"md5\":\"{md5}\",\"etag\":\"").as_bytes())
+            .unwrap();
+        f.write_all(b"\xff\xfe\"}\n{\"part\":5,").unwrap();
+        let mut s = State::load(&path).unwrap().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), whole);
+        s.confirm(4, part(4)).unwrap();
+        drop(s);
         let s = State::load(&path).unwrap().unwrap();
-        assert_eq!(s.parts.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(s.parts.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert_eq!(s.parts[&1].md5, [1; 16]);
         assert_eq!(s.parts[&2].etag, "etag-2");
         use std::os::unix::fs::PermissionsExt;

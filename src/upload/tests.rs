@@ -18,7 +18,7 @@ type Pending = (String, Metadata, BTreeMap<u32, Vec<u8>>);
 #[derive(Default)]
 struct MemoryStore {
     objects: Mutex<HashMap<String, (Vec<u8>, Metadata)>>,
-    /// The ETags of objects completed from parts (others': their MD5).
+    /// The ETags of objects put or completed (others': their MD5).
     multipart_etags: Mutex<HashMap<String, String>>,
     uploads: Mutex<HashMap<String, Pending>>,
     calls: Mutex<Vec<String>>,
@@ -37,6 +37,15 @@ impl MemoryStore {
             format!("opaque-{md5}")
         } else {
             md5
+        }
+    }
+
+    /// The ETag of an object whose MD5 (or multipart ETag) is `etag`.
+    fn etag_of_object(&self, etag: String) -> String {
+        if self.opaque {
+            format!("opaque-{etag}")
+        } else {
+            etag
         }
     }
 
@@ -115,8 +124,12 @@ impl ObjectStore for MemoryStore {
             .lock()
             .unwrap()
             .insert(key.into(), (bytes, meta.clone()));
-        self.multipart_etags.lock().unwrap().remove(key);
-        Ok(hex(md5))
+        let etag = self.etag_of_object(hex(md5));
+        self.multipart_etags
+            .lock()
+            .unwrap()
+            .insert(key.into(), etag.clone());
+        Ok(etag)
     }
 
     fn create_upload(&self, key: &str, meta: &Metadata) -> Result<String> {
@@ -180,7 +193,7 @@ impl ObjectStore for MemoryStore {
             .lock()
             .unwrap()
             .insert(key.into(), (whole, meta));
-        let etag = multipart_etag(&md5s);
+        let etag = self.etag_of_object(multipart_etag(&md5s));
         self.multipart_etags
             .lock()
             .unwrap()
@@ -198,7 +211,7 @@ impl ObjectStore for MemoryStore {
         key: &str,
         start: u64,
         end: u64,
-        _if_match: Option<&str>,
+        _expect_etag: Option<&str>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<ObjectInfo> {
         let objects = self.objects.lock().unwrap();
@@ -422,6 +435,62 @@ fn another_recording_of_the_same_fingerprint_is_compared_not_trusted() {
     assert!(store.objects.lock().unwrap()["k.tar"].0 == bytes);
 }
 
+/// A completed object is known again by the record its run left (without reading the
+/// tape), else by its ETag compared with the tape's bytes; where the ETag says nothing
+/// (SSE-KMS) and there is no record, it is uploaded again.
+#[test]
+fn a_completed_object_is_known_by_its_record_or_its_etag() {
+    let (dir, tape, bytes) = tape();
+    for opaque in [false, true] {
+        let store = MemoryStore {
+            opaque,
+            ..MemoryStore::default()
+        };
+        let run = Run::new(&store, &dir);
+        run.upload(&tape).unwrap();
+        store.calls();
+        let record = state::path_for(&run.dir, "mem", "b", "k.tar").with_extension("done");
+        assert!(record.exists());
+        assert!(run.upload(&tape).unwrap().already);
+        assert_eq!(store.calls(), ["head k.tar"]);
+        std::fs::remove_file(&record).unwrap();
+        let again = run.upload(&tape).unwrap();
+        assert_eq!(again.already, !opaque, "opaque ETags: {opaque}");
+        let calls = store.calls();
+        assert_eq!(
+            sent_parts(&calls).len(),
+            if opaque { 3 } else { 0 },
+            "{calls:?}"
+        );
+        assert!(record.exists(), "the record is made again");
+        assert!(store.objects.lock().unwrap()["k.tar"].0 == bytes);
+        // A record of another ETag (the object was replaced since) is no record.
+        std::fs::write(
+            &record,
+            std::fs::read_to_string(&record)
+                .unwrap()
+                .replace("\"etag\":\"", "\"etag\":\"x"),
+        )
+        .unwrap();
+        assert_eq!(run.upload(&tape).unwrap().already, !opaque);
+    }
+}
+
+/// One run at a time works on a destination.
+#[test]
+fn a_second_run_on_the_same_destination_stops() {
+    let (dir, tape, _) = tape();
+    let store = MemoryStore::default();
+    let run = Run::new(&store, &dir);
+    let path = state::path_for(&run.dir, "mem", "b", "k.tar");
+    let held = state::lock(&path, "s3://b/k.tar").unwrap();
+    let e = run.upload(&tape).unwrap_err().to_string();
+    assert!(e.contains("s3://b/k.tar: another tartape upload"), "{e}");
+    assert!(store.calls().is_empty());
+    drop(held);
+    run.upload(&tape).unwrap();
+}
+
 #[test]
 fn a_state_of_another_part_size_is_never_reused_and_abort_ends_both() {
     let (dir, tape, _) = tape();
@@ -455,7 +524,11 @@ fn a_state_of_another_part_size_is_never_reused_and_abort_ends_both() {
     assert_eq!(aborted, ["up-1", "up-2"]);
     assert!(store.uploads.lock().unwrap().is_empty());
     assert!(uploader.abort("k.tar").unwrap().is_empty());
-    assert_eq!(std::fs::read_dir(&run.dir).unwrap().count(), 0);
+    let states = std::fs::read_dir(&run.dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("json".as_ref()))
+        .count();
+    assert_eq!(states, 0);
 }
 
 /// Parts whose ETag is not their MD5 (SSE-KMS, SSE-C): kept across runs by their ETag,
