@@ -239,6 +239,32 @@ pub fn file_name(path: &str) -> Option<String> {
     fine.then_some(name)
 }
 
+/// The most a request head may hold (its request line, or all of it), as nginx's 8 KiB
+/// header buffers.
+pub const MAX_HEAD: usize = 8192;
+
+/// Whether a request head is over [`MAX_HEAD`]: `414 URI Too Long` when its request line
+/// is, else `431 Request Header Fields Too Large` when the head as a whole is. Sizes are
+/// counted as the head was sent: `METHOD SP TARGET SP HTTP/1.1 CRLF`, each field
+/// `NAME: VALUE CRLF`, the final CRLF. (hyper reads heads up to a larger buffer, so that a
+/// long request line can be told apart from many headers; past that buffer it answers 431
+/// by itself.)
+pub fn head_too_large(
+    method: &http::Method,
+    target: &str,
+    headers: &http::HeaderMap,
+) -> Option<http::StatusCode> {
+    let line = method.as_str().len() + 1 + target.len() + " HTTP/1.1\r\n".len();
+    if line > MAX_HEAD {
+        return Some(http::StatusCode::URI_TOO_LONG);
+    }
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    (line + fields + 2 > MAX_HEAD).then_some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +276,41 @@ mod tests {
             etag: "\"abc\"".parse().unwrap(),
             modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         }
+    }
+
+    #[test]
+    fn heads_over_8_kib_are_414_for_the_request_line_else_431() {
+        let get = http::Method::GET;
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(head_too_large(&get, "/a.tar", &headers), None);
+        // "GET " + target + " HTTP/1.1\r\n" + "\r\n": a head of exactly 8 KiB.
+        let fits = format!("/{}", "a".repeat(8192 - 4 - 11 - 2 - 1));
+        assert_eq!(
+            head_too_large(&get, &fits, &http::HeaderMap::new()),
+            None,
+            "a head of exactly 8 KiB, no field"
+        );
+        assert_eq!(
+            head_too_large(&get, &format!("{fits}a"), &http::HeaderMap::new()),
+            Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            "one byte more, with a request line still under 8 KiB"
+        );
+        let long = format!("{fits}aaa");
+        assert_eq!(
+            head_too_large(&get, &long, &headers),
+            Some(http::StatusCode::URI_TOO_LONG)
+        );
+        // A short line with fields that bring the head over 8 KiB.
+        let mut big = headers.clone();
+        big.insert("x-a", "b".repeat(8150).parse().unwrap());
+        assert_eq!(
+            head_too_large(&get, "/a.tar", &big),
+            Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let mut near = headers.clone();
+        near.insert("x-a", "b".repeat(8000).parse().unwrap());
+        assert_eq!(head_too_large(&get, "/a.tar", &near), None);
     }
 
     #[test]

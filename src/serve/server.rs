@@ -13,7 +13,7 @@
 //!   must a later one from its first byte (slow-loris); an idle keep-alive connection is
 //!   closed after [`Options::idle_timeout`], a write that makes no progress for as long
 //!   ends it too;
-//!   a head over 8 KiB is refused (431, 414).
+//!   a head over 8 KiB is refused: 414 when its request line is, else 431.
 //! * On SIGINT or SIGTERM the server stops accepting, lets the responses in flight finish
 //!   for up to [`Options::drain`], and returns.
 
@@ -42,6 +42,10 @@ use crate::error::{Error, Result};
 
 /// Bytes read from the tape at a time for a body.
 pub const CHUNK: usize = 256 << 10;
+
+/// How many bytes of a request head hyper reads before it answers 431 by itself: past
+/// [`semantics::MAX_HEAD`], so that heads up to this size get 414 or 431 by what is long.
+const HEAD_BUFFER: usize = 64 << 10;
 
 /// Limits of the server.
 #[derive(Debug, Clone)]
@@ -173,7 +177,9 @@ async fn accept_loop(
             })
         };
         let connection = hyper::server::conn::http1::Builder::new()
-            .max_buf_size(8192)
+            // Larger than the 8 KiB a head may hold, so that `route` can tell a long
+            // request line (414) from too many header bytes (431).
+            .max_buf_size(HEAD_BUFFER)
             .max_headers(100)
             .keep_alive(true)
             .serve_connection(TokioIo::new(io), service);
@@ -560,6 +566,18 @@ fn route(
         );
         r
     };
+    let target = request.uri().to_string(); // the origin or absolute form, as sent
+    if let Some(status) = semantics::head_too_large(request.method(), &target, request.headers()) {
+        // Closed after the answer, as hyper closes after its own 431: what else such a
+        // client sends is not worth reading.
+        let mut r = plain(
+            status,
+            status.canonical_reason().unwrap_or("too large").into(),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     if let Some(auth) = &options.auth {
         let given = request
             .headers()
