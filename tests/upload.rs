@@ -538,8 +538,11 @@ fn the_users_mistakes_are_one_line_at_once() {
     assert_success(&out, "upload with --profile");
     assert_eq!(env.object("profile.tar").unwrap(), env.tape);
     // Part sizes S3 refuses, and too many parts, name what works.
+    // A size out of S3's range is a usage error, found before the store is asked.
     let out = env.upload("x.tar", &["--part-size", "4M"]);
-    assert_one_line_error(&out, 1, "5 MiB");
+    assert_one_line_error(&out, 2, "5 MiB");
+    let out = env.upload("x.tar", &["--part-size", "6G"]);
+    assert_one_line_error(&out, 2, "5 GiB");
 }
 
 /// A source file changed after recording stops the upload with the integrity error;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::Args;
 
 use tartape::s3::{Client, Options, S3Url, Settings};
+use tartape::upload::plan::{MAX_PART, MIN_PART};
 use tartape::upload::{Object, ObjectSummary, Progress, Uploader, tape_object, volume_objects};
 use tartape::{Error, Result, Tape};
 
@@ -72,8 +73,16 @@ impl StoreArgs {
     }
 }
 
+/// A part size S3 takes (5 MiB to 5 GiB), found before anything else is done: a usage
+/// error, exit 2, like any other bad value.
 fn parse_part_size(text: &str) -> std::result::Result<u64, String> {
-    tartape::volume::parse_size(text, "--part-size").map_err(|e| e.to_string())
+    let size = tartape::volume::parse_size(text, "--part-size").map_err(|e| e.to_string())?;
+    if !(MIN_PART..=MAX_PART).contains(&size) {
+        return Err(format!(
+            "{size} bytes: S3 takes parts of 5 MiB (5242880) to 5 GiB (5368709120)"
+        ));
+    }
+    Ok(size)
 }
 
 /// SIGINT and SIGTERM set the returned flag: no new part starts, the state is kept. A
