@@ -73,12 +73,15 @@ pub fn answer(headers: &http::HeaderMap, rep: &Representation) -> Answer {
         return Answer::Full;
     };
     // §13.1.5: a Range under an If-Range that does not match exactly (a strong ETag, or
-    // the very date) is ignored.
-    if let Some(if_range) = headers.typed_get::<IfRange>()
-        && if_range != IfRange::etag(rep.etag.clone())
-        && if_range != IfRange::date(rep.modified)
-    {
-        return Answer::Full;
+    // the very date) is ignored; so is one under an If-Range that is neither (a validator
+    // that cannot match).
+    if headers.contains_key(http::header::IF_RANGE) {
+        let matches = headers.typed_get::<IfRange>().is_some_and(|if_range| {
+            if_range == IfRange::etag(rep.etag.clone()) || if_range == IfRange::date(rep.modified)
+        });
+        if !matches {
+            return Answer::Full;
+        }
     }
     let Ok(range) = range.to_str() else {
         return Answer::Full;
@@ -239,6 +242,39 @@ pub fn file_name(path: &str) -> Option<String> {
     fine.then_some(name)
 }
 
+/// Whether the index should be JSON rather than HTML, by `Accept` (RFC 9110 §12.5.1): the
+/// media type with the higher quality wins, an explicit type over a wildcard that covers
+/// it, HTML on a tie (a browser's `*/*` gets the page); `application/json;q=0` is refused.
+pub fn prefers_json(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    // The quality of `wanted` (type, subtype): its most specific match, 0 if none.
+    let quality = |wanted: (&str, &str)| -> f32 {
+        let mut best: Option<(u8, f32)> = None; // (specificity, q)
+        for item in accept.split(',') {
+            let Ok(range) = item.trim().parse::<mime::Mime>() else {
+                continue;
+            };
+            let specific = match (range.type_().as_str(), range.subtype().as_str()) {
+                (t, s) if t.eq_ignore_ascii_case(wanted.0) && s.eq_ignore_ascii_case(wanted.1) => 2,
+                (t, "*") if t.eq_ignore_ascii_case(wanted.0) => 1,
+                ("*", "*") => 0,
+                _ => continue,
+            };
+            let q = range
+                .get_param("q")
+                .and_then(|q| q.as_str().parse::<f32>().ok())
+                .filter(|q| (0.0..=1.0).contains(q))
+                .unwrap_or(1.0);
+            if best.is_none_or(|(s, _)| specific > s) {
+                best = Some((specific, q));
+            }
+        }
+        best.map_or(0.0, |(_, q)| q)
+    };
+    let json = quality(("application", "json"));
+    json > 0.0 && json > quality(("text", "html"))
+}
+
 /// The most a request head may hold (its request line, or all of it), as nginx's 8 KiB
 /// header buffers.
 pub const MAX_HEAD: usize = 8192;
@@ -276,6 +312,42 @@ mod tests {
             etag: "\"abc\"".parse().unwrap(),
             modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         }
+    }
+
+    #[test]
+    fn the_index_is_json_only_when_json_is_preferred() {
+        for (accept, json) in [
+            (None, false),
+            (Some("application/json"), true),
+            (Some("Application/JSON"), true),
+            (Some("application/json, text/html;q=0.9"), true),
+            (Some("text/html, application/json"), false),
+            (Some("application/json;q=0, text/html"), false),
+            (Some("application/json;q=0"), false),
+            (Some("application/*"), true),
+            (Some("*/*"), false),
+            (Some("*/*;q=0.1, application/json"), true),
+            (
+                Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+                false,
+            ),
+            (Some("text/*, application/json;q=0.5"), false),
+            (Some("garbage"), false),
+            (Some(""), false),
+        ] {
+            assert_eq!(prefers_json(accept), json, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn an_if_range_that_is_neither_etag_nor_date_sends_the_whole_file() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::RANGE, "bytes=0-9".parse().unwrap());
+        assert_eq!(answer(&h, &rep()), Answer::Partial(0, 9));
+        h.insert(http::header::IF_RANGE, "garbage".parse().unwrap());
+        assert_eq!(answer(&h, &rep()), Answer::Full);
+        h.insert(http::header::IF_RANGE, "\"abc\"".parse().unwrap());
+        assert_eq!(answer(&h, &rep()), Answer::Partial(0, 9));
     }
 
     #[test]

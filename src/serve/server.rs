@@ -558,12 +558,16 @@ fn route(
     peer: SocketAddr,
 ) -> Response<TapeBody> {
     let plain = |status: StatusCode, text: String| {
-        let mut r = Response::new(TapeBody::text(served, text + "\n", phase, peer));
+        let text = text + "\n";
+        let len = text.len() as u64;
+        let mut r = Response::new(TapeBody::text(served, text, phase, peer));
         *r.status_mut() = status;
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        // Said here, not left to hyper: a HEAD gets it too.
+        r.headers_mut().typed_insert(ContentLength(len));
         r
     };
     let target = request.uri().to_string(); // the origin or absolute form, as sent
@@ -577,6 +581,15 @@ fn route(
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is a 400.
+    if request.version() == http::Version::HTTP_11
+        && request.headers().get_all(header::HOST).iter().count() != 1
+    {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs one Host header".into(),
+        );
     }
     if let Some(auth) = &options.auth {
         let given = request
@@ -625,11 +638,14 @@ fn index(
     phase: &Arc<Phase>,
     peer: SocketAddr,
 ) -> Response<TapeBody> {
-    let wants_json = request
+    let accept: Vec<&str> = request
         .headers()
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"));
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|a| a.to_str().ok())
+        .collect();
+    let wants_json =
+        semantics::prefers_json((!accept.is_empty()).then(|| accept.join(",")).as_deref());
     let (text, content_type) = if wants_json {
         let files: Vec<serde_json::Value> = served
             .files()
@@ -669,6 +685,8 @@ fn index(
     let mut r = Response::new(TapeBody::text(served, text, phase, peer));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
     r.headers_mut().typed_insert(ContentLength(len));
     r
 }
