@@ -101,10 +101,11 @@ impl Server {
             let _ = child.kill();
             panic!("tartape serve printed no URL within {TIMEOUT:?}")
         });
-        // The URL is the first line.
+        // The URL is the first line, alone.
         let url = first
-            .strip_prefix("serving http://")
-            .and_then(|rest| rest.split('/').next())
+            .strip_prefix("http://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .filter(|host| !host.contains(['/', ' ']))
             .unwrap_or_else(|| panic!("first line: {first:?}"));
         let addr = url.parse().unwrap();
         Server {
@@ -417,6 +418,12 @@ fn ranges_conditionals_methods_and_paths_follow_rfc_9110() {
     assert_eq!(status, 206);
     let (status, _, body) = get("\nRange: bytes=10-19\nIf-Range: \"something-else\"");
     assert_eq!((status, body.len() as u64), (200, size));
+    let (status, _, body) = get("\nRange: bytes=10-19\nIf-Range: garbage");
+    assert_eq!(
+        (status, body.len() as u64),
+        (200, size),
+        "an If-Range that is neither an ETag nor a date cannot match"
+    );
     // 304s.
     let (status, h, body) = get(&format!("\nIf-None-Match: {etag}"));
     assert_eq!((status, body.len()), (304, 0));
@@ -467,6 +474,28 @@ fn ranges_conditionals_methods_and_paths_follow_rfc_9110() {
         let (status, _, _) = exchange(server.addr, &format!("GET {path} HTTP/1.1"));
         assert_eq!(status, 404, "{path}");
     }
+    // HEAD of an error answer: its GET's headers, Content-Length included.
+    for method in ["GET", "HEAD"] {
+        let (status, h, _) = exchange(server.addr, &format!("{method} /nope.tar HTTP/1.1"));
+        assert_eq!(status, 404, "{method}");
+        assert_eq!(header(&h, "content-length"), Some("13"), "{method}");
+    }
+    // HTTP/1.1 needs one Host (RFC 9112 §3.2); HTTP/1.0 may go without.
+    for (head, want) in [
+        ("GET /photos.tar HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+        (
+            "GET /photos.tar HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        ("GET /photos.tar HTTP/1.0\r\nRange: bytes=0-0\r\n\r\n", 206),
+    ] {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        assert_eq!(parse_answer(&all).0, want, "{head:?}");
+    }
     // A head over 8 KiB is refused: 414 for a long request line, 431 for long or many
     // header fields, however far past 8 KiB.
     let long = "x".repeat(9000);
@@ -508,11 +537,24 @@ fn ranges_conditionals_methods_and_paths_follow_rfc_9110() {
     assert_eq!(status, 200);
     assert!(header(&h, "content-type").unwrap().starts_with("text/html"));
     assert!(String::from_utf8_lossy(&body).contains("<a href=\"photos.tar\">"));
+    assert_eq!(header(&h, "vary"), Some("Accept"));
     let (_, h, body) = exchange(server.addr, "GET / HTTP/1.1\nAccept: application/json");
     assert_eq!(header(&h, "content-type"), Some("application/json"));
+    assert_eq!(header(&h, "vary"), Some("Accept"));
     let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(list[0]["name"], "photos.tar");
     assert_eq!(list[0]["size"], size);
+    // Negotiated by quality: JSON refused, or ranked below HTML, gets the page.
+    for accept in [
+        "application/json;q=0, text/html",
+        "text/html, application/json;q=0.5",
+    ] {
+        let (_, h, _) = exchange(server.addr, &format!("GET / HTTP/1.1\nAccept: {accept}"));
+        assert!(
+            header(&h, "content-type").unwrap().starts_with("text/html"),
+            "{accept}"
+        );
+    }
 }
 
 /// With --volume-size: each volume and the catalog copy; rclone's http remote lists,
@@ -741,6 +783,70 @@ fn sigterm_lets_the_download_in_flight_finish() {
     };
     assert_eq!(status.code(), Some(0));
     assert!(TcpStream::connect(server.addr).is_err(), "still accepting");
+}
+
+/// The URL is the first line, alone, even with -q (a script that asked for port 0 needs
+/// it); -q prints nothing else. A reader of standard output gone after that line (`| head
+/// -n 1`) does not stop the server.
+#[test]
+fn the_url_comes_alone_even_with_quiet_and_a_gone_reader_does_not_stop_it() {
+    let tree = Tree::new();
+    let mut server = tree.serve(&["-q"]);
+    let (status, _, _) = exchange(server.addr, "HEAD /photos.tar HTTP/1.1");
+    assert_eq!(status, 200);
+    let mut child = server.child.take().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "still running 15 s after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The reader thread ends at EOF: every line after the URL has arrived by now.
+    let after: Vec<String> = server
+        ._lines
+        .recv_timeout(TIMEOUT)
+        .into_iter()
+        .chain(server._lines.try_iter())
+        .collect();
+    assert!(after.is_empty(), "-q printed more than the URL: {after:?}");
+
+    // Without -q: the URL, then each file's; the reader hangs up after the first line.
+    let mut child = tartape()
+        .args([
+            "serve",
+            "photos",
+            "--catalog",
+            "cat.db",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(tree.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap(); // and the pipe's reading end is closed here
+    let addr: SocketAddr = first
+        .trim_end()
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("first line: {first:?}"))
+        .parse()
+        .unwrap();
+    let (status, _, body) = exchange(addr, "GET /photos.tar HTTP/1.1\nRange: bytes=0-99");
+    assert_eq!((status, body.as_slice()), (206, &tree.tape[..100]));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running, "the server ended when its reader did");
 }
 
 /// --auth-file: Basic users or a bearer token; 401 with a challenge otherwise; the index
@@ -986,7 +1092,7 @@ fn serving_the_network_without_auth_is_warned_about() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
-    assert!(first.starts_with("serving http://0.0.0.0:"), "{first}");
+    assert!(first.starts_with("http://0.0.0.0:"), "{first}");
     let _ = child.kill();
     let mut err = String::new();
     child
@@ -996,9 +1102,10 @@ fn serving_the_network_without_auth_is_warned_about() {
         .read_to_string(&mut err)
         .unwrap();
     child.wait().unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
     assert!(
-        err.starts_with("warning: serving 0.0.0.0:") && err.contains("--auth-file"),
+        warnings[0].starts_with("warning: serving 0.0.0.0:") && warnings[0].contains("--auth-file"),
         "{err}"
     );
 }

@@ -196,7 +196,9 @@ Exit status: 0 uploaded (or already there), 1 failure (the parts sent are kept: 
     Upload(upload::UploadArgs),
     /// Serve tapes over HTTP, read-only, with Range, If-Range and ETag (any client resumes).
     #[command(
-        after_help = "Each tape is /NAME.tar (NAME: its root name); with --volume-size, each \
+        after_help = "The first line printed is the server's URL, alone, even with -q (which \
+prints nothing else): a script that asked for port 0 learns it there, e.g. `tartape serve \
+photos --listen 127.0.0.1:0 > url.txt &` then `head -n 1 url.txt`.\n\nEach tape is /NAME.tar (NAME: its root name); with --volume-size, each \
 volume and the catalog copy too. / lists them (HTML, or JSON with Accept: application/json). \
 Every byte is checked against the recording: a source found changed cuts the download short \
 and the tape then answers 409. Loopback only unless --listen says otherwise; beyond it, use \

@@ -87,31 +87,40 @@ pub fn run(args: ServeArgs) -> Result<Exit> {
              read these tapes"
         ));
     }
+    // A client that hangs up mid-body (aria2c does on every segment), or a reader of
+    // standard output gone after the URL.
+    super::live_through_sigpipe();
+    // First, at once and alone on its line, even with -q (it is the command's answer, not
+    // a summary): a script that asked for port 0 learns where it is with `head -n 1`.
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "http://{}/", url_host(local))
+            .and_then(|()| stdout.flush())
+            .map_err(output::stdout_error)?;
+    }
+    // Then each file's URL. A reader gone after the first line (`| head -n 1`) does not
+    // stop the server: these lines are only for people.
     let mut out = Out::stdout();
-    // First, and at once: a script that asked for port 0 learns where it is.
-    out.line(format_args!(
-        "serving http://{}/ ({} file{}; Ctrl-C stops)",
-        url_host(local),
-        served.files().len(),
-        if served.files().len() == 1 { "" } else { "s" }
-    ))?;
     for f in served.files() {
-        out.line(format_args!(
+        let _ = out.line(format_args!(
             "  http://{}/{}  {} bytes",
             url_host(local),
             serve::http::percent_encode(&f.name),
             f.size
-        ))?;
+        ));
     }
-    out.flush()?;
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
+    drop(out);
+    output::note(format_args!(
+        "serving {} file{}; Ctrl-C stops",
+        served.files().len(),
+        if served.files().len() == 1 { "" } else { "s" }
+    ));
     let options = Options {
         max_connections: args.max_connections as usize,
         auth,
         ..Options::default()
     };
-    // A client that hangs up mid-body (aria2c does on every segment).
-    super::live_through_sigpipe();
     serve::serve(served, listener, options, true)?;
     Ok(Exit::Success)
 }
