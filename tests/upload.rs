@@ -8,7 +8,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::s3::{ACCESS_KEY, Action, Proxy, Rule, S3Server, SECRET_KEY, Seen, can_serve_s3};
 use common::*;
@@ -411,6 +412,62 @@ fn failures_of_the_server_and_the_network_are_retried() {
     assert_eq!(seen.iter().filter(|s| s.is_complete()).count(), 2);
     // Retries are no error: nothing on stderr; with -v they are logged, and no secret.
     assert_eq!(stderr(&out), "");
+    // A peer that stops answering is given up after 3 silent tries, however many are
+    // left (SPEC §9: about 3 minutes with the 60 s timeout; 3 s here).
+    p.rule(Rule::new(10, Action::Stall(Duration::from_secs(8)), |_| {
+        true
+    }));
+    let out = env.upload("silent.tar", &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("stopped answering, 3 times"), "{err}");
+    assert_eq!(p.take_seen().len(), 3, "{err}");
+    p.release();
+    p.rearm();
+    // An endpoint down when the upload starts, up a moment later: the upload waits for
+    // it and succeeds.
+    let late = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut child = env
+        .command(&[
+            "upload",
+            "src",
+            "s3://bkt/late.tar",
+            "--catalog",
+            "cat.db",
+            "--endpoint",
+            &format!("http://{late}"),
+            "--part-size",
+            "5M",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut err, &mut first).unwrap();
+    assert!(first.contains("cannot reach the endpoint"), "{first}");
+    let _late_proxy = Proxy::start_on(late, env.server.addr);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the upload did not end within 2 minutes of its endpoint coming up");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(status.success(), "{first}{rest}");
+    assert_eq!(env.object("late.tar").unwrap(), env.tape);
     p.rule(Rule::new(1, Action::Fail(503, "SlowDown"), |s| {
         s.part == Some(1)
     }));
@@ -477,13 +534,14 @@ fn the_users_mistakes_are_one_line_at_once() {
         let seen = env.proxy.take_seen();
         assert!(seen.len() <= 2, "{code}: tried again: {seen:?}");
     }
-    // An endpoint where nothing listens: one line, no retries.
+    // An endpoint where nothing listens: tried again like any connection error (said
+    // once, as a warning), then one line naming it. (The waits are scaled down here.)
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
     let nowhere = format!("http://{closed}");
-    let out = env.run(&[
+    let args = [
         "upload",
         "src",
         "s3://bkt/x.tar",
@@ -491,12 +549,28 @@ fn the_users_mistakes_are_one_line_at_once() {
         "cat.db",
         "--endpoint",
         &nowhere,
-    ]);
-    let line = assert_one_line_error(&out, 1, &nowhere);
+    ];
+    let out = run(env.command(&args).env("TARTAPE_S3_BACKOFF_SCALE", "0.001"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
     assert!(
-        line.contains("bucket bkt") && line.contains("connection refused"),
-        "{line}"
+        lines[0].contains("cannot reach the endpoint") && lines[0].contains("trying again"),
+        "{err}"
     );
+    assert!(
+        lines[1].starts_with("error: ")
+            && lines[1].contains(&nowhere)
+            && lines[1].contains("bucket bkt")
+            && lines[1].contains("connection refused"),
+        "{err}"
+    );
+    // With -q, the error alone.
+    let mut quiet = vec!["-q"];
+    quiet.extend(args);
+    let out = run(env.command(&quiet).env("TARTAPE_S3_BACKOFF_SCALE", "0.001"));
+    assert_one_line_error(&out, 1, &nowhere);
     // No keys at all: says where it looked.
     let out = run(env
         .command(&[

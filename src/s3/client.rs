@@ -32,6 +32,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// otherwise (in seconds): a peer that stops answering is then a timeout, never a hang.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Tries of one request that end with the peer silent for the whole I/O timeout, at most:
+/// with the 60 s timeout, a peer that accepts and never answers is given up in about
+/// 3 minutes (SPEC §9), however many tries are left.
+const STALLS: u32 = 3;
+
 /// Bytes of an XML answer read at most.
 const ANSWER_LIMIT: u64 = 4 << 20;
 
@@ -171,9 +176,14 @@ pub struct Client {
     bucket: Bucket,
     credentials: Option<Credentials>,
     endpoint: String,
-    /// Set once any answer came: from then on, a connection that fails is the network's
-    /// passing trouble; before, the endpoint is wrong or down, and that is said at once.
+    /// Set once any answer came: before, a connection that fails says the endpoint may
+    /// be wrong or down (once, as a warning, and as the error if every try fails).
     reached: AtomicBool,
+    /// Whether "cannot reach the endpoint; trying again" was said.
+    warned_unreached: AtomicBool,
+    /// Every wait between tries is multiplied by this (`TARTAPE_S3_BACKOFF_SCALE`, for
+    /// tests that give up on a closed port without waiting a minute; 1 otherwise).
+    backoff_scale: f64,
     /// Set by the caller (Ctrl-C): no new try starts, waits end.
     stop: Arc<AtomicBool>,
     /// Requests sent (tries included), and bytes of payload sent by tries that succeeded.
@@ -184,6 +194,13 @@ pub struct Client {
 enum Fail {
     /// Worth another try, after a wait: why, for the log.
     Transient(String),
+    /// A read or write that made no progress for the I/O timeout: the peer stopped
+    /// answering. Tried again, but [`STALLS`] of them in one request give up.
+    Stalled(String),
+    /// No connection to an endpoint that has not answered yet in this run: down, or
+    /// wrong. Tried again like any connection error; when every try fails, this error
+    /// (naming the endpoint) is the one said.
+    Unreached(Box<Error>, String),
     /// Not worth another.
     Final(Error),
 }
@@ -244,6 +261,12 @@ impl Client {
             credentials,
             endpoint: settings.endpoint.clone(),
             reached: AtomicBool::new(false),
+            warned_unreached: AtomicBool::new(false),
+            backoff_scale: std::env::var("TARTAPE_S3_BACKOFF_SCALE")
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|s| (0.0..=1.0).contains(s))
+                .unwrap_or(1.0),
             stop,
             requests: AtomicU64::new(0),
         })
@@ -301,13 +324,18 @@ impl Client {
                 }
                 _ => "unreachable",
             };
-            return Fail::Final(self.remote(
-                0,
-                code,
-                &format!("cannot reach the endpoint ({why})"),
-            ));
+            let error = self.remote(0, code, &format!("cannot reach the endpoint ({why})"));
+            return Fail::Unreached(Box::new(error), why);
         }
-        Fail::Transient(why)
+        let stalled = matches!(
+            &e,
+            E::Timeout(ureq::Timeout::PerRead | ureq::Timeout::PerWrite)
+        ) || matches!(&e, E::Io(io) if io.kind() == std::io::ErrorKind::TimedOut);
+        if stalled {
+            Fail::Stalled(why)
+        } else {
+            Fail::Transient(why)
+        }
     }
 
     /// The error of an answer with an error status.
@@ -390,24 +418,52 @@ impl Client {
         what: &str,
         mut attempt: impl FnMut() -> std::result::Result<T, Fail>,
     ) -> Result<T> {
-        let mut tries = 0;
+        let (mut tries, mut stalls) = (0, 0);
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
             tries += 1;
+            let mut unreached = None;
             let why = match attempt() {
                 Ok(value) => return Ok(value),
                 Err(Fail::Final(e)) => return Err(e),
                 Err(Fail::Transient(why)) => why,
+                Err(Fail::Stalled(why)) => {
+                    stalls += 1;
+                    if stalls >= STALLS {
+                        return Err(self.remote(
+                            0,
+                            "timed out",
+                            &format!(
+                                "{what}: the endpoint stopped answering, {stalls} times ({why})"
+                            ),
+                        ));
+                    }
+                    why
+                }
+                Err(Fail::Unreached(error, why)) => {
+                    if !self.warned_unreached.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "{}: cannot reach the endpoint ({why}); trying again, for up to \
+                             about 3 minutes",
+                            self.endpoint
+                        );
+                    }
+                    unreached = Some(*error);
+                    why
+                }
             };
             let Some(wait) = retry::backoff(tries + 1, random_fraction()) else {
-                return Err(self.remote(
-                    0,
-                    "gave up",
-                    &format!("{what} failed {MAX_TRIES} times, the last: {why}"),
-                ));
+                return Err(unreached.unwrap_or_else(|| {
+                    self.remote(
+                        0,
+                        "gave up",
+                        &format!("{what} failed {MAX_TRIES} times, the last: {why}"),
+                    )
+                }));
             };
+            let wait = wait.mul_f64(self.backoff_scale);
             // Not the user's to act on: said with -v.
             log::info!(
                 "{}: {what}: {why}; try {} of {MAX_TRIES} in {:.1} s",
@@ -825,6 +881,9 @@ impl ObjectStore for Client {
                     Ok(0) => return Err(Fail::Transient("the body ended early".into())),
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        return Err(Fail::Stalled(e.to_string()));
+                    }
                     Err(e) => return Err(Fail::Transient(e.to_string())),
                 };
                 if let Err(e) = sink(&buf[..n]) {

@@ -343,7 +343,12 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to `upstream`.
     pub fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Proxy::start_on("127.0.0.1:0".parse().unwrap(), upstream)
+    }
+
+    /// A proxy to `upstream` listening on `addr` (an endpoint that comes up late).
+    pub fn start_on(addr: SocketAddr, upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
         let for_accept = Arc::clone(&shared);
