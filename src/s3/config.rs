@@ -156,14 +156,26 @@ impl Settings {
             Some(path) => read_section(path, &config_section)?,
             None => None,
         };
-        if explicit_profile.is_some() && from_credentials.is_none() && from_config.is_none() {
+        // A profile asked for by name (--profile, or AWS_PROFILE other than `default`) must
+        // exist, as aws-cli's "config profile could not be found".
+        let named = if explicit_profile.is_some() {
+            Some("--profile")
+        } else if var("AWS_PROFILE").is_some_and(|p| p != "default") {
+            Some("AWS_PROFILE")
+        } else {
+            None
+        };
+        if let Some(named) = named
+            && from_credentials.is_none()
+            && from_config.is_none()
+        {
             let looked: Vec<String> = [&credentials_file, &config_file]
                 .into_iter()
                 .flatten()
                 .map(|p| p.display().to_string())
                 .collect();
             return Err(Error::Usage(format!(
-                "--profile {profile}: no such profile in {}",
+                "{named} {profile}: no such profile in {}",
                 if looked.is_empty() {
                     "~/.aws (HOME is not set)".to_string()
                 } else {
@@ -401,6 +413,21 @@ mod tests {
             err.to_string().contains("--profile nope: no such profile"),
             "{err}"
         );
+        // AWS_PROFILE naming a profile that is nowhere: said, even with keys in the
+        // environment (aws-cli's ProfileNotFound); `default` may be missing.
+        let env = [
+            ("AWS_PROFILE", "nope"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ];
+        let err = resolve(Options::default(), &env, &files).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("AWS_PROFILE nope: no such profile"),
+            "{err}"
+        );
+        let s = resolve(Options::default(), &[("AWS_PROFILE", "default")], &[]).unwrap();
+        assert!(s.keys.is_none());
         let err = resolve(Options::default(), &[("AWS_PROFILE", "sso")], &files).unwrap_err();
         assert!(err.to_string().contains("sso_session"), "{err}");
         let s = resolve(Options::default(), &[], &[]).unwrap();
