@@ -131,7 +131,7 @@ pub struct RestoreSummary {
     pub kept: Vec<String>,
     /// Volume files opened (1 for a whole archive).
     pub volumes_opened: usize,
-    /// Volumes of the tape (`None` when restoring from a whole archive).
+    /// Volumes of the tape (`None` when restoring from one archive or object).
     pub volumes_total: Option<u64>,
     /// Where the entries were extracted.
     pub dest: PathBuf,
@@ -159,7 +159,9 @@ impl fmt::Display for RestoreSummary {
                 self.volumes_opened,
                 if total == 1 { "" } else { "s" }
             ),
-            None => f.write_str(", reading the whole archive"),
+            // (Only what the paths need is read of it: "whole" would say otherwise.)
+            None if self.fetched.is_some() => f.write_str(", from one object"),
+            None => f.write_str(", from one archive"),
         }?;
         if let Some((requests, bytes)) = self.fetched {
             write!(
