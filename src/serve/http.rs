@@ -242,14 +242,16 @@ pub fn file_name(path: &str) -> Option<String> {
     fine.then_some(name)
 }
 
-/// Whether the index should be JSON rather than HTML, by `Accept` (RFC 9110 §12.5.1): the
-/// media type with the higher quality wins, an explicit type over a wildcard that covers
-/// it, HTML on a tie (a browser's `*/*` gets the page); `application/json;q=0` is refused.
+/// Whether the index should be JSON rather than HTML, by `Accept` (RFC 9110 §12.5.1):
+/// JSON when `application/json` is named (or `application/*`) with a quality above 0 and
+/// not below HTML's. `*/*` alone (curl's, a browser's) gets the page; so does
+/// `application/json;q=0`, or JSON ranked below `text/html`.
 pub fn prefers_json(accept: Option<&str>) -> bool {
     let Some(accept) = accept else { return false };
-    // The quality of `wanted` (type, subtype): its most specific match, 0 if none.
-    let quality = |wanted: (&str, &str)| -> f32 {
-        let mut best: Option<(u8, f32)> = None; // (specificity, q)
+    // The quality of `wanted` (type, subtype) by its most specific range, with that
+    // specificity (2 named, 1 `type/*`, 0 `*/*`); `None` when no range covers it.
+    let quality = |wanted: (&str, &str)| -> Option<(u8, f32)> {
+        let mut best: Option<(u8, f32)> = None;
         for item in accept.split(',') {
             let Ok(range) = item.trim().parse::<mime::Mime>() else {
                 continue;
@@ -269,10 +271,11 @@ pub fn prefers_json(accept: Option<&str>) -> bool {
                 best = Some((specific, q));
             }
         }
-        best.map_or(0.0, |(_, q)| q)
+        best
     };
-    let json = quality(("application", "json"));
-    json > 0.0 && json > quality(("text", "html"))
+    let html = quality(("text", "html")).map_or(0.0, |(_, q)| q);
+    quality(("application", "json"))
+        .is_some_and(|(specific, q)| specific > 0 && q > 0.0 && q >= html)
 }
 
 /// The most a request head may hold (its request line, or all of it), as nginx's 8 KiB
@@ -321,7 +324,9 @@ mod tests {
             (Some("application/json"), true),
             (Some("Application/JSON"), true),
             (Some("application/json, text/html;q=0.9"), true),
-            (Some("text/html, application/json"), false),
+            (Some("text/html, application/json"), true),
+            (Some("application/json, text/plain, */*"), true),
+            (Some("application/json, */*;q=0.5"), true),
             (Some("application/json;q=0, text/html"), false),
             (Some("application/json;q=0"), false),
             (Some("application/*"), true),
