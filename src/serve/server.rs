@@ -582,15 +582,6 @@ fn route(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
-    // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is a 400.
-    if request.version() == http::Version::HTTP_11
-        && request.headers().get_all(header::HOST).iter().count() != 1
-    {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "an HTTP/1.1 request needs one Host header".into(),
-        );
-    }
     if let Some(auth) = &options.auth {
         let given = request
             .headers()
