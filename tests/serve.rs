@@ -177,6 +177,24 @@ fn parse_answer(all: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     (status, headers, all[split + 4..].to_vec())
 }
 
+/// `tartape serve photos --catalog cat.db --listen LISTEN` in `dir`, and the first line
+/// it printed; its standard output is closed after that line (a reader gone).
+fn spawn_serve(dir: &Path, listen: &str, stderr: Stdio) -> (Child, String) {
+    let mut child = tartape()
+        .args(["serve", "photos", "--catalog", "cat.db", "--listen", listen])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    (child, first)
+}
+
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -768,17 +786,7 @@ fn sigterm_lets_the_download_in_flight_finish() {
     assert_eq!(status, 200);
     assert_eq!(body, tree.tape, "the download in flight finished");
     let mut child = server.child.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 15 s after SIGTERM"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(15), "serve after SIGTERM");
     assert_eq!(status.code(), Some(0));
     assert!(TcpStream::connect(server.addr).is_err(), "still accepting");
 }
@@ -795,14 +803,12 @@ fn the_url_comes_alone_even_with_quiet_and_a_gone_reader_does_not_stop_it() {
     let mut child = server.child.take().unwrap();
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "still running 15 s after SIGTERM"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(15),
+        "serve -q after SIGTERM",
+    );
+    assert_eq!(status.code(), Some(0));
     // The reader thread ends at EOF: every line after the URL has arrived by now.
     let after: Vec<String> = server
         ._lines
@@ -813,25 +819,7 @@ fn the_url_comes_alone_even_with_quiet_and_a_gone_reader_does_not_stop_it() {
     assert!(after.is_empty(), "-q printed more than the URL: {after:?}");
 
     // Without -q: the URL, then each file's; the reader hangs up after the first line.
-    let mut child = tartape()
-        .args([
-            "serve",
-            "photos",
-            "--catalog",
-            "cat.db",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(tree.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap(); // and the pipe's reading end is closed here
+    let (mut child, first) = spawn_serve(tree.dir.path(), "127.0.0.1:0", Stdio::null());
     let addr: SocketAddr = first
         .trim_end()
         .strip_prefix("http://")
@@ -1071,25 +1059,7 @@ fn no_input_makes_it_stop_serving() {
 #[test]
 fn serving_the_network_without_auth_is_warned_about() {
     let tree = Tree::new();
-    let mut child = tartape()
-        .args([
-            "serve",
-            "photos",
-            "--catalog",
-            "cat.db",
-            "--listen",
-            "0.0.0.0:0",
-        ])
-        .current_dir(tree.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (mut child, first) = spawn_serve(tree.dir.path(), "0.0.0.0:0", Stdio::piped());
     assert!(first.starts_with("http://0.0.0.0:"), "{first}");
     let _ = child.kill();
     let mut err = String::new();

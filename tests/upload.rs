@@ -8,8 +8,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::s3::{ACCESS_KEY, Action, Proxy, Rule, S3Server, SECRET_KEY, Seen, can_serve_s3};
 use common::*;
@@ -452,18 +451,11 @@ fn failures_of_the_server_and_the_network_are_retried() {
     std::io::BufRead::read_line(&mut err, &mut first).unwrap();
     assert!(first.contains("cannot reach the endpoint"), "{first}");
     let _late_proxy = Proxy::start_on(late, env.server.addr);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the upload did not end within 2 minutes of its endpoint coming up");
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(120),
+        "an upload whose endpoint came up late",
+    );
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     assert!(status.success(), "{first}{rest}");
